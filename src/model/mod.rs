@@ -1,0 +1,23 @@
+//! The vocabulary every stage shares: tenants, label sets, profile type IDs, label selectors and
+//! time arguments. Nothing here does I/O.
+
+mod labels;
+mod profile_type;
+mod selector;
+mod tenant;
+mod time;
+
+pub use labels::{LabelError, Labels};
+pub use profile_type::{ProfileType, ProfileTypeError};
+pub use selector::{Matcher, MatchOp, Selector, SelectorError};
+pub use tenant::{Tenant, TenantError, DEFAULT_TENANT};
+pub use time::{parse_time_ms, TimeError};
+
+/// Label carrying the profile name (`process_cpu`, `memory`, …), first part of a profile type ID.
+pub const LABEL_NAME: &str = "__name__";
+/// Label carrying the full profile type ID of a series.
+pub const LABEL_PROFILE_TYPE: &str = "__profile_type__";
+/// Label naming the service a series belongs to.
+pub const LABEL_SERVICE_NAME: &str = "service_name";
+/// Label marking a pushed profile as already holding deltas (`"false"`).
+pub const LABEL_DELTA: &str = "__delta__";

@@ -1,0 +1,89 @@
+//! Time arguments as users and clients write them: RFC 3339, unix seconds/ms/µs/ns by digit
+//! count (as Pyroscope's `attime`), and `now`, `now-1h`, `now-15m`.
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TimeError {
+    #[error("time {0:?} is not RFC 3339, unix seconds/milliseconds, or now[-duration]")]
+    Unparsable(String),
+}
+
+/// Parses a time argument into milliseconds since the epoch, relative to `now_ms`.
+///
+/// Digit strings: 13 digits are milliseconds, 16 microseconds, 19 nanoseconds, anything else
+/// seconds (Pyroscope's rule, so `pyroscope-go`'s nanosecond `from` works).
+pub fn parse_time_ms(input: &str, now_ms: i64) -> Result<i64, TimeError> {
+    let text = input.trim();
+    let fail = || TimeError::Unparsable(input.to_string());
+    if let Some(rest) = text.strip_prefix("now") {
+        let rest = rest.trim();
+        if rest.is_empty() {
+            return Ok(now_ms);
+        }
+        let (sign, duration) = match rest.as_bytes()[0] {
+            b'-' => (-1, &rest[1..]),
+            b'+' => (1, &rest[1..]),
+            _ => return Err(fail()),
+        };
+        let duration = parse_duration_ms(duration.trim()).ok_or_else(fail)?;
+        return Ok(now_ms + sign * duration);
+    }
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        let value: i64 = text.parse().map_err(|_| fail())?;
+        return Ok(match text.len() {
+            13 => value,
+            16 => value / 1_000,
+            19 => value / 1_000_000,
+            _ => value.checked_mul(1000).ok_or_else(fail)?,
+        });
+    }
+    chrono::DateTime::parse_from_rfc3339(text).map(|t| t.timestamp_millis()).map_err(|_| fail())
+}
+
+/// `15m`, `1h30m`, `7d`, `500ms` in milliseconds.
+fn parse_duration_ms(text: &str) -> Option<i64> {
+    if text.is_empty() {
+        return None;
+    }
+    let mut total: i64 = 0;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        let number: i64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let unit_len = rest.bytes().take_while(|b| b.is_ascii_alphabetic()).count();
+        let factor = match &rest[..unit_len] {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            "w" => 7 * 86_400_000,
+            _ => return None,
+        };
+        rest = &rest[unit_len..];
+        total = total.checked_add(number.checked_mul(factor)?)?;
+    }
+    Some(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forms() {
+        let now = 1_700_000_000_000;
+        assert_eq!(parse_time_ms("now", now), Ok(now));
+        assert_eq!(parse_time_ms("now-1h", now), Ok(now - 3_600_000));
+        assert_eq!(parse_time_ms("now-1h30m", now), Ok(now - 5_400_000));
+        assert_eq!(parse_time_ms("1700000000", now), Ok(1_700_000_000_000));
+        assert_eq!(parse_time_ms("1700000000123", now), Ok(1_700_000_000_123));
+        assert_eq!(parse_time_ms("1700000000123456789", now), Ok(1_700_000_000_123));
+        assert_eq!(parse_time_ms("2023-11-14T22:13:20Z", now), Ok(1_700_000_000_000));
+        assert!(parse_time_ms("yesterday", now).is_err());
+        assert!(parse_time_ms("now-1y", now).is_err());
+    }
+}

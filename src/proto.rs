@@ -1,0 +1,33 @@
+//! Generated protobuf types: pprof (`google.v1`), Pyroscope's `types.v1`, `push.v1`, `querier.v1`,
+//! and Pyrite's own block format (`pyrite.v1`). proto3 JSON comes from pbjson.
+#![allow(missing_docs, clippy::all, clippy::pedantic)]
+
+pub mod google {
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/google.v1.rs"));
+        include!(concat!(env!("OUT_DIR"), "/google.v1.serde.rs"));
+    }
+}
+pub mod types {
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/types.v1.rs"));
+        include!(concat!(env!("OUT_DIR"), "/types.v1.serde.rs"));
+    }
+}
+pub mod push {
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/push.v1.rs"));
+        include!(concat!(env!("OUT_DIR"), "/push.v1.serde.rs"));
+    }
+}
+pub mod querier {
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/querier.v1.rs"));
+        include!(concat!(env!("OUT_DIR"), "/querier.v1.serde.rs"));
+    }
+}
+pub mod pyrite {
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/pyrite.v1.rs"));
+    }
+}

@@ -1,0 +1,196 @@
+//! The merged result of a query: a call tree keyed by function name, with a total and a self
+//! value per node. Every renderer reads this one shape.
+
+use std::collections::HashMap;
+
+/// Name of the root node, as Pyroscope's flame graphs name it.
+pub const ROOT_NAME: &str = "total";
+
+/// One node of a [`FlameTree`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FlameNode {
+    /// Index into [`FlameTree::names`].
+    pub name: u32,
+    /// Sum of the values of every stack through this node.
+    pub total: i64,
+    /// Sum of the values of stacks ending at this node.
+    pub self_value: i64,
+    /// Child node indices, in insertion order.
+    pub children: Vec<u32>,
+}
+
+/// A call tree merged by function name. Node 0 is the root, named [`ROOT_NAME`].
+#[derive(Debug, Clone)]
+pub struct FlameTree {
+    names: Vec<String>,
+    name_ids: HashMap<String, u32>,
+    nodes: Vec<FlameNode>,
+    child_lookup: HashMap<(u32, u32), u32>,
+}
+
+impl Default for FlameTree {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FlameTree {
+    pub fn new() -> Self {
+        let mut tree = Self {
+            names: Vec::new(),
+            name_ids: HashMap::new(),
+            nodes: vec![FlameNode::default()],
+            child_lookup: HashMap::new(),
+        };
+        let root_name = tree.intern(ROOT_NAME);
+        tree.nodes[0].name = root_name;
+        tree
+    }
+
+    /// The id of `name` in this tree's name table, adding it if new.
+    pub fn intern(&mut self, name: &str) -> u32 {
+        if let Some(&id) = self.name_ids.get(name) {
+            return id;
+        }
+        let id = self.names.len() as u32;
+        self.names.push(name.to_string());
+        self.name_ids.insert(name.to_string(), id);
+        id
+    }
+
+    /// Adds `value` along a stack of interned names, root first.
+    pub fn insert(&mut self, stack_root_first: &[u32], value: i64) {
+        let mut node = 0u32;
+        self.nodes[0].total += value;
+        for &name in stack_root_first {
+            node = self.child(node, name);
+            self.nodes[node as usize].total += value;
+        }
+        self.nodes[node as usize].self_value += value;
+    }
+
+    /// Adds `value` along a stack of function names, root first.
+    pub fn insert_names<S: AsRef<str>>(&mut self, stack_root_first: &[S], value: i64) {
+        let ids: Vec<u32> = stack_root_first.iter().map(|name| self.intern(name.as_ref())).collect();
+        self.insert(&ids, value);
+    }
+
+    fn child(&mut self, parent: u32, name: u32) -> u32 {
+        if let Some(&child) = self.child_lookup.get(&(parent, name)) {
+            return child;
+        }
+        let child = self.nodes.len() as u32;
+        self.nodes.push(FlameNode { name, ..FlameNode::default() });
+        self.nodes[parent as usize].children.push(child);
+        self.child_lookup.insert((parent, name), child);
+        child
+    }
+
+    /// Adds every stack of `other` into this tree.
+    pub fn merge(&mut self, other: &FlameTree) {
+        let mapping: Vec<u32> = other.names.iter().map(|name| self.intern(name)).collect();
+        let mut stack = Vec::new();
+        other.for_each_stack(|other_stack, value| {
+            stack.clear();
+            stack.extend(other_stack.iter().map(|&name| mapping[name as usize]));
+            self.insert(&stack, value);
+        });
+    }
+
+    /// Calls `visit(stack_root_first, self_value)` for every node with a non-zero self value.
+    pub fn for_each_stack(&self, mut visit: impl FnMut(&[u32], i64)) {
+        let mut path: Vec<u32> = Vec::new();
+        // (node, depth) pairs; the root sits at depth 0 and is not part of any stack.
+        let mut pending: Vec<(u32, usize)> = vec![(0, 0)];
+        while let Some((node_id, depth)) = pending.pop() {
+            let node = &self.nodes[node_id as usize];
+            path.truncate(depth.saturating_sub(1));
+            if depth > 0 {
+                path.push(node.name);
+            }
+            if node.self_value != 0 {
+                visit(&path, node.self_value);
+            }
+            for &child in node.children.iter().rev() {
+                pending.push((child, depth + 1));
+            }
+        }
+    }
+
+    /// A tree holding only the stacks that start with `call_site` (root first), kept whole.
+    pub fn filter_call_site<S: AsRef<str>>(&self, call_site: &[S]) -> FlameTree {
+        let mut filtered = FlameTree::new();
+        if call_site.is_empty() {
+            filtered.merge(self);
+            return filtered;
+        }
+        let mut names = Vec::new();
+        self.for_each_stack(|stack, value| {
+            let matches = stack.len() >= call_site.len()
+                && stack.iter().zip(call_site).all(|(&name, want)| self.names[name as usize] == want.as_ref());
+            if matches {
+                names.clear();
+                names.extend(stack.iter().map(|&name| self.names[name as usize].as_str()));
+                filtered.insert_names(&names, value);
+            }
+        });
+        filtered
+    }
+
+    pub fn total(&self) -> i64 {
+        self.nodes[0].total
+    }
+
+    pub fn root(&self) -> &FlameNode {
+        &self.nodes[0]
+    }
+
+    pub fn node(&self, id: u32) -> &FlameNode {
+        &self.nodes[id as usize]
+    }
+
+    pub fn nodes(&self) -> &[FlameNode] {
+        &self.nodes
+    }
+
+    pub fn name(&self, id: u32) -> &str {
+        &self.names[id as usize]
+    }
+
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// Whether nothing was inserted.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.len() == 1 && self.nodes[0].total == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insert_merge_and_walk() {
+        let mut a = FlameTree::new();
+        a.insert_names(&["main", "work", "hash"], 5);
+        a.insert_names(&["main", "work"], 2);
+        let mut b = FlameTree::new();
+        b.insert_names(&["main", "idle"], 3);
+        b.insert_names(&["main", "work", "hash"], 1);
+        a.merge(&b);
+        assert_eq!(a.total(), 11);
+        let mut stacks = Vec::new();
+        a.for_each_stack(|stack, value| {
+            stacks.push((stack.iter().map(|&id| a.name(id).to_string()).collect::<Vec<_>>().join(";"), value))
+        });
+        stacks.sort();
+        assert_eq!(
+            stacks,
+            vec![("main;idle".into(), 3), ("main;work".into(), 2), ("main;work;hash".into(), 6)]
+        );
+        let filtered = a.filter_call_site(&["main", "work"]);
+        assert_eq!(filtered.total(), 8);
+    }
+}
