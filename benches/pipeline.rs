@@ -1,1 +1,183 @@
-fn main(){}
+//! Criterion benchmarks over the shared corpus: decode, ingest (head append incl. WAL fsync),
+//! merge (query over a flushed block) and render (flame graph levels, SVG, pprof).
+//! Run: `cargo bench --bench pipeline`; figures go to BENCHMARKS.md.
+
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use pyrite::head::{Head, HeadConfig};
+use pyrite::ingest::Ingester;
+use pyrite::model::{Labels, ProfileType, Selector, Tenant};
+use pyrite::pprof::DecodeLimits;
+use pyrite::query::{Querier, SelectParams};
+use pyrite::render::{self, ExportContext, ExportFormat};
+use pyrite::storage::{Storage, StorageConfig};
+
+const AT_MS: i64 = 1_700_000_000_000;
+const LARGE: &str = "gpprof_large.cpu";
+
+fn corpus_files() -> Vec<PathBuf> {
+    let dir = std::env::var_os("PYRITE_CORPUS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus"));
+    let manifest = std::fs::read_to_string(dir.join("MANIFEST.tsv")).expect("corpus manifest");
+    manifest
+        .lines()
+        .skip(1)
+        .filter(|line| !line.contains("\tREJECTED\t"))
+        .map(|line| dir.join("files").join(line.split('\t').next().unwrap()))
+        .collect()
+}
+
+fn read(path: &Path) -> Bytes {
+    Bytes::from(std::fs::read(path).unwrap())
+}
+
+fn decode(c: &mut Criterion) {
+    let files = corpus_files();
+    let all: Vec<Bytes> = files.iter().map(|p| read(p)).collect();
+    let total_bytes: usize = all.iter().map(Bytes::len).sum();
+    let large = read(&files.iter().find(|p| p.ends_with(LARGE)).unwrap().clone());
+    let limits = DecodeLimits::default();
+    let mut group = c.benchmark_group("decode");
+    group.throughput(Throughput::Bytes(total_bytes as u64));
+    group.bench_function("corpus", |b| {
+        b.iter(|| {
+            for raw in &all {
+                black_box(pyrite::pprof::decode(raw, &limits).unwrap());
+            }
+        })
+    });
+    group.throughput(Throughput::Bytes(large.len() as u64));
+    group.bench_function("large_cpu_20k_samples", |b| {
+        b.iter(|| black_box(pyrite::pprof::decode(&large, &limits).unwrap()))
+    });
+    group.finish();
+}
+
+struct Store {
+    _dir: tempfile::TempDir,
+    head: Arc<Head>,
+    ingester: Ingester,
+    querier: Querier,
+}
+
+fn store() -> Store {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::from_config(&StorageConfig::default(), dir.path()).unwrap();
+    let limits = DecodeLimits::default();
+    let head = Arc::new(Head::open(HeadConfig::default(), storage.clone(), &dir.path().join("wal"), &limits).unwrap());
+    Store {
+        ingester: Ingester::new(head.clone(), limits),
+        querier: Querier::new(head.clone(), storage),
+        head,
+        _dir: dir,
+    }
+}
+
+fn ingest(c: &mut Criterion) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let files = corpus_files();
+    let large = read(files.iter().find(|p| p.ends_with(LARGE)).unwrap());
+    let store = store();
+    let tenant = Tenant::parse("bench").unwrap();
+    let labels = Labels::new([("service_name".to_string(), "bench".to_string())]).unwrap();
+    let mut group = c.benchmark_group("ingest");
+    group.sample_size(20);
+    group.bench_function("large_cpu_profile_with_wal_fsync", |b| {
+        b.iter(|| {
+            runtime
+                .block_on(
+                    store
+                        .ingester
+                        .push_pprof(&tenant, labels.clone(), large.clone(), Some(AT_MS)),
+                )
+                .unwrap()
+        })
+    });
+    // 64 concurrent pushes share fsyncs (group commit).
+    let small = read(files.iter().find(|p| p.ends_with("gotarget__cpu_5s.pb.gz")).unwrap());
+    group.throughput(Throughput::Elements(64));
+    group.bench_function("64_concurrent_small_pushes", |b| {
+        b.iter(|| {
+            runtime.block_on(async {
+                let pushes = (0..64).map(|_| {
+                    store
+                        .ingester
+                        .push_pprof(&tenant, labels.clone(), small.clone(), Some(AT_MS))
+                });
+                for result in futures::future::join_all(pushes).await {
+                    result.unwrap();
+                }
+            })
+        })
+    });
+    group.finish();
+}
+
+fn merge_and_render(c: &mut Criterion) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let files = corpus_files();
+    let store = store();
+    let tenant = Tenant::parse("bench").unwrap();
+    let cpu_5s = read(files.iter().find(|p| p.ends_with("gotarget__cpu_5s.pb.gz")).unwrap());
+    // 1,000 CPU profiles of one service, one per second: the `go tool pprof -proto` anchor.
+    runtime.block_on(async {
+        for second in 0..1000i64 {
+            let labels = Labels::new([("service_name".to_string(), "bench".to_string())]).unwrap();
+            store
+                .ingester
+                .push_pprof(&tenant, labels, cpu_5s.clone(), Some(AT_MS + second * 1000))
+                .await
+                .unwrap();
+        }
+        store.head.flush().await.unwrap();
+    });
+    let profile_type = ProfileType::parse("process_cpu:cpu:nanoseconds:cpu:nanoseconds").unwrap();
+    let params = SelectParams {
+        tenant: tenant.clone(),
+        profile_type: profile_type.clone(),
+        selector: Selector::parse(r#"{service_name="bench"}"#).unwrap(),
+        from_ms: AT_MS,
+        until_ms: AT_MS + 1_000_000,
+    };
+    let mut group = c.benchmark_group("merge");
+    group.sample_size(20);
+    group.bench_function("1000_cpu_profiles_from_blocks", |b| {
+        b.iter(|| black_box(runtime.block_on(store.querier.select_merge(&params)).unwrap()))
+    });
+    group.finish();
+
+    let tree = runtime.block_on(store.querier.select_merge(&params)).unwrap();
+    let context = ExportContext {
+        profile_type,
+        query: "{}".into(),
+        from_ms: params.from_ms,
+        until_ms: params.until_ms,
+        max_nodes: None,
+    };
+    let mut group = c.benchmark_group("render");
+    group.bench_function("flamegraph_levels", |b| {
+        b.iter(|| black_box(render::flamegraph(&tree, None)))
+    });
+    group.bench_function("svg", |b| {
+        b.iter(|| black_box(render::export(&tree, ExportFormat::Svg, &context).unwrap()))
+    });
+    group.bench_function("pprof_gzip", |b| {
+        b.iter(|| black_box(render::export(&tree, ExportFormat::Pprof, &context).unwrap()))
+    });
+    group.bench_function("flamebearer_json", |b| {
+        b.iter_batched(
+            || (),
+            |()| black_box(render::export(&tree, ExportFormat::Json, &context).unwrap()),
+            BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, decode, ingest, merge_and_render);
+criterion_main!(benches);

@@ -1,1 +1,389 @@
-//! TODO
+//! The `pyrite` command line: `serve`, `push`, `export`. Flags are pinned: other tools and the
+//! README depend on these exact names.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use clap::{Parser, Subcommand};
+use prost::Message;
+
+use crate::api::{self, AppState, Metrics};
+use crate::config::Config;
+use crate::head::Head;
+use crate::ingest::Ingester;
+use crate::model::{Labels, ProfileType, Selector, Tenant, parse_time_ms};
+use crate::proto::push::v1::{PushRequest, RawProfileSeries, RawSample};
+use crate::query::{Querier, SelectParams};
+use crate::render::{self, ExportContext, ExportFormat};
+use crate::storage::Storage;
+
+const DEFAULT_EXPORT_TYPE: &str = "process_cpu:cpu:nanoseconds:cpu:nanoseconds";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "pyrite",
+    version,
+    about = "Continuous profiling server: pprof in, flame graphs out"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server.
+    Serve {
+        /// YAML config file; every field has a default.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Listen address (default 0.0.0.0:4040).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// Data directory for the WAL and local blocks (default ./data).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Push pprof files to a server over push.v1.
+    Push {
+        #[arg(long)]
+        url: String,
+        #[arg(long)]
+        tenant: Option<String>,
+        /// service_name of the pushed series.
+        #[arg(long)]
+        name: Option<String>,
+        /// Extra labels, `k=v,k=v`.
+        #[arg(long)]
+        labels: Option<String>,
+        /// Stamp the profiles with this time instead of their own (RFC 3339, unix s/ms, now-1h).
+        #[arg(long)]
+        at: Option<String>,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Export a window as SVG, pprof, folded text or flamebearer JSON.
+    Export {
+        /// Query a running server.
+        #[arg(long, conflicts_with = "data_dir", required_unless_present = "data_dir")]
+        url: Option<String>,
+        /// Read a data directory directly (blocks and WAL), no server needed.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Config file describing storage, for --data-dir with S3 blocks.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Label selector, e.g. '{service_name="api"}'.
+        #[arg(long, default_value = "{}")]
+        query: String,
+        /// Profile type ID.
+        #[arg(long = "type", default_value = DEFAULT_EXPORT_TYPE)]
+        profile_type: String,
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        until: String,
+        #[arg(long)]
+        format: String,
+        #[arg(long)]
+        output: PathBuf,
+        #[arg(long)]
+        max_nodes: Option<usize>,
+    },
+}
+
+/// Entry point of the binary.
+pub fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(run(cli))
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve {
+            config,
+            listen,
+            data_dir,
+        } => {
+            let mut config = match config {
+                Some(path) => Config::load(&path)?,
+                None => Config::default(),
+            };
+            if let Some(listen) = listen {
+                config.listen = listen;
+            }
+            if let Some(data_dir) = data_dir {
+                config.data_dir = data_dir;
+            }
+            serve(config).await
+        }
+        Command::Push {
+            url,
+            tenant,
+            name,
+            labels,
+            at,
+            files,
+        } => {
+            push(
+                &url,
+                tenant.as_deref(),
+                name.as_deref(),
+                labels.as_deref(),
+                at.as_deref(),
+                &files,
+            )
+            .await
+        }
+        Command::Export {
+            url,
+            data_dir,
+            config,
+            tenant,
+            query,
+            profile_type,
+            from,
+            until,
+            format,
+            output,
+            max_nodes,
+        } => {
+            let now = crate::now_ms();
+            let from_ms = parse_time_ms(&from, now)?;
+            let until_ms = parse_time_ms(&until, now)?;
+            if from_ms >= until_ms {
+                bail!("--from ({from}) must be before --until ({until})");
+            }
+            let format: ExportFormat = format.parse().map_err(anyhow::Error::msg)?;
+            let tenant = Tenant::parse(tenant.as_deref().unwrap_or(crate::model::DEFAULT_TENANT))?;
+            let body = match (url, data_dir) {
+                (Some(url), _) => {
+                    export_remote(
+                        &url,
+                        &tenant,
+                        &query,
+                        &profile_type,
+                        from_ms,
+                        until_ms,
+                        format,
+                        max_nodes,
+                    )
+                    .await?
+                }
+                (None, Some(data_dir)) => {
+                    let mut config = match config {
+                        Some(path) => Config::load(&path)?,
+                        None => Config::default(),
+                    };
+                    config.data_dir = data_dir;
+                    let profile_type = ProfileType::parse(&profile_type)?;
+                    let selector = Selector::parse(&query)?;
+                    let params = SelectParams {
+                        tenant,
+                        profile_type: profile_type.clone(),
+                        selector,
+                        from_ms,
+                        until_ms,
+                    };
+                    let tree = open_read_only(&config)?.select_merge(&params).await?;
+                    let context = ExportContext {
+                        profile_type,
+                        query,
+                        from_ms,
+                        until_ms,
+                        max_nodes,
+                    };
+                    render::export(&tree, format, &context)?
+                }
+                (None, None) => bail!("give --url or --data-dir"),
+            };
+            std::fs::write(&output, body).with_context(|| format!("writing {}", output.display()))?;
+            Ok(())
+        }
+    }
+}
+
+/// Runs the server until SIGINT/SIGTERM, then flushes the head.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    config.validate()?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    let storage = Storage::from_config(&config.storage, &config.data_dir)?;
+    let head = Arc::new(Head::open(
+        config.head.clone(),
+        storage.clone(),
+        &config.wal_dir(),
+        &config.limits,
+    )?);
+    let state = Arc::new(AppState {
+        ingester: Ingester::new(head.clone(), config.limits.clone()),
+        querier: Querier::new(head.clone(), storage),
+        config: config.api.clone(),
+        metrics: Metrics::default(),
+    });
+    let flusher = {
+        let head = head.clone();
+        tokio::spawn(async move {
+            loop {
+                head.wait_for_flush().await;
+                if let Err(err) = head.flush().await {
+                    tracing::error!(error = %err, "flush failed; data stays in the head and WAL, retrying later");
+                }
+            }
+        })
+    };
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
+    tracing::info!(address = %listener.local_addr()?, data_dir = %config.data_dir.display(), "pyrite is serving");
+    axum::serve(listener, api::router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    flusher.abort();
+    tracing::info!("shutting down: flushing the head");
+    head.flush().await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("installing SIGTERM handler");
+    tokio::select! {
+        _ = interrupt => {}
+        _ = terminate.recv() => {}
+    }
+}
+
+/// A querier over a data directory's blocks and WAL, writing nothing.
+pub fn open_read_only(config: &Config) -> anyhow::Result<Querier> {
+    let storage = Storage::from_config(&config.storage, &config.data_dir)?;
+    let head = Head::open_read_only(config.head.clone(), storage.clone(), &config.wal_dir(), &config.limits)?;
+    Ok(Querier::new(Arc::new(head), storage))
+}
+
+fn parse_label_list(text: &str) -> anyhow::Result<Vec<(String, String)>> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (key, value) = pair
+                .split_once('=')
+                .with_context(|| format!("label {pair:?} is not k=v"))?;
+            Ok((key.trim().to_string(), value.trim().to_string()))
+        })
+        .collect()
+}
+
+async fn push(
+    url: &str,
+    tenant: Option<&str>,
+    name: Option<&str>,
+    labels: Option<&str>,
+    at: Option<&str>,
+    files: &[PathBuf],
+) -> anyhow::Result<()> {
+    let mut pairs = parse_label_list(labels.unwrap_or(""))?;
+    if let Some(name) = name {
+        pairs.push(("service_name".into(), name.to_string()));
+    }
+    let labels = Labels::new(pairs)?;
+    let at_ms = at.map(|text| parse_time_ms(text, crate::now_ms())).transpose()?;
+    let client = reqwest::Client::new();
+    let endpoint = format!("{}/push.v1.PusherService/Push", url.trim_end_matches('/'));
+    for file in files {
+        let raw = read_profile(file, at_ms)?;
+        let request = PushRequest {
+            series: vec![RawProfileSeries {
+                labels: labels.to_pairs(),
+                samples: vec![RawSample {
+                    raw_profile: raw,
+                    id: uuid::Uuid::new_v4().to_string(),
+                }],
+                annotations: vec![],
+            }],
+        };
+        let mut http = client
+            .post(&endpoint)
+            .header("Content-Type", "application/proto")
+            .header("Connect-Protocol-Version", "1")
+            .body(request.encode_to_vec());
+        if let Some(tenant) = tenant {
+            http = http.header("X-Scope-OrgID", tenant);
+        }
+        let response = http
+            .send()
+            .await
+            .with_context(|| format!("pushing {}", file.display()))?;
+        let status = response.status();
+        if !status.is_success() {
+            let body = response.text().await.unwrap_or_default();
+            bail!("pushing {}: {status}: {body}", file.display());
+        }
+        println!("pushed {}", file.display());
+    }
+    Ok(())
+}
+
+/// Reads a pprof file; with `at_ms`, rewrites its time (re-encoded, gzipped).
+fn read_profile(path: &Path, at_ms: Option<i64>) -> anyhow::Result<Bytes> {
+    let raw = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let Some(at_ms) = at_ms else {
+        return Ok(Bytes::from(raw));
+    };
+    let mut profile = crate::pprof::decode(&raw, &crate::pprof::DecodeLimits::default())
+        .with_context(|| format!("decoding {}", path.display()))?;
+    profile.time_nanos = at_ms.saturating_mul(1_000_000);
+    Ok(Bytes::from(crate::pprof::encode_gzip(&profile)))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn export_remote(
+    url: &str,
+    tenant: &Tenant,
+    query: &str,
+    profile_type: &str,
+    from_ms: i64,
+    until_ms: i64,
+    format: ExportFormat,
+    max_nodes: Option<usize>,
+) -> anyhow::Result<Vec<u8>> {
+    let format_name = match format {
+        ExportFormat::Svg => "svg",
+        ExportFormat::Pprof => "pprof",
+        ExportFormat::Folded => "folded",
+        ExportFormat::Json => "json",
+    };
+    let mut params = vec![
+        ("query", query.to_string()),
+        ("type", profile_type.to_string()),
+        ("from", from_ms.to_string()),
+        ("until", until_ms.to_string()),
+        ("format", format_name.to_string()),
+    ];
+    if let Some(max_nodes) = max_nodes {
+        params.push(("max-nodes", max_nodes.to_string()));
+    }
+    let mut endpoint = url::Url::parse(&format!("{}/api/v1/render", url.trim_end_matches('/')))?;
+    endpoint.query_pairs_mut().extend_pairs(params);
+    let response = reqwest::Client::new()
+        .get(endpoint)
+        .header("X-Scope-OrgID", tenant.as_str())
+        .send()
+        .await?;
+    let status = response.status();
+    let body = response.bytes().await?;
+    if !status.is_success() {
+        bail!("export failed: {status}: {}", String::from_utf8_lossy(&body));
+    }
+    Ok(body.to_vec())
+}

@@ -1,1 +1,166 @@
-//! TODO
+//! One YAML file configures a Pyrite process; every field has a default that runs on a laptop,
+//! so an empty file (or none) is a valid config. Unknown keys are refused, so a typo is an
+//! error rather than a silently ignored setting.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::head::HeadConfig;
+use crate::pprof::DecodeLimits;
+use crate::storage::StorageConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading config {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("parsing config {path}: {source}")]
+    Parse { path: PathBuf, source: serde_yaml::Error },
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address the HTTP API listens on.
+    pub listen: SocketAddr,
+    /// Directory for the write-ahead log and, by default, the blocks.
+    pub data_dir: PathBuf,
+    pub storage: StorageConfig,
+    pub head: HeadConfig,
+    /// Limits applied while decoding every incoming profile.
+    pub limits: DecodeLimits,
+    pub api: ApiConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:4040".parse().expect("valid address"),
+            data_dir: PathBuf::from("./data"),
+            storage: StorageConfig::default(),
+            head: HeadConfig::default(),
+            limits: DecodeLimits::default(),
+            api: ApiConfig::default(),
+        }
+    }
+}
+
+/// Limits and defaults of the HTTP API.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Largest request body accepted (compressed size), as Pyroscope's `ingestion_body_limit`.
+    pub max_body_bytes: usize,
+    /// Without `X-Scope-OrgID`, answer 401 instead of using tenant `anonymous`.
+    pub require_tenant_header: bool,
+    /// Flame graph nodes returned when a query names no `max_nodes`.
+    pub default_max_nodes: usize,
+    /// Largest `max_nodes` a query may ask for.
+    pub max_nodes_limit: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 64 * 1024 * 1024,
+            require_tenant_header: false,
+            default_max_nodes: 8192,
+            max_nodes_limit: 1 << 20,
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates a YAML file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|err| match err {
+            ConfigError::Parse { source, .. } => ConfigError::Parse {
+                path: path.to_path_buf(),
+                source,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses and validates YAML text; empty text is the default config.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let config: Config = if text.trim().is_empty() {
+            Config::default()
+        } else {
+            serde_yaml::from_str(text).map_err(|source| ConfigError::Parse {
+                path: PathBuf::new(),
+                source,
+            })?
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |message: &str| Err(ConfigError::Invalid(message.to_string()));
+        if self.head.bucket_duration.as_millis() < 1000 {
+            return invalid("head.bucket_duration must be at least 1s");
+        }
+        if self.head.flush_interval.is_zero() {
+            return invalid("head.flush_interval must be positive");
+        }
+        if self.api.max_body_bytes == 0 || self.limits.max_decompressed_bytes == 0 {
+            return invalid("api.max_body_bytes and limits.max_decompressed_bytes must be positive");
+        }
+        if let StorageConfig::S3(s3) = &self.storage
+            && s3.bucket.is_empty()
+        {
+            return invalid("storage.bucket is required for the s3 backend");
+        }
+        if self.api.default_max_nodes == 0 || self.api.default_max_nodes > self.api.max_nodes_limit {
+            return invalid("api.default_max_nodes must be between 1 and api.max_nodes_limit");
+        }
+        Ok(())
+    }
+
+    /// Where the write-ahead log lives.
+    pub fn wal_dir(&self) -> PathBuf {
+        self.data_dir.join("wal")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_overrides() {
+        assert_eq!(Config::parse("").unwrap(), Config::default());
+        let config = Config::parse(
+            "listen: 127.0.0.1:9999\nhead:\n  bucket_duration: 30m\nstorage:\n  backend: s3\n  bucket: profiles\n  endpoint: http://127.0.0.1:7480\n  allow_http: true\n",
+        )
+        .unwrap();
+        assert_eq!(config.listen.port(), 9999);
+        assert_eq!(config.head.bucket_duration.as_secs(), 1800);
+        assert_eq!(config.head.flush_interval.as_secs(), 300);
+        assert!(matches!(config.storage, StorageConfig::S3(ref s3) if s3.bucket == "profiles" && s3.path_style));
+    }
+
+    #[test]
+    fn refuses_typos_and_bad_values() {
+        assert!(matches!(
+            Config::parse("lisen: 1.2.3.4:1"),
+            Err(ConfigError::Parse { .. })
+        ));
+        assert!(matches!(
+            Config::parse("head:\n  flush_interval: 0s"),
+            Err(ConfigError::Invalid(_))
+        ));
+        assert!(matches!(
+            Config::parse("storage:\n  backend: s3\n  bucket: ''"),
+            Err(ConfigError::Invalid(_))
+        ));
+    }
+}

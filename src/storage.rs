@@ -1,1 +1,225 @@
-//! TODO
+//! Object storage wiring: a local directory by default, any S3 (Ceph RGW, MinIO, AWS) by
+//! config, both through `object_store`. Everything above this module sees only [`Storage`].
+
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("object storage: {0}")]
+    ObjectStore(#[from] object_store::Error),
+    #[error("object storage config: {0}")]
+    Config(String),
+    #[error("creating {path}: {source}")]
+    CreateDir { path: PathBuf, source: std::io::Error },
+}
+
+/// Where blocks live.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(tag = "backend", rename_all = "lowercase", deny_unknown_fields)]
+pub enum StorageConfig {
+    /// A directory; relative paths resolve against the data directory.
+    Filesystem {
+        #[serde(default = "default_blocks_dir")]
+        directory: PathBuf,
+    },
+    /// Any S3-compatible server.
+    S3(S3Config),
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self::Filesystem {
+            directory: default_blocks_dir(),
+        }
+    }
+}
+
+fn default_blocks_dir() -> PathBuf {
+    PathBuf::from("blocks")
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    pub bucket: String,
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    #[serde(default = "default_region")]
+    pub region: String,
+    #[serde(default)]
+    pub access_key_id: Option<String>,
+    #[serde(default)]
+    pub secret_access_key: Option<String>,
+    /// Path-style URLs (`http://host/bucket/key`), as Ceph RGW and MinIO want.
+    #[serde(default = "default_true")]
+    pub path_style: bool,
+    #[serde(default)]
+    pub allow_http: bool,
+    /// Key prefix inside the bucket, so several deployments can share one bucket.
+    #[serde(default)]
+    pub prefix: String,
+}
+
+fn default_region() -> String {
+    "us-east-1".to_string()
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// The object store Pyrite writes blocks to, with an optional key prefix.
+#[derive(Debug, Clone)]
+pub struct Storage {
+    store: Arc<dyn ObjectStore>,
+    prefix: String,
+}
+
+impl Storage {
+    /// Builds the configured store; `data_dir` anchors a relative filesystem directory.
+    pub fn from_config(config: &StorageConfig, data_dir: &std::path::Path) -> Result<Self, StorageError> {
+        match config {
+            StorageConfig::Filesystem { directory } => {
+                let directory = data_dir.join(directory);
+                std::fs::create_dir_all(&directory).map_err(|source| StorageError::CreateDir {
+                    path: directory.clone(),
+                    source,
+                })?;
+                let store =
+                    object_store::local::LocalFileSystem::new_with_prefix(&directory)?.with_automatic_cleanup(true);
+                Ok(Self {
+                    store: Arc::new(store),
+                    prefix: String::new(),
+                })
+            }
+            StorageConfig::S3(s3) => {
+                if s3.bucket.is_empty() {
+                    return Err(StorageError::Config("s3.bucket is required".into()));
+                }
+                let mut builder = object_store::aws::AmazonS3Builder::from_env()
+                    .with_bucket_name(&s3.bucket)
+                    .with_region(&s3.region)
+                    .with_allow_http(s3.allow_http)
+                    .with_virtual_hosted_style_request(!s3.path_style);
+                if let Some(endpoint) = &s3.endpoint {
+                    builder = builder.with_endpoint(endpoint);
+                }
+                if let Some(key) = &s3.access_key_id {
+                    builder = builder.with_access_key_id(key);
+                }
+                if let Some(secret) = &s3.secret_access_key {
+                    builder = builder.with_secret_access_key(secret);
+                }
+                let prefix = s3.prefix.trim_matches('/').to_string();
+                Ok(Self {
+                    store: Arc::new(builder.build()?),
+                    prefix,
+                })
+            }
+        }
+    }
+
+    /// A store over any `object_store` implementation (tests use the in-memory one).
+    pub fn new(store: Arc<dyn ObjectStore>) -> Self {
+        Self {
+            store,
+            prefix: String::new(),
+        }
+    }
+
+    fn path(&self, key: &str) -> Path {
+        if self.prefix.is_empty() {
+            Path::from(key)
+        } else {
+            Path::from(format!("{}/{key}", self.prefix))
+        }
+    }
+
+    fn key<'a>(&self, path: &'a Path) -> &'a str {
+        let raw = path.as_ref();
+        if self.prefix.is_empty() {
+            raw
+        } else {
+            raw.strip_prefix(self.prefix.as_str())
+                .map(|rest| rest.trim_start_matches('/'))
+                .unwrap_or(raw)
+        }
+    }
+
+    pub async fn put(&self, key: &str, data: Bytes) -> Result<(), StorageError> {
+        self.store.put(&self.path(key), PutPayload::from_bytes(data)).await?;
+        Ok(())
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Bytes, StorageError> {
+        Ok(self.store.get(&self.path(key)).await?.bytes().await?)
+    }
+
+    pub async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StorageError> {
+        Ok(self.store.get_range(&self.path(key), range).await?)
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        match self.store.delete(&self.path(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// The "directories" directly under `prefix` (without trailing slash), e.g. a tenant's buckets.
+    pub async fn list_dirs(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
+        let listing = self.store.list_with_delimiter(Some(&self.path(prefix))).await?;
+        Ok(listing
+            .common_prefixes
+            .iter()
+            .map(|path| self.key(path).rsplit('/').next().unwrap_or_default().to_string())
+            .collect())
+    }
+
+    /// Every object key under `prefix`, recursively.
+    pub async fn list_keys(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
+        let objects: Vec<_> = self.store.list(Some(&self.path(prefix))).try_collect().await?;
+        Ok(objects
+            .iter()
+            .map(|object| self.key(&object.location).to_string())
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn filesystem_round_trip_and_listing() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::from_config(&StorageConfig::default(), dir.path()).unwrap();
+        storage
+            .put("t1/1000/a/data", Bytes::from_static(b"0123456789"))
+            .await
+            .unwrap();
+        storage
+            .put("t1/2000/b/meta.json", Bytes::from_static(b"{}"))
+            .await
+            .unwrap();
+        assert_eq!(
+            storage.get_range("t1/1000/a/data", 2..5).await.unwrap(),
+            Bytes::from_static(b"234")
+        );
+        let mut dirs = storage.list_dirs("t1").await.unwrap();
+        dirs.sort();
+        assert_eq!(dirs, ["1000", "2000"]);
+        assert_eq!(storage.list_keys("t1/2000").await.unwrap(), ["t1/2000/b/meta.json"]);
+        storage.delete("t1/1000/a/data").await.unwrap();
+        storage.delete("t1/1000/a/data").await.unwrap();
+        assert!(storage.list_keys("t1/1000").await.unwrap().is_empty());
+    }
+}

@@ -1,1 +1,498 @@
-//! TODO
+//! Deduplicated symbol tables: strings, mappings, functions, locations (lines in a `SmallVec`)
+//! and stacks as a hash-consed tree (`stack = (parent_stack, location)`), so a stack seen a
+//! million times is stored once. One table per head bucket and per block.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+
+use smallvec::SmallVec;
+
+use crate::proto::google::v1 as pprof;
+use crate::proto::pyrite::v1 as block_proto;
+
+/// Stack id of the empty stack (the root); real stacks start at 1.
+pub const ROOT_STACK: u32 = 0;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Function {
+    pub name: u32,
+    pub system_name: u32,
+    pub filename: u32,
+    pub start_line: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Mapping {
+    pub memory_start: u64,
+    pub memory_limit: u64,
+    pub file_offset: u64,
+    pub filename: u32,
+    pub build_id: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Line {
+    pub function: u32,
+    pub line: i64,
+}
+
+/// A code address with its (possibly inlined) lines; `lines[0]` is the innermost callee.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct Location {
+    /// Mapping index + 1; 0 means no mapping.
+    pub mapping: u32,
+    pub address: u64,
+    pub lines: SmallVec<[Line; 2]>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct StackNode {
+    parent: u32,
+    location: u32,
+}
+
+/// Append-only table that hands out one id per distinct value.
+#[derive(Debug, Clone)]
+struct Interned<T: Hash + Eq + Clone> {
+    values: Vec<T>,
+    ids: HashMap<T, u32>,
+}
+
+impl<T: Hash + Eq + Clone> Default for Interned<T> {
+    fn default() -> Self {
+        Self {
+            values: Vec::new(),
+            ids: HashMap::new(),
+        }
+    }
+}
+
+impl<T: Hash + Eq + Clone> Interned<T> {
+    fn intern(&mut self, value: T) -> u32 {
+        if let Some(&id) = self.ids.get(&value) {
+            return id;
+        }
+        let id = self.values.len() as u32;
+        self.values.push(value.clone());
+        self.ids.insert(value, id);
+        id
+    }
+
+    fn from_values(values: Vec<T>) -> Self {
+        let ids = values
+            .iter()
+            .enumerate()
+            .map(|(id, value)| (value.clone(), id as u32))
+            .collect();
+        Self { values, ids }
+    }
+}
+
+/// The symbol tables of one head bucket or block.
+#[derive(Debug, Clone)]
+pub struct SymbolTable {
+    strings: Interned<String>,
+    functions: Interned<Function>,
+    mappings: Interned<Mapping>,
+    locations: Interned<Location>,
+    stacks: Interned<StackNode>,
+}
+
+impl Default for SymbolTable {
+    fn default() -> Self {
+        let mut table = Self {
+            strings: Interned::default(),
+            functions: Interned::default(),
+            mappings: Interned::default(),
+            locations: Interned::default(),
+            stacks: Interned::default(),
+        };
+        table.strings.intern(String::new());
+        // Stack id 0 is the root sentinel, so real stack ids are never 0.
+        table.stacks.intern(StackNode {
+            parent: u32::MAX,
+            location: u32::MAX,
+        });
+        table
+    }
+}
+
+/// How the ids of one decoded pprof map into a [`SymbolTable`].
+pub struct ProfileSymbols {
+    locations: HashMap<u64, u32>,
+}
+
+impl SymbolTable {
+    /// Interns the mappings, functions and locations of a validated profile.
+    pub fn add_profile(&mut self, profile: &pprof::Profile) -> ProfileSymbols {
+        let string = |table: &mut Self, index: i64| table.strings.intern(profile.string_table[index as usize].clone());
+        let mut mapping_ids = HashMap::with_capacity(profile.mapping.len());
+        for mapping in &profile.mapping {
+            let value = Mapping {
+                memory_start: mapping.memory_start,
+                memory_limit: mapping.memory_limit,
+                file_offset: mapping.file_offset,
+                filename: string(self, mapping.filename),
+                build_id: string(self, mapping.build_id),
+            };
+            mapping_ids.insert(mapping.id, self.mappings.intern(value) + 1);
+        }
+        let mut function_ids = HashMap::with_capacity(profile.function.len());
+        for function in &profile.function {
+            let value = Function {
+                name: string(self, function.name),
+                system_name: string(self, function.system_name),
+                filename: string(self, function.filename),
+                start_line: function.start_line,
+            };
+            function_ids.insert(function.id, self.functions.intern(value));
+        }
+        let mut locations = HashMap::with_capacity(profile.location.len());
+        for location in &profile.location {
+            let value = Location {
+                mapping: mapping_ids.get(&location.mapping_id).copied().unwrap_or(0),
+                address: location.address,
+                lines: location
+                    .line
+                    .iter()
+                    .filter_map(|line| {
+                        Some(Line {
+                            function: *function_ids.get(&line.function_id)?,
+                            line: line.line,
+                        })
+                    })
+                    .collect(),
+            };
+            locations.insert(location.id, self.locations.intern(value));
+        }
+        ProfileSymbols { locations }
+    }
+
+    /// Interns a pprof stack (location ids, leaf first) and returns its stack id.
+    pub fn add_stack(&mut self, symbols: &ProfileSymbols, location_ids_leaf_first: &[u64]) -> u32 {
+        let mut stack = ROOT_STACK;
+        for location_id in location_ids_leaf_first.iter().rev() {
+            let Some(&location) = symbols.locations.get(location_id) else {
+                continue;
+            };
+            stack = self.stacks.intern(StackNode {
+                parent: stack,
+                location,
+            });
+        }
+        stack
+    }
+
+    /// Function names of a stack, root first (inlined frames expanded).
+    pub fn stack_names(&self, stack: u32, out: &mut Vec<String>) {
+        out.clear();
+        self.visit_stack_frames(stack, |name| out.push(name.to_string()));
+    }
+
+    /// Calls `visit` with each frame's name, root first.
+    pub fn visit_stack_frames(&self, stack: u32, mut visit: impl FnMut(&str)) {
+        let mut locations: SmallVec<[u32; 64]> = SmallVec::new();
+        let mut node = stack;
+        while node != ROOT_STACK {
+            let StackNode { parent, location } = self.stacks.values[node as usize];
+            locations.push(location);
+            node = parent;
+        }
+        let mut address_name = String::new();
+        for &location in locations.iter().rev() {
+            let location = &self.locations.values[location as usize];
+            if location.lines.is_empty() {
+                address_name.clear();
+                use std::fmt::Write;
+                let _ = write!(address_name, "0x{:x}", location.address);
+                visit(&address_name);
+                continue;
+            }
+            // The last line is the caller; earlier ones are callees inlined into it.
+            for line in location.lines.iter().rev() {
+                visit(self.function_name(line.function));
+            }
+        }
+    }
+
+    /// A function's display name: its name, else its system name, else "unknown".
+    pub fn function_name(&self, function: u32) -> &str {
+        let function = &self.functions.values[function as usize];
+        let name = &self.strings.values[function.name as usize];
+        if !name.is_empty() {
+            return name;
+        }
+        let system_name = &self.strings.values[function.system_name as usize];
+        if !system_name.is_empty() {
+            system_name
+        } else {
+            "unknown"
+        }
+    }
+
+    /// Parent stack of `stack` (the root for one-frame stacks).
+    pub fn stack_parent(&self, stack: u32) -> u32 {
+        self.stacks.values[stack as usize].parent
+    }
+
+    /// Location of the leaf frame of `stack`.
+    pub fn stack_location(&self, stack: u32) -> &Location {
+        &self.locations.values[self.stacks.values[stack as usize].location as usize]
+    }
+
+    pub fn stack_count(&self) -> usize {
+        self.stacks.values.len()
+    }
+
+    /// Rough heap size, for the head's flush-by-size rule.
+    pub fn estimated_bytes(&self) -> usize {
+        let strings: usize = self.strings.values.iter().map(|s| s.len() + 48).sum();
+        strings
+            + self.functions.values.len() * 48
+            + self.mappings.values.len() * 64
+            + self.locations.values.len() * 96
+            + self.stacks.values.len() * 24
+    }
+
+    /// The tables as the block format's protobuf message.
+    pub fn to_proto(&self) -> block_proto::Symbols {
+        block_proto::Symbols {
+            strings: self.strings.values.clone(),
+            functions: self
+                .functions
+                .values
+                .iter()
+                .map(|f| block_proto::Function {
+                    name: f.name,
+                    system_name: f.system_name,
+                    filename: f.filename,
+                    start_line: f.start_line,
+                })
+                .collect(),
+            locations: self
+                .locations
+                .values
+                .iter()
+                .map(|l| block_proto::Location {
+                    mapping: l.mapping,
+                    address: l.address,
+                    lines: l
+                        .lines
+                        .iter()
+                        .map(|line| block_proto::Line {
+                            function: line.function,
+                            line: line.line,
+                        })
+                        .collect(),
+                })
+                .collect(),
+            mappings: self
+                .mappings
+                .values
+                .iter()
+                .map(|m| block_proto::Mapping {
+                    memory_start: m.memory_start,
+                    memory_limit: m.memory_limit,
+                    file_offset: m.file_offset,
+                    filename: m.filename,
+                    build_id: m.build_id,
+                })
+                .collect(),
+            stack_parents: self.stacks.values.iter().map(|node| node.parent).collect(),
+            stack_locations: self.stacks.values.iter().map(|node| node.location).collect(),
+        }
+    }
+
+    /// Rebuilds tables from a block, refusing references that point outside them.
+    pub fn from_proto(symbols: block_proto::Symbols) -> Result<Self, SymbolsError> {
+        let strings = symbols.strings.len() as u32;
+        let functions = symbols.functions.len() as u32;
+        let mappings = symbols.mappings.len() as u32;
+        let locations = symbols.locations.len() as u32;
+        let check = |what: &'static str, index: u32, len: u32| {
+            if index < len {
+                Ok(index)
+            } else {
+                Err(SymbolsError::OutOfRange { what, index, len })
+            }
+        };
+        let function_values = symbols
+            .functions
+            .iter()
+            .map(|f| {
+                Ok(Function {
+                    name: check("string", f.name, strings)?,
+                    system_name: check("string", f.system_name, strings)?,
+                    filename: check("string", f.filename, strings)?,
+                    start_line: f.start_line,
+                })
+            })
+            .collect::<Result<Vec<_>, SymbolsError>>()?;
+        let mapping_values = symbols
+            .mappings
+            .iter()
+            .map(|m| {
+                Ok(Mapping {
+                    memory_start: m.memory_start,
+                    memory_limit: m.memory_limit,
+                    file_offset: m.file_offset,
+                    filename: check("string", m.filename, strings)?,
+                    build_id: check("string", m.build_id, strings)?,
+                })
+            })
+            .collect::<Result<Vec<_>, SymbolsError>>()?;
+        let location_values = symbols
+            .locations
+            .iter()
+            .map(|l| {
+                if l.mapping > mappings {
+                    return Err(SymbolsError::OutOfRange {
+                        what: "mapping",
+                        index: l.mapping,
+                        len: mappings,
+                    });
+                }
+                Ok(Location {
+                    mapping: l.mapping,
+                    address: l.address,
+                    lines: l
+                        .lines
+                        .iter()
+                        .map(|line| {
+                            Ok(Line {
+                                function: check("function", line.function, functions)?,
+                                line: line.line,
+                            })
+                        })
+                        .collect::<Result<_, SymbolsError>>()?,
+                })
+            })
+            .collect::<Result<Vec<_>, SymbolsError>>()?;
+        if symbols.stack_parents.len() != symbols.stack_locations.len() || symbols.stack_parents.is_empty() {
+            return Err(SymbolsError::StackColumns);
+        }
+        let mut stack_values = Vec::with_capacity(symbols.stack_parents.len());
+        for (index, (&parent, &location)) in symbols.stack_parents.iter().zip(&symbols.stack_locations).enumerate() {
+            if index == 0 {
+                stack_values.push(StackNode {
+                    parent: u32::MAX,
+                    location: u32::MAX,
+                });
+                continue;
+            }
+            // Parents always precede children, which also rules out cycles.
+            check("stack", parent, index as u32)?;
+            check("location", location, locations)?;
+            stack_values.push(StackNode { parent, location });
+        }
+        Ok(Self {
+            strings: Interned::from_values(symbols.strings),
+            functions: Interned::from_values(function_values),
+            mappings: Interned::from_values(mapping_values),
+            locations: Interned::from_values(location_values),
+            stacks: Interned::from_values(stack_values),
+        })
+    }
+}
+
+/// A block's symbol section that does not hold together.
+#[derive(Debug, thiserror::Error)]
+pub enum SymbolsError {
+    #[error("symbol table: {what} index {index} out of range ({len} entries)")]
+    OutOfRange { what: &'static str, index: u32, len: u32 },
+    #[error("symbol table: stack columns differ in length or lack the root")]
+    StackColumns,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn profile() -> pprof::Profile {
+        let strings = ["", "main", "work", "inlined", "main.go"];
+        pprof::Profile {
+            string_table: strings.iter().map(|s| s.to_string()).collect(),
+            function: (1..=3)
+                .map(|id| pprof::Function {
+                    id,
+                    name: id as i64,
+                    filename: 4,
+                    ..Default::default()
+                })
+                .collect(),
+            location: vec![
+                pprof::Location {
+                    id: 10,
+                    line: vec![pprof::Line {
+                        function_id: 1,
+                        line: 5,
+                        column: 0,
+                    }],
+                    ..Default::default()
+                },
+                pprof::Location {
+                    id: 20,
+                    line: vec![
+                        pprof::Line {
+                            function_id: 3,
+                            line: 9,
+                            column: 0,
+                        },
+                        pprof::Line {
+                            function_id: 2,
+                            line: 7,
+                            column: 0,
+                        },
+                    ],
+                    ..Default::default()
+                },
+                pprof::Location {
+                    id: 30,
+                    address: 0xbeef,
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn stacks_are_hash_consed_and_names_root_first() {
+        let mut table = SymbolTable::default();
+        let symbols = table.add_profile(&profile());
+        let a = table.add_stack(&symbols, &[20, 10]);
+        let b = table.add_stack(&symbols, &[20, 10]);
+        let c = table.add_stack(&symbols, &[30, 10]);
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert_eq!(table.stack_parent(a), table.stack_parent(c));
+        let mut names = Vec::new();
+        table.stack_names(a, &mut names);
+        assert_eq!(names, ["main", "work", "inlined"]);
+        table.stack_names(c, &mut names);
+        assert_eq!(names, ["main", "0xbeef"]);
+        // A second copy of the same profile adds no symbols.
+        let before = table.to_proto();
+        let symbols = table.add_profile(&profile());
+        assert_eq!(table.add_stack(&symbols, &[20, 10]), a);
+        assert_eq!(table.to_proto(), before);
+    }
+
+    #[test]
+    fn proto_round_trip_and_corruption() {
+        let mut table = SymbolTable::default();
+        let symbols = table.add_profile(&profile());
+        let stack = table.add_stack(&symbols, &[20, 10]);
+        let restored = SymbolTable::from_proto(table.to_proto()).unwrap();
+        let (mut left, mut right) = (Vec::new(), Vec::new());
+        table.stack_names(stack, &mut left);
+        restored.stack_names(stack, &mut right);
+        assert_eq!(left, right);
+        let mut broken = table.to_proto();
+        broken.stack_parents[1] = 5;
+        assert!(matches!(
+            SymbolTable::from_proto(broken),
+            Err(SymbolsError::OutOfRange { what: "stack", .. })
+        ));
+    }
+}

@@ -1,1 +1,53 @@
-//! TODO
+//! HTTP API on axum: Pyroscope's connect services (push.v1, querier.v1), the legacy
+//! `/ingest` and `/pyroscope/*` routes, `/api/v1/render` exports, `/ready` and `/metrics`.
+//! Handlers translate; the work happens in `ingest`, `query` and `render`.
+
+pub mod connect;
+mod legacy;
+mod metrics;
+mod push;
+mod querier;
+mod render_http;
+mod tenant;
+
+pub use metrics::Metrics;
+pub use tenant::tenant_from_headers;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+
+use crate::config::ApiConfig;
+use crate::ingest::Ingester;
+use crate::query::Querier;
+
+/// What every handler can reach.
+pub struct AppState {
+    pub ingester: Ingester,
+    pub querier: Querier,
+    pub config: ApiConfig,
+    pub metrics: Metrics,
+}
+
+pub type SharedState = Arc<AppState>;
+
+/// All routes of `pyrite serve`.
+pub fn router(state: SharedState) -> Router {
+    let body_limit = state.config.max_body_bytes;
+    Router::new()
+        .route("/ingest", post(legacy::ingest))
+        .route("/pyroscope/ingest", post(legacy::ingest))
+        .route("/push.v1.PusherService/Push", post(push::push))
+        .route("/querier.v1.QuerierService/{method}", post(querier::dispatch))
+        .route("/pyroscope/render", get(legacy::render))
+        .route("/pyroscope/render-diff", get(legacy::render_diff))
+        .route("/pyroscope/label-values", get(legacy::label_values))
+        .route("/pyroscope/labels", get(legacy::labels))
+        .route("/api/v1/render", get(render_http::render))
+        .route("/ready", get(|| async { "ready\n" }))
+        .route("/metrics", get(metrics::serve))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}

@@ -32,8 +32,7 @@ impl Labels {
     /// Builds a label set, refusing duplicates and over-long names or values. Empty values are
     /// dropped, as Prometheus treats `k=""` as absent.
     pub fn new(pairs: impl IntoIterator<Item = (String, String)>) -> Result<Self, LabelError> {
-        let mut pairs: Vec<(String, String)> =
-            pairs.into_iter().filter(|(_, value)| !value.is_empty()).collect();
+        let mut pairs: Vec<(String, String)> = pairs.into_iter().filter(|(_, value)| !value.is_empty()).collect();
         pairs.sort();
         for window in pairs.windows(2) {
             if window[0].0 == window[1].0 {
@@ -45,15 +44,24 @@ impl Labels {
                 return Err(LabelError::EmptyName);
             }
             if name.len() > MAX_LABEL_NAME_LENGTH {
-                return Err(LabelError::NameTooLong { name: name.clone(), limit: MAX_LABEL_NAME_LENGTH });
+                return Err(LabelError::NameTooLong {
+                    name: name.clone(),
+                    limit: MAX_LABEL_NAME_LENGTH,
+                });
             }
             if value.len() > MAX_LABEL_VALUE_LENGTH {
-                return Err(LabelError::ValueTooLong { name: name.clone(), limit: MAX_LABEL_VALUE_LENGTH });
+                return Err(LabelError::ValueTooLong {
+                    name: name.clone(),
+                    limit: MAX_LABEL_VALUE_LENGTH,
+                });
             }
         }
         if pairs.len() > MAX_LABELS_PER_SERIES + 8 {
             // A few private labels (`__name__`, `__profile_type__`, …) come on top of user labels.
-            return Err(LabelError::TooMany { count: pairs.len(), limit: MAX_LABELS_PER_SERIES });
+            return Err(LabelError::TooMany {
+                count: pairs.len(),
+                limit: MAX_LABELS_PER_SERIES,
+            });
         }
         Ok(Self(pairs))
     }
@@ -99,14 +107,23 @@ impl Labels {
 
     /// Only the labels whose names are in `names`.
     pub fn project(&self, names: &[String]) -> Labels {
-        Labels(self.0.iter().filter(|(name, _)| names.iter().any(|n| n == name)).cloned().collect())
+        Labels(
+            self.0
+                .iter()
+                .filter(|(name, _)| names.iter().any(|n| n == name))
+                .cloned()
+                .collect(),
+        )
     }
 
     /// As protobuf label pairs.
     pub fn to_pairs(&self) -> Vec<crate::proto::types::v1::LabelPair> {
         self.0
             .iter()
-            .map(|(name, value)| crate::proto::types::v1::LabelPair { name: name.clone(), value: value.clone() })
+            .map(|(name, value)| crate::proto::types::v1::LabelPair {
+                name: name.clone(),
+                value: value.clone(),
+            })
             .collect()
     }
 

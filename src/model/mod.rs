@@ -9,9 +9,9 @@ mod time;
 
 pub use labels::{LabelError, Labels};
 pub use profile_type::{ProfileType, ProfileTypeError};
-pub use selector::{Matcher, MatchOp, Selector, SelectorError};
-pub use tenant::{Tenant, TenantError, DEFAULT_TENANT};
-pub use time::{parse_time_ms, TimeError};
+pub use selector::{MatchOp, Matcher, Selector, SelectorError};
+pub use tenant::{DEFAULT_TENANT, Tenant, TenantError};
+pub use time::{TimeError, parse_time_ms};
 
 /// Label carrying the profile name (`process_cpu`, `memory`, …), first part of a profile type ID.
 pub const LABEL_NAME: &str = "__name__";

@@ -75,7 +75,10 @@ mod tests {
     fn round_trip_and_errors() {
         let id = "process_cpu:cpu:nanoseconds:cpu:nanoseconds";
         assert_eq!(ProfileType::parse(id).unwrap().id(), id);
-        assert_eq!(ProfileType::parse("memory:inuse_space:bytes::").unwrap().period_type, "");
+        assert_eq!(
+            ProfileType::parse("memory:inuse_space:bytes::").unwrap().period_type,
+            ""
+        );
         assert!(ProfileType::parse("memory:inuse_space:bytes::").is_ok());
         assert!(ProfileType::parse("a:b:c:d:e:delta").is_ok());
         assert!(matches!(ProfileType::parse("cpu"), Err(ProfileTypeError::Parts(_))));

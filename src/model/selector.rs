@@ -7,7 +7,11 @@ use super::Labels;
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SelectorError {
     #[error("label selector {input:?}: {reason} at byte {position}")]
-    Syntax { input: String, position: usize, reason: String },
+    Syntax {
+        input: String,
+        position: usize,
+        reason: String,
+    },
     #[error("label selector: invalid regular expression {pattern:?}: {reason}")]
     Regex { pattern: String, reason: String },
 }
@@ -41,7 +45,12 @@ impl Matcher {
             ),
             _ => None,
         };
-        Ok(Self { name: name.to_string(), op, value: value.to_string(), regex })
+        Ok(Self {
+            name: name.to_string(),
+            op,
+            value: value.to_string(),
+            regex,
+        })
     }
 
     /// Whether a label value (absent = "") satisfies this matcher.
@@ -66,11 +75,18 @@ pub struct Selector {
 impl Selector {
     /// Parses `{...}`; an empty or all-blank input is the empty selector.
     pub fn parse(input: &str) -> Result<Self, SelectorError> {
-        Parser { input, bytes: input.as_bytes(), position: 0 }.parse()
+        Parser {
+            input,
+            bytes: input.as_bytes(),
+            position: 0,
+        }
+        .parse()
     }
 
     pub fn matches(&self, labels: &Labels) -> bool {
-        self.matchers.iter().all(|matcher| matcher.matches(labels.get(&matcher.name)))
+        self.matchers
+            .iter()
+            .all(|matcher| matcher.matches(labels.get(&matcher.name)))
     }
 
     /// The value required by an `=` matcher on `name`, if any.
@@ -95,7 +111,11 @@ struct Parser<'a> {
 
 impl Parser<'_> {
     fn error(&self, reason: &str) -> SelectorError {
-        SelectorError::Syntax { input: self.input.to_string(), position: self.position, reason: reason.to_string() }
+        SelectorError::Syntax {
+            input: self.input.to_string(),
+            position: self.position,
+            reason: reason.to_string(),
+        }
     }
 
     fn skip_blank(&mut self) {
@@ -231,10 +251,23 @@ mod tests {
         assert!(Selector::parse("{}").unwrap().matchers.is_empty());
         assert!(Selector::parse("").unwrap().matchers.is_empty());
         assert!(Selector::parse(r#"{a="b",}"#).is_ok());
-        for bad in [r#"{a="b""#, r#"{a=b}"#, r#"{="b"}"#, r#"{a~"b"}"#, r#"a="b""#, r#"{a="b"} x"#] {
-            assert!(matches!(Selector::parse(bad), Err(SelectorError::Syntax { .. })), "{bad}");
+        for bad in [
+            r#"{a="b""#,
+            r#"{a=b}"#,
+            r#"{="b"}"#,
+            r#"{a~"b"}"#,
+            r#"a="b""#,
+            r#"{a="b"} x"#,
+        ] {
+            assert!(
+                matches!(Selector::parse(bad), Err(SelectorError::Syntax { .. })),
+                "{bad}"
+            );
         }
-        assert!(matches!(Selector::parse(r#"{a=~"("}"#), Err(SelectorError::Regex { .. })));
+        assert!(matches!(
+            Selector::parse(r#"{a=~"("}"#),
+            Err(SelectorError::Regex { .. })
+        ));
     }
 
     #[test]

@@ -36,7 +36,9 @@ pub fn parse_time_ms(input: &str, now_ms: i64) -> Result<i64, TimeError> {
             _ => value.checked_mul(1000).ok_or_else(fail)?,
         });
     }
-    chrono::DateTime::parse_from_rfc3339(text).map(|t| t.timestamp_millis()).map_err(|_| fail())
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.timestamp_millis())
+        .map_err(|_| fail())
 }
 
 /// `15m`, `1h30m`, `7d`, `500ms` in milliseconds.

@@ -1,5 +1,371 @@
-//! Queries: pick the blocks and head data a window touches, merge their stacks by function name.
+//! Queries: pick the blocks and head partitions a window touches, then merge the rows of the
+//! matching series by function name into one [`FlameTree`], or sum them into time series.
+//!
+//! Window rule: a row counts when `from_ms <= time < until_ms` (half-open, in ms since the
+//! epoch), in blocks and head alike. A profile's time is its collection time.
 
 mod tree;
 
 pub use tree::{FlameNode, FlameTree, ROOT_NAME};
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use crate::block::{self, BlockError, BlockMeta, Series, SeriesHeader};
+use crate::head::Head;
+use crate::model::{Labels, ProfileType, Selector, Tenant};
+use crate::storage::Storage;
+use crate::symbols::SymbolTable;
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error("query window is empty: from ({from_ms}) must be before until ({until_ms})")]
+    EmptyWindow { from_ms: i64, until_ms: i64 },
+    #[error("step must be at least 1 ms")]
+    Step,
+    #[error(transparent)]
+    Block(#[from] BlockError),
+}
+
+/// Which series and rows a query reads.
+#[derive(Debug, Clone)]
+pub struct SelectParams {
+    pub tenant: Tenant,
+    pub profile_type: ProfileType,
+    pub selector: Selector,
+    pub from_ms: i64,
+    pub until_ms: i64,
+}
+
+impl SelectParams {
+    fn wants(&self, labels: &Labels, profile_type: &ProfileType, min_time: i64, max_time: i64) -> bool {
+        profile_type == &self.profile_type
+            && min_time < self.until_ms
+            && max_time >= self.from_ms
+            && self.selector.matches(labels)
+    }
+}
+
+/// How time series points are combined inside a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Aggregation {
+    #[default]
+    Sum,
+    Average,
+}
+
+/// One time series: labels and `(timestamp_ms, value)` points, sparse.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TimeSeries {
+    pub labels: Labels,
+    pub points: Vec<(i64, f64)>,
+}
+
+/// Reads head and blocks of one store.
+pub struct Querier {
+    head: Arc<Head>,
+    storage: Storage,
+    indexes: BlockCache<Vec<SeriesHeader>>,
+    symbols: BlockCache<SymbolTable>,
+}
+
+/// Block indexes kept in memory; they are small and immutable.
+const MAX_CACHED_INDEXES: usize = 4096;
+/// Decoded block symbol tables kept in memory: the part of a block every query needs.
+const MAX_CACHED_SYMBOLS: usize = 64;
+
+/// Immutable per-block parts, by block id, dropped wholesale when full (blocks never change,
+/// so a stale entry is impossible; only memory is at stake).
+struct BlockCache<T> {
+    capacity: usize,
+    entries: parking_lot::Mutex<HashMap<String, Arc<T>>>,
+}
+
+impl<T> BlockCache<T> {
+    fn new(capacity: usize) -> Self {
+        Self {
+            capacity,
+            entries: parking_lot::Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn get(&self, id: &str) -> Option<Arc<T>> {
+        self.entries.lock().get(id).cloned()
+    }
+
+    fn insert(&self, id: &str, value: Arc<T>) {
+        let mut entries = self.entries.lock();
+        if entries.len() >= self.capacity {
+            entries.clear();
+        }
+        entries.insert(id.to_string(), value);
+    }
+}
+
+impl Querier {
+    pub fn new(head: Arc<Head>, storage: Storage) -> Self {
+        Self {
+            head,
+            storage,
+            indexes: BlockCache::new(MAX_CACHED_INDEXES),
+            symbols: BlockCache::new(MAX_CACHED_SYMBOLS),
+        }
+    }
+
+    async fn index(&self, meta: &BlockMeta) -> Result<Arc<Vec<SeriesHeader>>, QueryError> {
+        if let Some(index) = self.indexes.get(&meta.id) {
+            return Ok(index);
+        }
+        let index = Arc::new(block::read_index(&self.storage, meta).await?);
+        self.indexes.insert(&meta.id, index.clone());
+        Ok(index)
+    }
+
+    async fn symbols(&self, meta: &BlockMeta) -> Result<Arc<SymbolTable>, QueryError> {
+        if let Some(symbols) = self.symbols.get(&meta.id) {
+            return Ok(symbols);
+        }
+        let symbols = Arc::new(block::load_symbols(&self.storage, meta).await?);
+        self.symbols.insert(&meta.id, symbols.clone());
+        Ok(symbols)
+    }
+
+    /// Visits every partition (head and blocks) with series wanted by `wants`, loading from
+    /// blocks only the wanted series.
+    async fn visit_partitions(
+        &self,
+        tenant: &Tenant,
+        from_ms: i64,
+        until_ms: i64,
+        wants: impl Fn(&Labels, &ProfileType, i64, i64) -> bool,
+        mut visit: impl FnMut(&SymbolTable, &[Series]),
+    ) -> Result<(), QueryError> {
+        if from_ms >= until_ms {
+            return Err(QueryError::EmptyWindow { from_ms, until_ms });
+        }
+        let metas = {
+            let _gate = self.head.read_gate().await;
+            let metas = block::list(&self.storage, tenant, from_ms, until_ms).await?;
+            self.head.visit(tenant, from_ms, until_ms, |partition| {
+                visit(&partition.symbols, &partition.series)
+            });
+            metas
+        };
+        for meta in metas {
+            let index = self.index(&meta).await?;
+            let wanted: Vec<SeriesHeader> = index
+                .iter()
+                .filter(|h| wants(&h.labels, &h.profile_type, h.min_time_ms, h.max_time_ms))
+                .cloned()
+                .collect();
+            if wanted.is_empty() {
+                continue;
+            }
+            let symbols = self.symbols(&meta).await?;
+            let series = block::load_series(&self.storage, &meta, &symbols, &wanted).await?;
+            visit(&symbols, &series);
+        }
+        Ok(())
+    }
+
+    /// The merged flame tree of the matching series in the window.
+    pub async fn select_merge(&self, params: &SelectParams) -> Result<FlameTree, QueryError> {
+        let mut tree = FlameTree::new();
+        let wants = |l: &Labels, p: &ProfileType, min: i64, max: i64| params.wants(l, p, min, max);
+        self.visit_partitions(
+            &params.tenant,
+            params.from_ms,
+            params.until_ms,
+            wants,
+            |symbols, series| merge_partition(symbols, series, params, &mut tree),
+        )
+        .await?;
+        Ok(tree)
+    }
+
+    /// Time series of the matching series, summed per `group_by` label set and step.
+    /// Point `T` covers rows in `[T, T + step)`, `T` aligned to multiples of the step.
+    pub async fn select_series(
+        &self,
+        params: &SelectParams,
+        step_ms: i64,
+        group_by: &[String],
+        aggregation: Aggregation,
+    ) -> Result<Vec<TimeSeries>, QueryError> {
+        if step_ms < 1 {
+            return Err(QueryError::Step);
+        }
+        // Per group and step: per profile time, the profile's total (for averages).
+        let mut groups: BTreeMap<Labels, BTreeMap<i64, BTreeMap<i64, f64>>> = BTreeMap::new();
+        let wants = |l: &Labels, p: &ProfileType, min: i64, max: i64| params.wants(l, p, min, max);
+        self.visit_partitions(
+            &params.tenant,
+            params.from_ms,
+            params.until_ms,
+            wants,
+            |_, all_series| {
+                for series in all_series {
+                    if !params.wants(
+                        &series.labels,
+                        &series.profile_type,
+                        series.min_time_ms,
+                        series.max_time_ms,
+                    ) {
+                        continue;
+                    }
+                    let points = groups.entry(series.labels.project(group_by)).or_default();
+                    for (&time, &value) in series.times.iter().zip(&series.values) {
+                        if time >= params.from_ms && time < params.until_ms {
+                            let step = time.div_euclid(step_ms) * step_ms;
+                            *points.entry(step).or_default().entry(time).or_default() += value as f64;
+                        }
+                    }
+                }
+            },
+        )
+        .await?;
+        Ok(groups
+            .into_iter()
+            .map(|(labels, steps)| TimeSeries {
+                labels,
+                points: steps
+                    .into_iter()
+                    .map(|(step, profiles)| {
+                        let sum: f64 = profiles.values().sum();
+                        let value = match aggregation {
+                            Aggregation::Sum => sum,
+                            Aggregation::Average => sum / profiles.len() as f64,
+                        };
+                        (step, value)
+                    })
+                    .collect(),
+            })
+            .collect())
+    }
+
+    /// Label sets of series matching any selector (all if none) in the window.
+    pub async fn series_labels(
+        &self,
+        tenant: &Tenant,
+        selectors: &[Selector],
+        from_ms: i64,
+        until_ms: i64,
+    ) -> Result<Vec<Labels>, QueryError> {
+        let matches = |labels: &Labels| selectors.is_empty() || selectors.iter().any(|s| s.matches(labels));
+        let mut found: BTreeSet<Labels> = BTreeSet::new();
+        {
+            let _gate = self.head.read_gate().await;
+            self.head.visit(tenant, from_ms, until_ms, |partition| {
+                for series in &partition.series {
+                    if series.min_time_ms < until_ms && series.max_time_ms >= from_ms && matches(&series.labels) {
+                        found.insert(series.labels.clone());
+                    }
+                }
+            });
+            for meta in block::list(&self.storage, tenant, from_ms, until_ms).await? {
+                for header in self.index(&meta).await?.iter() {
+                    if header.min_time_ms < until_ms && header.max_time_ms >= from_ms && matches(&header.labels) {
+                        found.insert(header.labels.clone());
+                    }
+                }
+            }
+        }
+        Ok(found.into_iter().collect())
+    }
+
+    /// Distinct profile types in the window, sorted by ID.
+    pub async fn profile_types(
+        &self,
+        tenant: &Tenant,
+        from_ms: i64,
+        until_ms: i64,
+    ) -> Result<Vec<ProfileType>, QueryError> {
+        let series = self.series_labels(tenant, &[], from_ms, until_ms).await?;
+        let ids: BTreeSet<&str> = series
+            .iter()
+            .filter_map(|labels| labels.get(crate::model::LABEL_PROFILE_TYPE))
+            .collect();
+        Ok(ids.into_iter().filter_map(|id| ProfileType::parse(id).ok()).collect())
+    }
+
+    /// Distinct label names of matching series, sorted.
+    pub async fn label_names(
+        &self,
+        tenant: &Tenant,
+        selectors: &[Selector],
+        from_ms: i64,
+        until_ms: i64,
+    ) -> Result<Vec<String>, QueryError> {
+        let series = self.series_labels(tenant, selectors, from_ms, until_ms).await?;
+        let names: BTreeSet<&str> = series
+            .iter()
+            .flat_map(|labels| labels.iter().map(|(name, _)| name))
+            .collect();
+        Ok(names.into_iter().map(str::to_string).collect())
+    }
+
+    /// Distinct values of label `name` among matching series, sorted.
+    pub async fn label_values(
+        &self,
+        tenant: &Tenant,
+        name: &str,
+        selectors: &[Selector],
+        from_ms: i64,
+        until_ms: i64,
+    ) -> Result<Vec<String>, QueryError> {
+        let series = self.series_labels(tenant, selectors, from_ms, until_ms).await?;
+        let values: BTreeSet<&str> = series.iter().filter_map(|labels| labels.get(name)).collect();
+        Ok(values.into_iter().map(str::to_string).collect())
+    }
+}
+
+impl Querier {
+    /// Oldest and newest profile times of the tenant, if it has any data.
+    pub async fn time_range(&self, tenant: &Tenant) -> Result<Option<(i64, i64)>, QueryError> {
+        let (from_ms, until_ms) = (i64::MIN / 2, i64::MAX / 2);
+        let mut range: Option<(i64, i64)> = None;
+        let mut widen = |min: i64, max: i64| {
+            range = Some(range.map_or((min, max), |(lo, hi)| (lo.min(min), hi.max(max))));
+        };
+        let _gate = self.head.read_gate().await;
+        self.head.visit(tenant, from_ms, until_ms, |partition| {
+            for series in &partition.series {
+                widen(series.min_time_ms, series.max_time_ms);
+            }
+        });
+        for meta in block::list(&self.storage, tenant, from_ms, until_ms).await? {
+            widen(meta.min_time_ms, meta.max_time_ms);
+        }
+        Ok(range)
+    }
+}
+
+/// Adds the in-window rows of the wanted series of one partition to `tree`. Rows are first
+/// summed per stack, so each distinct stack is walked once however many samples it has.
+fn merge_partition(symbols: &SymbolTable, all_series: &[Series], params: &SelectParams, tree: &mut FlameTree) {
+    let mut per_stack: HashMap<u32, i64> = HashMap::new();
+    for series in all_series {
+        if !params.wants(
+            &series.labels,
+            &series.profile_type,
+            series.min_time_ms,
+            series.max_time_ms,
+        ) {
+            continue;
+        }
+        for ((&time, &stack), &value) in series.times.iter().zip(&series.stacks).zip(&series.values) {
+            if time >= params.from_ms && time < params.until_ms {
+                *per_stack.entry(stack).or_default() += value;
+            }
+        }
+    }
+    let mut names = Vec::new();
+    for (stack, value) in per_stack {
+        if value == 0 {
+            continue;
+        }
+        names.clear();
+        symbols.visit_stack_frames(stack, |name| names.push(tree.intern(name)));
+        tree.insert(&names, value);
+    }
+}

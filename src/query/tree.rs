@@ -80,7 +80,10 @@ impl FlameTree {
             return child;
         }
         let child = self.nodes.len() as u32;
-        self.nodes.push(FlameNode { name, ..FlameNode::default() });
+        self.nodes.push(FlameNode {
+            name,
+            ..FlameNode::default()
+        });
         self.nodes[parent as usize].children.push(child);
         self.child_lookup.insert((parent, name), child);
         child
@@ -127,7 +130,10 @@ impl FlameTree {
         let mut names = Vec::new();
         self.for_each_stack(|stack, value| {
             let matches = stack.len() >= call_site.len()
-                && stack.iter().zip(call_site).all(|(&name, want)| self.names[name as usize] == want.as_ref());
+                && stack
+                    .iter()
+                    .zip(call_site)
+                    .all(|(&name, want)| self.names[name as usize] == want.as_ref());
             if matches {
                 names.clear();
                 names.extend(stack.iter().map(|&name| self.names[name as usize].as_str()));
@@ -183,12 +189,23 @@ mod tests {
         assert_eq!(a.total(), 11);
         let mut stacks = Vec::new();
         a.for_each_stack(|stack, value| {
-            stacks.push((stack.iter().map(|&id| a.name(id).to_string()).collect::<Vec<_>>().join(";"), value))
+            stacks.push((
+                stack
+                    .iter()
+                    .map(|&id| a.name(id).to_string())
+                    .collect::<Vec<_>>()
+                    .join(";"),
+                value,
+            ))
         });
         stacks.sort();
         assert_eq!(
             stacks,
-            vec![("main;idle".into(), 3), ("main;work".into(), 2), ("main;work;hash".into(), 6)]
+            vec![
+                ("main;idle".into(), 3),
+                ("main;work".into(), 2),
+                ("main;work;hash".into(), 6)
+            ]
         );
         let filtered = a.filter_call_site(&["main", "work"]);
         assert_eq!(filtered.total(), 8);

@@ -1,0 +1,29 @@
+# Pyrite developer entry points. `make test` is what CI runs (.ci/run).
+CARGO ?= cargo
+
+.PHONY: run test fmt lint bench gocheck
+
+## run: start the server on default settings (release build)
+run:
+	$(CARGO) run --release -- serve
+
+## test: everything CI checks: deps, fmt, clippy, Rust tests, Go checker tests
+test:
+	scripts/test.sh
+
+## fmt: format all Rust code in place
+fmt:
+	$(CARGO) fmt --all
+
+## lint: clippy on every target, warnings are errors
+lint:
+	$(CARGO) clippy --all-targets -- -D warnings
+
+## bench: criterion benchmarks
+bench:
+	$(CARGO) bench
+
+## gocheck: build the Go pprof checker into target/gocheck/gocheck
+gocheck:
+	mkdir -p target/gocheck
+	cd tests/gocheck && go build -o ../../target/gocheck/gocheck .

@@ -1,0 +1,498 @@
+//! Pyroscope's pre-connect HTTP API: `POST /ingest` (older SDKs, pyroscope-go,
+//! @pyroscope/nodejs, curl) and `GET /pyroscope/{render,render-diff,label-values,labels}`.
+
+use std::collections::HashMap;
+
+use axum::extract::{FromRequest, Multipart, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+
+use super::SharedState;
+use super::connect::ConnectError;
+use super::push::server_error;
+use super::querier::{max_nodes, parse_profile_type, parse_selector, query_error};
+use super::tenant::tenant_from_headers;
+use crate::ingest::{IngestError, parse_folded, parse_ingest_name};
+use crate::model::{Labels, ProfileType, Selector, parse_time_ms};
+use crate::query::SelectParams;
+use crate::render::{self, Timeline};
+
+/// Default `/ingest` sample rate (Hz), as Pyroscope's agents assume.
+const DEFAULT_SAMPLE_RATE: i64 = 100;
+/// Smallest timeline step of `/pyroscope/render`, as Pyroscope's `CalcPointInterval`.
+const MIN_TIMELINE_STEP_S: i64 = 15;
+
+fn param<'a>(params: &'a HashMap<String, String>, names: &[&str]) -> Option<&'a str> {
+    names
+        .iter()
+        .find_map(|name| params.get(*name))
+        .map(String::as_str)
+        .filter(|v| !v.is_empty())
+}
+
+fn time_param(params: &HashMap<String, String>, name: &str, default_ms: i64) -> Result<i64, ConnectError> {
+    match param(params, &[name]) {
+        None => Ok(default_ms),
+        Some(text) => {
+            parse_time_ms(text, crate::now_ms()).map_err(|err| ConnectError::invalid_argument(format!("{name}: {err}")))
+        }
+    }
+}
+
+/// An `/ingest` error with Pyroscope's status rules (invalid pprof on the pprof path is 422).
+fn ingest_status(err: IngestError, status_for_invalid: StatusCode) -> Response {
+    if !err.is_client_error() {
+        return server_error(err).into_response();
+    }
+    let mut response = ConnectError::invalid_argument(err.to_string()).into_response();
+    *response.status_mut() = status_for_invalid;
+    response
+}
+
+pub async fn ingest(
+    State(state): State<SharedState>,
+    Query(params): Query<HashMap<String, String>>,
+    request: Request,
+) -> Result<Response, StatusError> {
+    let tenant = tenant_from_headers(request.headers(), state.config.require_tenant_header)?;
+    let name = parse_ingest_name(param(&params, &["name"]).unwrap_or(""))
+        .map_err(|err| ConnectError::invalid_argument(format!("name: {err}")))?;
+    let now = crate::now_ms();
+    let from_ms = time_param(&params, "from", now)?;
+    let until_ms = time_param(&params, "until", from_ms)?;
+    let mut labels = name
+        .labels(false)
+        .map_err(|err| ConnectError::invalid_argument(err.to_string()))?;
+    if let Some(spy) = param(&params, &["spyName"]) {
+        labels.set("pyroscope_spy", spy);
+    }
+    let sample_rate =
+        match param(&params, &["sampleRate"]) {
+            None => DEFAULT_SAMPLE_RATE,
+            Some(text) => text.parse::<i64>().ok().filter(|&rate| rate > 0).ok_or_else(|| {
+                ConnectError::invalid_argument(format!("sampleRate {text:?} is not a positive integer"))
+            })?,
+        };
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let format = param(&params, &["format"]).map(str::to_ascii_lowercase);
+    let limit = state.config.max_body_bytes;
+    match format.as_deref() {
+        Some("pprof") => {
+            let body = read_body(request, limit).await?;
+            let labels_without_suffix = labels;
+            Ok(ingest_pprof(&state, &tenant, labels_without_suffix, body, from_ms).await?)
+        }
+        Some(other @ ("jfr" | "speedscope" | "trie" | "tree")) => Err(unsupported_format(other)),
+        None if content_type.starts_with("multipart/form-data") => {
+            let mut multipart = Multipart::from_request(request, &state)
+                .await
+                .map_err(|err| ConnectError::invalid_argument(format!("multipart body: {err}")))?;
+            let mut profile = None;
+            while let Some(field) = multipart
+                .next_field()
+                .await
+                .map_err(|err| ConnectError::invalid_argument(format!("multipart body: {err}")))?
+            {
+                match field.name() {
+                    Some("profile") => {
+                        profile =
+                            Some(field.bytes().await.map_err(|err| {
+                                ConnectError::invalid_argument(format!("multipart part profile: {err}"))
+                            })?)
+                    }
+                    Some("prev_profile") => {
+                        return Err(ConnectError::invalid_argument(
+                            "unsupported client version: prev_profile parts are not accepted",
+                        )
+                        .into());
+                    }
+                    // sample_type_config only renames sample types for display; the types are kept as sent.
+                    _ => {}
+                }
+            }
+            let profile =
+                profile.ok_or_else(|| ConnectError::invalid_argument("multipart body has no `profile` part"))?;
+            Ok(ingest_pprof(&state, &tenant, labels, profile, from_ms).await?)
+        }
+        None | Some("folded" | "lines" | "groups" | "collapsed") => {
+            let lines_mode = format.as_deref() == Some("lines");
+            let body = read_body(request, limit).await?;
+            Ok(ingest_folded(
+                &state,
+                &tenant,
+                &name.suffix,
+                labels,
+                &body,
+                sample_rate,
+                from_ms,
+                until_ms,
+                lines_mode,
+            )
+            .await?)
+        }
+        Some(other) => Err(unsupported_format(other)),
+    }
+}
+
+/// A connect-style JSON error answered with a status of Pyroscope's legacy API.
+pub struct StatusError(StatusCode, ConnectError);
+
+impl From<ConnectError> for StatusError {
+    fn from(error: ConnectError) -> Self {
+        let status = error.code.http_status();
+        Self(status, error)
+    }
+}
+
+impl IntoResponse for StatusError {
+    fn into_response(self) -> Response {
+        let mut response = self.1.into_response();
+        *response.status_mut() = self.0;
+        response
+    }
+}
+
+fn unsupported_format(format: &str) -> StatusError {
+    StatusError(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ConnectError::unimplemented(format!(
+            "format={format} is not supported; send pprof (format=pprof or multipart) or folded text"
+        )),
+    )
+}
+
+async fn read_body(request: Request, limit: usize) -> Result<Bytes, StatusError> {
+    axum::body::to_bytes(request.into_body(), limit).await.map_err(|err| {
+        StatusError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ConnectError::resource_exhausted(format!("request body over {limit} bytes or unreadable: {err}")),
+        )
+    })
+}
+
+async fn ingest_pprof(
+    state: &SharedState,
+    tenant: &crate::model::Tenant,
+    labels: Labels,
+    body: Bytes,
+    from_ms: i64,
+) -> Result<Response, ConnectError> {
+    let size = body.len();
+    let profile = match crate::pprof::decode(&body, state.ingester.limits()) {
+        Ok(profile) => profile,
+        Err(err) => {
+            state.metrics.record_ingest(tenant.as_str(), "invalid", size, 0);
+            return Ok(ingest_status(err.into(), StatusCode::UNPROCESSABLE_ENTITY));
+        }
+    };
+    // Pyroscope replaces a missing or 1970 profile time with `from`.
+    let time_ms = if profile.time_nanos < 365 * 24 * 3600 * 1_000_000_000 {
+        Some(from_ms)
+    } else {
+        None
+    };
+    match state
+        .ingester
+        .push_decoded(tenant, labels, body, &profile, time_ms)
+        .await
+    {
+        Ok(ingested) => {
+            state
+                .metrics
+                .record_ingest(tenant.as_str(), "accepted", size, ingested.samples);
+            Ok(StatusCode::OK.into_response())
+        }
+        Err(err) => {
+            state.metrics.record_ingest(tenant.as_str(), "invalid", size, 0);
+            Ok(ingest_status(err, StatusCode::UNPROCESSABLE_ENTITY))
+        }
+    }
+}
+
+/// Profile type of a folded upload, from the app name's suffix (Pyroscope's `convertMetadata`).
+struct FoldedType {
+    name: &'static str,
+    sample_type: String,
+    sample_unit: &'static str,
+    /// CPU-like counts are samples at `sampleRate` and become nanoseconds.
+    timed: bool,
+}
+
+fn folded_type(suffix: Option<&str>) -> Option<FoldedType> {
+    let plain = |name, sample_type: &str, sample_unit| {
+        Some(FoldedType {
+            name,
+            sample_type: sample_type.to_string(),
+            sample_unit,
+            timed: false,
+        })
+    };
+    match suffix.unwrap_or("cpu") {
+        "cpu" => Some(FoldedType {
+            name: "process_cpu",
+            sample_type: "cpu".into(),
+            sample_unit: "nanoseconds",
+            timed: true,
+        }),
+        "wall" => Some(FoldedType {
+            name: "wall",
+            sample_type: "wall".into(),
+            sample_unit: "nanoseconds",
+            timed: true,
+        }),
+        "itimer" => plain("process_cpu", "samples", "count"),
+        s @ ("inuse_objects" | "alloc_objects") => plain("memory", s, "count"),
+        s @ ("inuse_space" | "alloc_space") => plain("memory", s, "bytes"),
+        "goroutines" => plain("goroutine", "goroutines", "count"),
+        "mutex_count" => plain("mutex", "contentions", "count"),
+        "mutex_duration" => plain("mutex", "delay", "nanoseconds"),
+        "block_count" | "lock_count" => plain("block", "contentions", "count"),
+        "block_duration" | "lock_duration" => plain("block", "delay", "nanoseconds"),
+        s @ ("alloc_in_new_tlab_objects" | "alloc_outside_tlab_objects") => plain("memory", s, "count"),
+        s @ ("alloc_in_new_tlab_bytes" | "alloc_outside_tlab_bytes") => plain("memory", s, "bytes"),
+        "live" => plain("memory", "live", "count"),
+        "exceptions" => plain("exceptions", "samples", "count"),
+        "seconds" | "nanoseconds" | "microseconds" | "milliseconds" => plain("wall", "samples", "count"),
+        "bytes" => plain("memory", "samples", "bytes"),
+        _ => None,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn ingest_folded(
+    state: &SharedState,
+    tenant: &crate::model::Tenant,
+    suffix: &Option<String>,
+    mut labels: Labels,
+    body: &[u8],
+    sample_rate: i64,
+    from_ms: i64,
+    _until_ms: i64,
+    lines_mode: bool,
+) -> Result<Response, ConnectError> {
+    let kind = folded_type(suffix.as_deref())
+        .ok_or_else(|| ConnectError::invalid_argument(format!("unknown profile type suffix {suffix:?} in name")))?;
+    let owned_lines;
+    let body = if lines_mode {
+        // `lines`: one stack per line, each worth 1.
+        let text = String::from_utf8_lossy(body);
+        owned_lines = text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| format!("{} 1\n", l.trim()))
+            .collect::<String>();
+        owned_lines.as_bytes()
+    } else {
+        body
+    };
+    let (period, scale) = if kind.timed {
+        (
+            Some((kind.sample_type.as_str(), "nanoseconds")),
+            1_000_000_000 / sample_rate,
+        )
+    } else {
+        (None, 1)
+    };
+    let folded = parse_folded(body, (&kind.sample_type, kind.sample_unit), period, scale)
+        .map_err(|err| ConnectError::invalid_argument(err.to_string()))?;
+    labels.set(crate::model::LABEL_NAME, kind.name);
+    let raw = Bytes::from(crate::pprof::encode(&folded.profile));
+    let size = body.len();
+    match state
+        .ingester
+        .push_decoded(tenant, labels, raw, &folded.profile, Some(from_ms))
+        .await
+    {
+        Ok(ingested) => {
+            state
+                .metrics
+                .record_ingest(tenant.as_str(), "accepted", size, ingested.samples);
+            Ok(StatusCode::OK.into_response())
+        }
+        Err(err) => Ok(ingest_status(err, StatusCode::BAD_REQUEST)),
+    }
+}
+
+/// Splits `process_cpu:cpu:nanoseconds:cpu:nanoseconds{service_name="x"}`.
+pub fn parse_render_query(query: &str) -> Result<(ProfileType, Selector), ConnectError> {
+    let query = query.trim();
+    let (type_part, selector_part) = match query.find('{') {
+        Some(open) => (&query[..open], &query[open..]),
+        None => (query, ""),
+    };
+    if type_part.is_empty() {
+        return Err(ConnectError::invalid_argument(
+            "query must start with a profile type ID, e.g. process_cpu:cpu:nanoseconds:cpu:nanoseconds{}",
+        ));
+    }
+    Ok((parse_profile_type(type_part)?, parse_selector(selector_part)?))
+}
+
+fn timeline_step_s(from_ms: i64, until_ms: i64) -> i64 {
+    let raw = (until_ms - from_ms) / 1000 / 1500;
+    let nice = [15, 30, 60, 300, 600, 1800, 3600, 21600, 86400];
+    nice.iter()
+        .copied()
+        .find(|&step| step >= raw.max(MIN_TIMELINE_STEP_S))
+        .unwrap_or(86400)
+}
+
+struct RenderWindow {
+    profile_type: ProfileType,
+    params: SelectParams,
+}
+
+fn render_window(
+    headers: &HeaderMap,
+    state: &SharedState,
+    params: &HashMap<String, String>,
+    query_key: &str,
+    from_key: &str,
+    until_key: &str,
+) -> Result<RenderWindow, ConnectError> {
+    let tenant = tenant_from_headers(headers, state.config.require_tenant_header)?;
+    let query = param(params, &[query_key])
+        .ok_or_else(|| ConnectError::invalid_argument(format!("{query_key} is required")))?;
+    let (profile_type, selector) = parse_render_query(query)?;
+    let now = crate::now_ms();
+    let from_ms = time_param(params, from_key, now - 3_600_000)?;
+    let until_ms = time_param(params, until_key, now)?;
+    if from_ms >= until_ms {
+        return Err(ConnectError::invalid_argument(format!(
+            "{from_key} ({from_ms}) must be before {until_key} ({until_ms})"
+        )));
+    }
+    Ok(RenderWindow {
+        profile_type: profile_type.clone(),
+        params: SelectParams {
+            tenant,
+            profile_type,
+            selector,
+            from_ms,
+            until_ms,
+        },
+    })
+}
+
+pub async fn render(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, ConnectError> {
+    let window = render_window(&headers, &state, &params, "query", "from", "until")?;
+    let max_nodes = max_nodes(&state, max_nodes_param(&params)?)?;
+    let tree = state.querier.select_merge(&window.params).await.map_err(query_error)?;
+    let step_s = timeline_step_s(window.params.from_ms, window.params.until_ms);
+    let series = state
+        .querier
+        .select_series(&window.params, step_s * 1000, &[], crate::query::Aggregation::Sum)
+        .await
+        .map_err(query_error)?;
+    let start_s = window.params.from_ms.div_euclid(1000 * step_s) * step_s;
+    let end_s = (window.params.until_ms - 1).div_euclid(1000 * step_s) * step_s;
+    let mut samples = vec![0u64; ((end_s - start_s) / step_s + 1) as usize];
+    for series in &series {
+        for &(time_ms, value) in &series.points {
+            let slot = ((time_ms / 1000 - start_s) / step_s) as usize;
+            if let Some(sample) = samples.get_mut(slot) {
+                *sample += value.max(0.0) as u64;
+            }
+        }
+    }
+    let timeline = Timeline {
+        start_time_s: start_s,
+        step_s,
+        samples,
+    };
+    let body = render::flamebearer(&tree, &window.profile_type, Some(max_nodes), Some(timeline));
+    Ok(axum::Json(body).into_response())
+}
+
+pub async fn render_diff(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, ConnectError> {
+    let left = render_window(&headers, &state, &params, "leftQuery", "leftFrom", "leftUntil")?;
+    let right = render_window(&headers, &state, &params, "rightQuery", "rightFrom", "rightUntil")?;
+    if left.profile_type != right.profile_type {
+        return Err(ConnectError::invalid_argument(
+            "leftQuery and rightQuery must name the same profile type",
+        ));
+    }
+    let max_nodes = max_nodes(&state, max_nodes_param(&params)?)?;
+    let left_tree = state.querier.select_merge(&left.params).await.map_err(query_error)?;
+    let right_tree = state.querier.select_merge(&right.params).await.map_err(query_error)?;
+    let body = render::flamebearer_diff(&left_tree, &right_tree, &left.profile_type, Some(max_nodes));
+    Ok(axum::Json(body).into_response())
+}
+
+pub fn max_nodes_param(params: &HashMap<String, String>) -> Result<Option<i64>, ConnectError> {
+    param(params, &["max-nodes", "maxNodes", "max_nodes"])
+        .map(|text| {
+            text.parse::<i64>()
+                .map_err(|_| ConnectError::invalid_argument(format!("max-nodes {text:?} is not an integer")))
+        })
+        .transpose()
+}
+
+fn metadata_range(params: &HashMap<String, String>) -> Result<(i64, i64), ConnectError> {
+    let now = crate::now_ms();
+    let from_ms = time_param(params, "from", now - 24 * 3_600_000)?;
+    let until_ms = time_param(params, "until", now)?.saturating_add(1);
+    Ok((from_ms, until_ms))
+}
+
+pub async fn label_values(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, ConnectError> {
+    let tenant = tenant_from_headers(&headers, state.config.require_tenant_header)?;
+    let label = param(&params, &["label"]).ok_or_else(|| ConnectError::invalid_argument("label is required"))?;
+    let (from_ms, until_ms) = metadata_range(&params)?;
+    let values = if label == "__name__" {
+        let types = state
+            .querier
+            .profile_types(&tenant, from_ms, until_ms)
+            .await
+            .map_err(query_error)?;
+        types.iter().map(ProfileType::id).collect()
+    } else {
+        let selectors = match param(&params, &["query"]) {
+            Some(query) => vec![parse_selector(query)?],
+            None => vec![],
+        };
+        state
+            .querier
+            .label_values(&tenant, label, &selectors, from_ms, until_ms)
+            .await
+            .map_err(query_error)?
+    };
+    Ok(axum::Json(values).into_response())
+}
+
+pub async fn labels(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, ConnectError> {
+    let tenant = tenant_from_headers(&headers, state.config.require_tenant_header)?;
+    let (from_ms, until_ms) = metadata_range(&params)?;
+    let selectors = match param(&params, &["query"]) {
+        Some(query) => vec![parse_selector(query)?],
+        None => vec![],
+    };
+    let names = state
+        .querier
+        .label_names(&tenant, &selectors, from_ms, until_ms)
+        .await
+        .map_err(query_error)?;
+    Ok(axum::Json(names).into_response())
+}

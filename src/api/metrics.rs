@@ -1,0 +1,119 @@
+//! Pyrite's own Prometheus metrics, served at `/metrics`.
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use super::SharedState;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct IngestLabels {
+    pub tenant: String,
+    pub outcome: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: String,
+}
+
+/// Counters and gauges of one process.
+pub struct Metrics {
+    registry: Registry,
+    pub ingested_profiles: Family<IngestLabels, Counter>,
+    pub ingested_bytes: Family<IngestLabels, Counter>,
+    pub ingested_samples: Family<IngestLabels, Counter>,
+    pub head_bytes: Gauge,
+    pub query_seconds: Family<RouteLabels, Histogram>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("pyrite");
+        let ingested_profiles = Family::<IngestLabels, Counter>::default();
+        let ingested_bytes = Family::<IngestLabels, Counter>::default();
+        let ingested_samples = Family::<IngestLabels, Counter>::default();
+        let head_bytes = Gauge::default();
+        let query_seconds = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.001, 2.0, 16))
+        });
+        registry.register(
+            "ingest_profiles",
+            "Profiles received, by tenant and outcome",
+            ingested_profiles.clone(),
+        );
+        registry.register(
+            "ingest_bytes",
+            "Profile bytes received, by tenant and outcome",
+            ingested_bytes.clone(),
+        );
+        registry.register(
+            "ingest_samples",
+            "Profile samples accepted, by tenant",
+            ingested_samples.clone(),
+        );
+        registry.register(
+            "head_bytes",
+            "Estimated bytes of unflushed head data",
+            head_bytes.clone(),
+        );
+        registry.register(
+            "query_duration_seconds",
+            "Query latency by route",
+            query_seconds.clone(),
+        );
+        Self {
+            registry,
+            ingested_profiles,
+            ingested_bytes,
+            ingested_samples,
+            head_bytes,
+            query_seconds,
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts one profile received by `tenant` with `outcome` (`accepted` or a rejection reason).
+    pub fn record_ingest(&self, tenant: &str, outcome: &str, bytes: usize, samples: usize) {
+        let labels = IngestLabels {
+            tenant: tenant.to_string(),
+            outcome: outcome.to_string(),
+        };
+        self.ingested_profiles.get_or_create(&labels).inc();
+        self.ingested_bytes.get_or_create(&labels).inc_by(bytes as u64);
+        if samples > 0 {
+            self.ingested_samples.get_or_create(&labels).inc_by(samples as u64);
+        }
+    }
+
+    pub fn observe_query(&self, route: &str, seconds: f64) {
+        self.query_seconds
+            .get_or_create(&RouteLabels {
+                route: route.to_string(),
+            })
+            .observe(seconds);
+    }
+
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry).expect("writing to a String");
+        text
+    }
+}
+
+pub async fn serve(State(state): State<SharedState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+}

@@ -1,0 +1,423 @@
+//! `querier.v1.QuerierService`: the connect RPCs Grafana's Pyroscope data source and the
+//! Pyroscope UI call.
+//!
+//! Windows: querier.v1 sends `[start, end]` in ms and Pyroscope treats both ends as included,
+//! so a query here reads `[start, end + 1)`.
+
+use std::future::Future;
+use std::time::Instant;
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use bytes::Bytes;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::SharedState;
+use super::connect::{self, ConnectError};
+use super::tenant::tenant_from_headers;
+use crate::model::{ProfileType, Selector, Tenant};
+use crate::proto::querier::v1 as querier;
+use crate::proto::types::v1 as types;
+use crate::query::{Aggregation, FlameTree, QueryError, SelectParams};
+use crate::render;
+
+/// Window used when a metadata request names none (start = end = 0).
+const DEFAULT_METADATA_WINDOW_MS: i64 = 24 * 3600 * 1000;
+
+pub async fn dispatch(
+    State(state): State<SharedState>,
+    Path(method): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ConnectError> {
+    let tenant = tenant_from_headers(&headers, state.config.require_tenant_header)?;
+    let started = Instant::now();
+    let s = &state;
+    let response = match method.as_str() {
+        "ProfileTypes" => {
+            call(&headers, &body, s, |r: querier::ProfileTypesRequest| {
+                profile_types(s, tenant, r)
+            })
+            .await
+        }
+        "LabelNames" => {
+            call(&headers, &body, s, |r: types::LabelNamesRequest| {
+                label_names(s, tenant, r)
+            })
+            .await
+        }
+        "LabelValues" => {
+            call(&headers, &body, s, |r: types::LabelValuesRequest| {
+                label_values(s, tenant, r)
+            })
+            .await
+        }
+        "Series" => call(&headers, &body, s, |r: querier::SeriesRequest| series(s, tenant, r)).await,
+        "SelectMergeStacktraces" => {
+            call(&headers, &body, s, |r: querier::SelectMergeStacktracesRequest| {
+                select_merge_stacktraces(s, tenant, r)
+            })
+            .await
+        }
+        "SelectMergeProfile" => {
+            call(&headers, &body, s, |r: querier::SelectMergeProfileRequest| {
+                select_merge_profile(s, tenant, r)
+            })
+            .await
+        }
+        "SelectSeries" => {
+            call(&headers, &body, s, |r: querier::SelectSeriesRequest| {
+                select_series(s, tenant, r)
+            })
+            .await
+        }
+        "Diff" => call(&headers, &body, s, |r: querier::DiffRequest| diff(s, tenant, r)).await,
+        "GetProfileStats" => {
+            call(&headers, &body, s, |_: types::GetProfileStatsRequest| {
+                profile_stats(s, tenant)
+            })
+            .await
+        }
+        other => Err(ConnectError::unimplemented(format!(
+            "querier.v1.QuerierService/{other} is not implemented"
+        ))),
+    };
+    state.metrics.observe_query(&method, started.elapsed().as_secs_f64());
+    response
+}
+
+async fn call<Req, Resp, F, Fut>(
+    headers: &HeaderMap,
+    body: &[u8],
+    state: &SharedState,
+    handler: F,
+) -> Result<Response, ConnectError>
+where
+    Req: prost::Message + Default + DeserializeOwned,
+    Resp: prost::Message + Serialize,
+    F: FnOnce(Req) -> Fut,
+    Fut: Future<Output = Result<Resp, ConnectError>>,
+{
+    let (request, codec) = connect::decode_request::<Req>(headers, body, state.config.max_body_bytes)?;
+    let response = handler(request).await?;
+    Ok(connect::encode_response(&response, codec))
+}
+
+pub fn query_error(err: QueryError) -> ConnectError {
+    match err {
+        QueryError::EmptyWindow { .. } | QueryError::Step => ConnectError::invalid_argument(err.to_string()),
+        QueryError::Block(_) => {
+            tracing::error!(error = %err, "query failed");
+            ConnectError::internal(err.to_string())
+        }
+    }
+}
+
+/// `[start, end]` in ms → `[from, until)`; both 0 means the recent default window.
+fn metadata_window(start: i64, end: i64) -> Result<(i64, i64), ConnectError> {
+    if start == 0 && end == 0 {
+        let now = crate::now_ms();
+        return Ok((now - DEFAULT_METADATA_WINDOW_MS, now + 1));
+    }
+    select_window(start, end)
+}
+
+fn select_window(start: i64, end: i64) -> Result<(i64, i64), ConnectError> {
+    if start == 0 || end == 0 {
+        return Err(ConnectError::invalid_argument("missing time range in the query"));
+    }
+    if start > end {
+        return Err(ConnectError::invalid_argument(format!(
+            "start ({start}) is after end ({end})"
+        )));
+    }
+    Ok((start, end.saturating_add(1)))
+}
+
+pub fn parse_profile_type(id: &str) -> Result<ProfileType, ConnectError> {
+    ProfileType::parse(id).map_err(|err| ConnectError::invalid_argument(err.to_string()))
+}
+
+pub fn parse_selector(text: &str) -> Result<Selector, ConnectError> {
+    Selector::parse(text).map_err(|err| ConnectError::invalid_argument(err.to_string()))
+}
+
+fn parse_selectors(matchers: &[String]) -> Result<Vec<Selector>, ConnectError> {
+    matchers.iter().map(|m| parse_selector(m)).collect()
+}
+
+/// Checks `max_nodes` against the configured ceiling; absent or 0 means the default.
+pub fn max_nodes(state: &SharedState, requested: Option<i64>) -> Result<usize, ConnectError> {
+    match requested {
+        None | Some(0) => Ok(state.config.default_max_nodes),
+        Some(n) if n < 0 || n as usize > state.config.max_nodes_limit => Err(ConnectError::invalid_argument(format!(
+            "max_nodes {n} is outside 1..={}",
+            state.config.max_nodes_limit
+        ))),
+        Some(n) => Ok(n as usize),
+    }
+}
+
+async fn profile_types(
+    state: &SharedState,
+    tenant: Tenant,
+    request: querier::ProfileTypesRequest,
+) -> Result<querier::ProfileTypesResponse, ConnectError> {
+    let (from, until) = metadata_window(request.start, request.end)?;
+    let types = state
+        .querier
+        .profile_types(&tenant, from, until)
+        .await
+        .map_err(query_error)?;
+    Ok(querier::ProfileTypesResponse {
+        profile_types: types.iter().map(ProfileType::to_proto).collect(),
+    })
+}
+
+async fn label_names(
+    state: &SharedState,
+    tenant: Tenant,
+    request: types::LabelNamesRequest,
+) -> Result<types::LabelNamesResponse, ConnectError> {
+    let (from, until) = metadata_window(request.start, request.end)?;
+    let selectors = parse_selectors(&request.matchers)?;
+    let names = state
+        .querier
+        .label_names(&tenant, &selectors, from, until)
+        .await
+        .map_err(query_error)?;
+    Ok(types::LabelNamesResponse { names })
+}
+
+async fn label_values(
+    state: &SharedState,
+    tenant: Tenant,
+    request: types::LabelValuesRequest,
+) -> Result<types::LabelValuesResponse, ConnectError> {
+    let (from, until) = metadata_window(request.start, request.end)?;
+    let selectors = parse_selectors(&request.matchers)?;
+    let names = state
+        .querier
+        .label_values(&tenant, &request.name, &selectors, from, until)
+        .await
+        .map_err(query_error)?;
+    Ok(types::LabelValuesResponse { names })
+}
+
+async fn series(
+    state: &SharedState,
+    tenant: Tenant,
+    request: querier::SeriesRequest,
+) -> Result<querier::SeriesResponse, ConnectError> {
+    let (from, until) = metadata_window(request.start, request.end)?;
+    let selectors = parse_selectors(&request.matchers)?;
+    let mut sets = state
+        .querier
+        .series_labels(&tenant, &selectors, from, until)
+        .await
+        .map_err(query_error)?;
+    if !request.label_names.is_empty() {
+        sets = sets.iter().map(|labels| labels.project(&request.label_names)).collect();
+        sets.sort();
+        sets.dedup();
+    }
+    Ok(querier::SeriesResponse {
+        labels_set: sets
+            .iter()
+            .map(|labels| types::Labels {
+                labels: labels.to_pairs(),
+            })
+            .collect(),
+    })
+}
+
+/// Reads the merged tree of one select request, filtered by call site when asked.
+async fn merged_tree(
+    state: &SharedState,
+    tenant: &Tenant,
+    profile_type_id: &str,
+    label_selector: &str,
+    start: i64,
+    end: i64,
+    stack_trace_selector: Option<&types::StackTraceSelector>,
+) -> Result<(FlameTree, ProfileType), ConnectError> {
+    let profile_type = parse_profile_type(profile_type_id)?;
+    let selector = parse_selector(label_selector)?;
+    let (from_ms, until_ms) = select_window(start, end)?;
+    let params = SelectParams {
+        tenant: tenant.clone(),
+        profile_type: profile_type.clone(),
+        selector,
+        from_ms,
+        until_ms,
+    };
+    let tree = state.querier.select_merge(&params).await.map_err(query_error)?;
+    let tree = match stack_trace_selector {
+        Some(selector) if !selector.call_site.is_empty() => {
+            let call_site: Vec<&str> = selector
+                .call_site
+                .iter()
+                .map(|location| location.name.as_str())
+                .collect();
+            tree.filter_call_site(&call_site)
+        }
+        _ => tree,
+    };
+    Ok((tree, profile_type))
+}
+
+async fn select_merge_stacktraces(
+    state: &SharedState,
+    tenant: Tenant,
+    request: querier::SelectMergeStacktracesRequest,
+) -> Result<querier::SelectMergeStacktracesResponse, ConnectError> {
+    let max_nodes = max_nodes(state, request.max_nodes)?;
+    let (tree, _) = merged_tree(
+        state,
+        &tenant,
+        &request.profile_type_id,
+        &request.label_selector,
+        request.start,
+        request.end,
+        request.stack_trace_selector.as_ref(),
+    )
+    .await?;
+    Ok(querier::SelectMergeStacktracesResponse {
+        flamegraph: Some(render::flamegraph(&tree, Some(max_nodes))),
+        tree: Bytes::new(),
+    })
+}
+
+async fn select_merge_profile(
+    state: &SharedState,
+    tenant: Tenant,
+    request: querier::SelectMergeProfileRequest,
+) -> Result<crate::proto::google::v1::Profile, ConnectError> {
+    let (tree, profile_type) = merged_tree(
+        state,
+        &tenant,
+        &request.profile_type_id,
+        &request.label_selector,
+        request.start,
+        request.end,
+        request.stack_trace_selector.as_ref(),
+    )
+    .await?;
+    let duration_nanos = (request.end - request.start).saturating_mul(1_000_000);
+    Ok(render::pprof(
+        &tree,
+        &profile_type,
+        request.start.saturating_mul(1_000_000),
+        duration_nanos,
+    ))
+}
+
+async fn select_series(
+    state: &SharedState,
+    tenant: Tenant,
+    request: querier::SelectSeriesRequest,
+) -> Result<querier::SelectSeriesResponse, ConnectError> {
+    let profile_type = parse_profile_type(&request.profile_type_id)?;
+    let selector = parse_selector(&request.label_selector)?;
+    let (from_ms, until_ms) = select_window(request.start, request.end)?;
+    if request.step.is_nan() || request.step < 0.001 {
+        return Err(ConnectError::invalid_argument("step must be at least 0.001 seconds"));
+    }
+    let step_ms = (request.step * 1000.0).round().max(1.0) as i64;
+    let aggregation = match request.aggregation {
+        Some(1) => Aggregation::Average,
+        _ => Aggregation::Sum,
+    };
+    let params = SelectParams {
+        tenant,
+        profile_type,
+        selector,
+        from_ms,
+        until_ms,
+    };
+    let mut series = state
+        .querier
+        .select_series(&params, step_ms, &request.group_by, aggregation)
+        .await
+        .map_err(query_error)?;
+    if let Some(limit) = request.limit.filter(|&limit| limit > 0) {
+        let total = |s: &crate::query::TimeSeries| s.points.iter().map(|(_, v)| v).sum::<f64>();
+        series.sort_by(|a, b| total(b).total_cmp(&total(a)));
+        series.truncate(limit as usize);
+        series.sort_by(|a, b| a.labels.cmp(&b.labels));
+    }
+    Ok(querier::SelectSeriesResponse {
+        series: series
+            .into_iter()
+            .map(|s| types::Series {
+                labels: s.labels.to_pairs(),
+                points: s
+                    .points
+                    .into_iter()
+                    .map(|(timestamp, value)| types::Point {
+                        value,
+                        timestamp,
+                        ..Default::default()
+                    })
+                    .collect(),
+            })
+            .collect(),
+    })
+}
+
+async fn diff(
+    state: &SharedState,
+    tenant: Tenant,
+    request: querier::DiffRequest,
+) -> Result<querier::DiffResponse, ConnectError> {
+    let (Some(left), Some(right)) = (request.left, request.right) else {
+        return Err(ConnectError::invalid_argument("diff needs both left and right"));
+    };
+    if left.profile_type_id != right.profile_type_id {
+        return Err(ConnectError::invalid_argument(
+            "left and right must query the same profile type",
+        ));
+    }
+    let max_nodes = max_nodes(state, left.max_nodes.or(right.max_nodes))?;
+    let (left_tree, _) = merged_tree(
+        state,
+        &tenant,
+        &left.profile_type_id,
+        &left.label_selector,
+        left.start,
+        left.end,
+        left.stack_trace_selector.as_ref(),
+    )
+    .await?;
+    let (right_tree, _) = merged_tree(
+        state,
+        &tenant,
+        &right.profile_type_id,
+        &right.label_selector,
+        right.start,
+        right.end,
+        right.stack_trace_selector.as_ref(),
+    )
+    .await?;
+    Ok(querier::DiffResponse {
+        flamegraph: Some(render::flamegraph_diff(&left_tree, &right_tree, Some(max_nodes))),
+    })
+}
+
+async fn profile_stats(state: &SharedState, tenant: Tenant) -> Result<types::GetProfileStatsResponse, ConnectError> {
+    let range = state.querier.time_range(&tenant).await.map_err(query_error)?;
+    Ok(match range {
+        Some((oldest, newest)) => types::GetProfileStatsResponse {
+            data_ingested: true,
+            oldest_profile_time: oldest,
+            newest_profile_time: newest,
+        },
+        None => types::GetProfileStatsResponse {
+            data_ingested: false,
+            oldest_profile_time: 0,
+            newest_profile_time: 0,
+        },
+    })
+}

@@ -1,0 +1,439 @@
+//! The on-object-store block format and the in-memory [`Partition`] it is cut from.
+//!
+//! One block = one tenant × one time bucket × one flush. It is one object
+//! `<tenant>/<bucket-start-ms>/<block-id>/data` laid out as
+//! `[symbols][series 1 rows]…[series n rows][index][index length: u64 LE][magic]`, and a
+//! `meta.json` beside it, written last: a block without its meta is invisible, so a crash
+//! mid-upload never shows half a block. The meta carries the index's byte range, so a query
+//! reads the index, then the symbols, then only the row ranges of matching series.
+
+mod partition;
+
+pub use partition::{Partition, Series};
+
+use bytes::Bytes;
+use prost::Message;
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Labels, ProfileType, Tenant};
+use crate::proto::pyrite::v1 as block_proto;
+use crate::storage::{Storage, StorageError};
+use crate::symbols::{SymbolTable, SymbolsError};
+
+const MAGIC: &[u8; 8] = b"PYRBLK01";
+const DATA_OBJECT: &str = "data";
+const META_OBJECT: &str = "meta.json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum BlockError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("block {key}: {reason}")]
+    Corrupt { key: String, reason: String },
+    #[error("block {key}: {source}")]
+    Symbols { key: String, source: SymbolsError },
+}
+
+/// What a block holds, published as `meta.json` once its data object is complete.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BlockMeta {
+    pub id: String,
+    pub tenant: String,
+    pub bucket_start_ms: i64,
+    pub bucket_duration_ms: i64,
+    pub min_time_ms: i64,
+    pub max_time_ms: i64,
+    pub series: u64,
+    pub samples: u64,
+    pub size_bytes: u64,
+    /// The symbols section is `[0, symbols_length)`.
+    pub symbols_length: u64,
+    pub index_offset: u64,
+    pub index_length: u64,
+    pub profile_types: Vec<String>,
+    pub created_at_ms: i64,
+}
+
+impl BlockMeta {
+    pub fn data_key(&self) -> String {
+        format!("{}/{}/{}/{DATA_OBJECT}", self.tenant, self.bucket_start_ms, self.id)
+    }
+
+    pub fn meta_key(&self) -> String {
+        format!("{}/{}/{}/{META_OBJECT}", self.tenant, self.bucket_start_ms, self.id)
+    }
+
+    /// Whether any sample may fall in `[from, until)`.
+    pub fn overlaps(&self, from_ms: i64, until_ms: i64) -> bool {
+        self.min_time_ms < until_ms && self.max_time_ms >= from_ms
+    }
+}
+
+/// Serializes a partition; rows of each series sorted by time, times delta-encoded.
+/// Byte ranges of an encoded block.
+pub struct EncodedBlock {
+    pub data: Vec<u8>,
+    pub symbols_length: u64,
+    pub index_offset: u64,
+    pub index_length: u64,
+}
+
+pub fn encode(partition: &Partition) -> EncodedBlock {
+    let mut data = partition.symbols.to_proto().encode_to_vec();
+    let symbols_length = data.len() as u64;
+    let mut entries = Vec::with_capacity(partition.series.len());
+    for series in partition.series.iter().filter(|series| !series.times.is_empty()) {
+        let mut order: Vec<usize> = (0..series.times.len()).collect();
+        order.sort_by_key(|&row| series.times[row]);
+        let mut previous = 0i64;
+        let rows = block_proto::SeriesSamples {
+            time_deltas_ms: order
+                .iter()
+                .map(|&row| {
+                    let delta = series.times[row] - previous;
+                    previous = series.times[row];
+                    delta
+                })
+                .collect(),
+            stacks: order.iter().map(|&row| series.stacks[row]).collect(),
+            values: order.iter().map(|&row| series.values[row]).collect(),
+        };
+        let offset = data.len() as u64;
+        rows.encode(&mut data).expect("Vec grows as needed");
+        entries.push(block_proto::SeriesEntry {
+            labels: series.labels.to_pairs(),
+            profile_type: series.profile_type.id(),
+            min_time_ms: series.min_time_ms,
+            max_time_ms: series.max_time_ms,
+            total: series.total,
+            sample_count: series.times.len() as u64,
+            offset,
+            length: data.len() as u64 - offset,
+        });
+    }
+    let index = block_proto::BlockIndex {
+        symbols_offset: 0,
+        symbols_length,
+        series: entries,
+    };
+    let index_offset = data.len() as u64;
+    index.encode(&mut data).expect("Vec grows as needed");
+    let index_length = data.len() as u64 - index_offset;
+    data.extend_from_slice(&index_length.to_le_bytes());
+    data.extend_from_slice(MAGIC);
+    EncodedBlock {
+        data,
+        symbols_length,
+        index_offset,
+        index_length,
+    }
+}
+
+/// Uploads a partition's data object; the block stays invisible until [`publish`].
+pub async fn upload(
+    storage: &Storage,
+    tenant: &Tenant,
+    bucket_start_ms: i64,
+    bucket_duration_ms: i64,
+    partition: &Partition,
+) -> Result<BlockMeta, BlockError> {
+    let EncodedBlock {
+        data,
+        symbols_length,
+        index_offset,
+        index_length,
+    } = encode(partition);
+    let mut profile_types: Vec<String> = partition.series.iter().map(|s| s.profile_type.id()).collect();
+    profile_types.sort();
+    profile_types.dedup();
+    let now = crate::now_ms();
+    let meta = BlockMeta {
+        id: format!("{now:013}-{}", uuid::Uuid::new_v4().simple()),
+        tenant: tenant.to_string(),
+        bucket_start_ms,
+        bucket_duration_ms,
+        min_time_ms: partition
+            .series
+            .iter()
+            .map(|s| s.min_time_ms)
+            .min()
+            .unwrap_or(bucket_start_ms),
+        max_time_ms: partition
+            .series
+            .iter()
+            .map(|s| s.max_time_ms)
+            .max()
+            .unwrap_or(bucket_start_ms),
+        series: partition
+            .series
+            .iter()
+            .filter(|series| !series.times.is_empty())
+            .count() as u64,
+        samples: partition.series.iter().map(|s| s.times.len() as u64).sum(),
+        size_bytes: data.len() as u64,
+        symbols_length,
+        index_offset,
+        index_length,
+        profile_types,
+        created_at_ms: now,
+    };
+    storage.put(&meta.data_key(), Bytes::from(data)).await?;
+    Ok(meta)
+}
+
+/// Makes an uploaded block visible to queries by writing its meta.
+pub async fn publish(storage: &Storage, meta: &BlockMeta) -> Result<(), BlockError> {
+    let meta_json = serde_json::to_vec_pretty(meta).expect("meta serializes");
+    storage.put(&meta.meta_key(), Bytes::from(meta_json)).await?;
+    Ok(())
+}
+
+/// Uploads and publishes a partition as a block.
+pub async fn write(
+    storage: &Storage,
+    tenant: &Tenant,
+    bucket_start_ms: i64,
+    bucket_duration_ms: i64,
+    partition: &Partition,
+) -> Result<BlockMeta, BlockError> {
+    let meta = upload(storage, tenant, bucket_start_ms, bucket_duration_ms, partition).await?;
+    publish(storage, &meta).await?;
+    Ok(meta)
+}
+
+/// Metas of the tenant's published blocks whose bucket overlaps `[from, until)`.
+pub async fn list(
+    storage: &Storage,
+    tenant: &Tenant,
+    from_ms: i64,
+    until_ms: i64,
+) -> Result<Vec<BlockMeta>, BlockError> {
+    let mut metas = Vec::new();
+    for bucket in storage.list_dirs(tenant.as_str()).await? {
+        let Ok(bucket_start) = bucket.parse::<i64>() else {
+            continue;
+        };
+        if bucket_start >= until_ms {
+            continue;
+        }
+        for key in storage.list_keys(&format!("{tenant}/{bucket}")).await? {
+            if !key.ends_with(META_OBJECT) {
+                continue;
+            }
+            let raw = match storage.get(&key).await {
+                Ok(raw) => raw,
+                // Deleted by the compactor between list and get.
+                Err(StorageError::ObjectStore(object_store::Error::NotFound { .. })) => continue,
+                Err(err) => return Err(err.into()),
+            };
+            let meta: BlockMeta = serde_json::from_slice(&raw).map_err(|err| BlockError::Corrupt {
+                key: key.clone(),
+                reason: format!("meta.json: {err}"),
+            })?;
+            if meta.overlaps(from_ms, until_ms) {
+                metas.push(meta);
+            }
+        }
+    }
+    metas.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(metas)
+}
+
+/// A block's index entry for one series, without its rows.
+#[derive(Debug, Clone)]
+pub struct SeriesHeader {
+    pub labels: Labels,
+    pub profile_type: ProfileType,
+    pub min_time_ms: i64,
+    pub max_time_ms: i64,
+    pub total: i64,
+    offset: u64,
+    length: u64,
+}
+
+/// The index of a published block.
+pub async fn read_index(storage: &Storage, meta: &BlockMeta) -> Result<Vec<SeriesHeader>, BlockError> {
+    let key = meta.data_key();
+    let corrupt = |reason: String| BlockError::Corrupt {
+        key: key.clone(),
+        reason,
+    };
+    let raw = storage
+        .get_range(&key, meta.index_offset..meta.index_offset + meta.index_length)
+        .await?;
+    let index = block_proto::BlockIndex::decode(raw).map_err(|err| corrupt(format!("index: {err}")))?;
+    index
+        .series
+        .into_iter()
+        .map(|entry| {
+            if entry
+                .offset
+                .checked_add(entry.length)
+                .is_none_or(|end| end > meta.index_offset)
+            {
+                return Err(corrupt("series range outside the data section".into()));
+            }
+            Ok(SeriesHeader {
+                labels: Labels::from_pairs(&entry.labels).map_err(|err| corrupt(err.to_string()))?,
+                profile_type: ProfileType::parse(&entry.profile_type).map_err(|err| corrupt(err.to_string()))?,
+                min_time_ms: entry.min_time_ms,
+                max_time_ms: entry.max_time_ms,
+                total: entry.total,
+                offset: entry.offset,
+                length: entry.length,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(|mut headers| {
+            // Keep a stable order for callers that zip headers with loaded series.
+            headers.shrink_to_fit();
+            headers
+        })
+}
+
+/// Loads a block's symbol tables.
+pub async fn load_symbols(storage: &Storage, meta: &BlockMeta) -> Result<SymbolTable, BlockError> {
+    let key = meta.data_key();
+    let corrupt = |reason: String| BlockError::Corrupt {
+        key: key.clone(),
+        reason,
+    };
+    if meta.symbols_length > meta.index_offset {
+        return Err(corrupt("symbols section overlaps the index".into()));
+    }
+    let raw_symbols = storage.get_range(&key, 0..meta.symbols_length).await?;
+    let symbols = block_proto::Symbols::decode(raw_symbols).map_err(|err| corrupt(format!("symbols: {err}")))?;
+    SymbolTable::from_proto(symbols).map_err(|source| BlockError::Symbols {
+        key: key.clone(),
+        source,
+    })
+}
+
+/// Loads the rows of the chosen series of a block, checking them against its symbols.
+pub async fn load_series(
+    storage: &Storage,
+    meta: &BlockMeta,
+    symbols: &SymbolTable,
+    headers: &[SeriesHeader],
+) -> Result<Vec<Series>, BlockError> {
+    let key = meta.data_key();
+    let corrupt = |reason: String| BlockError::Corrupt {
+        key: key.clone(),
+        reason,
+    };
+    let stack_count = symbols.stack_count() as u32;
+    let mut loaded = Vec::with_capacity(headers.len());
+    for header in headers {
+        let raw = storage
+            .get_range(&key, header.offset..header.offset + header.length)
+            .await?;
+        let rows = block_proto::SeriesSamples::decode(raw).map_err(|err| corrupt(format!("series rows: {err}")))?;
+        if rows.stacks.len() != rows.time_deltas_ms.len() || rows.values.len() != rows.time_deltas_ms.len() {
+            return Err(corrupt("series row columns differ in length".into()));
+        }
+        if let Some(&bad) = rows.stacks.iter().find(|&&stack| stack >= stack_count) {
+            return Err(corrupt(format!("stack {bad} out of range ({stack_count} stacks)")));
+        }
+        let mut time = 0i64;
+        let times = rows
+            .time_deltas_ms
+            .iter()
+            .map(|delta| {
+                time = time.wrapping_add(*delta);
+                time
+            })
+            .collect();
+        loaded.push(Series {
+            labels: header.labels.clone(),
+            profile_type: header.profile_type.clone(),
+            min_time_ms: header.min_time_ms,
+            max_time_ms: header.max_time_ms,
+            total: header.total,
+            times,
+            stacks: rows.stacks,
+            values: rows.values,
+        });
+    }
+    Ok(loaded)
+}
+
+/// Loads the symbols and the rows of the chosen series of a block.
+pub async fn load(storage: &Storage, meta: &BlockMeta, headers: &[SeriesHeader]) -> Result<Partition, BlockError> {
+    let symbols = load_symbols(storage, meta).await?;
+    let series = load_series(storage, meta, &symbols, headers).await?;
+    let mut partition = Partition::with_symbols(symbols);
+    partition.series = series;
+    Ok(partition)
+}
+
+/// Bucket start for a timestamp (floor, also for negative times).
+pub fn bucket_start(time_ms: i64, bucket_duration_ms: i64) -> i64 {
+    time_ms.div_euclid(bucket_duration_ms) * bucket_duration_ms
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn write_list_and_load_only_wanted_series() {
+        let storage = Storage::new(std::sync::Arc::new(object_store::memory::InMemory::new()));
+        let tenant = Tenant::parse("t").unwrap();
+        let profile = crate::proto::google::v1::Profile {
+            string_table: vec!["".into(), "main".into()],
+            function: vec![crate::proto::google::v1::Function {
+                id: 1,
+                name: 1,
+                ..Default::default()
+            }],
+            location: vec![crate::proto::google::v1::Location {
+                id: 1,
+                line: vec![crate::proto::google::v1::Line {
+                    function_id: 1,
+                    line: 1,
+                    column: 0,
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let mut partition = Partition::default();
+        let symbols = partition.symbols.add_profile(&profile);
+        let stack = partition.symbols.add_stack(&symbols, &[1]);
+        let cpu = ProfileType::parse("process_cpu:cpu:nanoseconds:cpu:nanoseconds").unwrap();
+        let mem = ProfileType::parse("memory:alloc_space:bytes:space:bytes").unwrap();
+        let labels = |name: &str| Labels::new([("service_name".to_string(), name.to_string())]).unwrap();
+        partition.push(&labels("a"), &cpu, 3_600_500, stack, 7);
+        partition.push(&labels("a"), &cpu, 3_600_100, stack, 5);
+        partition.push(&labels("b"), &mem, 3_600_200, stack, 11);
+        let meta = write(&storage, &tenant, 3_600_000, 3_600_000, &partition)
+            .await
+            .unwrap();
+        assert_eq!(
+            (meta.min_time_ms, meta.max_time_ms, meta.samples),
+            (3_600_100, 3_600_500, 3)
+        );
+
+        assert_eq!(list(&storage, &tenant, 0, 3_600_100).await.unwrap(), vec![]);
+        let metas = list(&storage, &tenant, 3_600_500, 3_600_501).await.unwrap();
+        assert_eq!(metas, vec![meta.clone()]);
+        let headers = read_index(&storage, &meta).await.unwrap();
+        let memory: Vec<_> = headers.iter().filter(|h| h.profile_type == mem).cloned().collect();
+        let loaded = load(&storage, &meta, &memory).await.unwrap();
+        assert_eq!(loaded.series[0].values, vec![11]);
+        let wanted: Vec<_> = headers.into_iter().filter(|h| h.profile_type == cpu).collect();
+        let loaded = load(&storage, &meta, &wanted).await.unwrap();
+        assert_eq!(loaded.series.len(), 1);
+        assert_eq!(loaded.series[0].times, vec![3_600_100, 3_600_500]);
+        assert_eq!(loaded.series[0].values, vec![5, 7]);
+        let mut names = Vec::new();
+        loaded.symbols.stack_names(loaded.series[0].stacks[0], &mut names);
+        assert_eq!(names, ["main"]);
+    }
+
+    #[test]
+    fn buckets_floor() {
+        assert_eq!(bucket_start(7_199_999, 3_600_000), 3_600_000);
+        assert_eq!(bucket_start(-1, 3_600_000), -3_600_000);
+    }
+}

@@ -1,0 +1,364 @@
+//! The writable, in-memory part of the store, per tenant and time bucket, made durable by the
+//! write-ahead log and cut into immutable blocks by [`Head::flush`].
+//!
+//! An append is acknowledged only after its WAL record is fsynced. A flush seals the WAL
+//! segment, moves every live partition to "flushing" (still visible to queries), uploads each as
+//! a block, then publishes the block metas and drops the flushing partitions under the publish
+//! gate, so a query sees each row exactly once. Only then are the sealed segments deleted.
+
+mod wal;
+
+pub use wal::{Wal, WalError};
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use parking_lot::RwLock;
+use prost::Message;
+use serde::Deserialize;
+
+use crate::block::{self, BlockError, BlockMeta, Partition};
+use crate::model::{Labels, ProfileType, Tenant};
+use crate::pprof::{self, DecodeLimits};
+use crate::proto::google::v1::Profile;
+use crate::proto::pyrite::v1::{WalRecord, WalSeries};
+use crate::storage::Storage;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HeadError {
+    #[error(transparent)]
+    Wal(#[from] WalError),
+    #[error(transparent)]
+    Block(#[from] BlockError),
+    #[error("this head is read-only")]
+    ReadOnly,
+    #[error("write-ahead log record {index}: {reason}")]
+    Replay { index: usize, reason: String },
+}
+
+/// When the head is cut into blocks.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HeadConfig {
+    /// Width of a time bucket; every block covers one bucket of one tenant.
+    #[serde(with = "humantime_serde")]
+    pub bucket_duration: Duration,
+    /// How often live data is cut into blocks.
+    #[serde(with = "humantime_serde")]
+    pub flush_interval: Duration,
+    /// Estimated in-memory size that triggers an early flush.
+    pub max_head_bytes: usize,
+}
+
+impl Default for HeadConfig {
+    fn default() -> Self {
+        Self {
+            bucket_duration: Duration::from_secs(3600),
+            flush_interval: Duration::from_secs(300),
+            max_head_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// One series a profile is split into: which value column lands under which labels.
+#[derive(Debug, Clone)]
+pub struct SeriesSpec {
+    pub labels: Labels,
+    pub profile_type: ProfileType,
+    pub value_index: usize,
+}
+
+type TenantBuckets = Arc<RwLock<BTreeMap<i64, Partition>>>;
+
+struct Flushing {
+    tenant: Tenant,
+    bucket_start_ms: i64,
+    partition: Partition,
+}
+
+/// Counts of one flush.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FlushStats {
+    pub blocks: usize,
+    pub samples: usize,
+}
+
+pub struct Head {
+    config: HeadConfig,
+    storage: Storage,
+    /// `None` for a read-only head (a replayed copy for offline export).
+    wal: Option<Wal>,
+    /// Held shared from WAL append to head apply, exclusively while the WAL is sealed and the
+    /// live partitions are taken, so both split at the same record.
+    cut: tokio::sync::RwLock<()>,
+    /// Held shared by queries while they list blocks and read partitions, exclusively while a
+    /// flush publishes metas and drops the partitions they replace.
+    publish_gate: tokio::sync::RwLock<()>,
+    flush_lock: tokio::sync::Mutex<()>,
+    live: RwLock<HashMap<Tenant, TenantBuckets>>,
+    flushing: RwLock<Vec<Arc<Flushing>>>,
+    live_bytes: AtomicUsize,
+    flush_wanted: tokio::sync::Notify,
+}
+
+impl Head {
+    /// Opens the WAL under `wal_dir` and replays it.
+    pub fn open(
+        config: HeadConfig,
+        storage: Storage,
+        wal_dir: &Path,
+        decode_limits: &DecodeLimits,
+    ) -> Result<Self, HeadError> {
+        let (wal, replay) = Wal::open(wal_dir)?;
+        Self::from_replay(config, storage, Some(wal), replay, decode_limits)
+    }
+
+    /// A head holding what the WAL under `wal_dir` holds, that never writes: for reading a data
+    /// directory while a server may still own it.
+    pub fn open_read_only(
+        config: HeadConfig,
+        storage: Storage,
+        wal_dir: &Path,
+        decode_limits: &DecodeLimits,
+    ) -> Result<Self, HeadError> {
+        let replay = Wal::read_only(wal_dir)?;
+        Self::from_replay(config, storage, None, replay, decode_limits)
+    }
+
+    fn from_replay(
+        config: HeadConfig,
+        storage: Storage,
+        wal: Option<Wal>,
+        replay: wal::Replay,
+        decode_limits: &DecodeLimits,
+    ) -> Result<Self, HeadError> {
+        let head = Self {
+            config,
+            storage,
+            wal,
+            cut: tokio::sync::RwLock::new(()),
+            publish_gate: tokio::sync::RwLock::new(()),
+            flush_lock: tokio::sync::Mutex::new(()),
+            live: RwLock::new(HashMap::new()),
+            flushing: RwLock::new(Vec::new()),
+            live_bytes: AtomicUsize::new(0),
+            flush_wanted: tokio::sync::Notify::new(),
+        };
+        if replay.torn_bytes > 0 {
+            tracing::warn!(
+                bytes = replay.torn_bytes,
+                "dropped a torn write-ahead log tail (never acknowledged)"
+            );
+        }
+        let replayed = replay.records.len();
+        for (index, raw) in replay.records.into_iter().enumerate() {
+            let replay_error = |reason: String| HeadError::Replay { index, reason };
+            let record = WalRecord::decode(raw.as_slice()).map_err(|err| replay_error(err.to_string()))?;
+            let tenant = Tenant::parse(&record.tenant).map_err(|err| replay_error(err.to_string()))?;
+            let profile =
+                pprof::decode(&record.raw_profile, decode_limits).map_err(|err| replay_error(err.to_string()))?;
+            let series = record
+                .series
+                .iter()
+                .map(|spec| {
+                    Ok(SeriesSpec {
+                        labels: Labels::from_pairs(&spec.labels).map_err(|err| replay_error(err.to_string()))?,
+                        profile_type: ProfileType::parse(&spec.profile_type)
+                            .map_err(|err| replay_error(err.to_string()))?,
+                        value_index: spec.value_index as usize,
+                    })
+                })
+                .collect::<Result<Vec<_>, HeadError>>()?;
+            head.apply(&tenant, record.time_ms, &profile, &series);
+        }
+        if replayed > 0 {
+            tracing::info!(records = replayed, "replayed write-ahead log");
+        }
+        Ok(head)
+    }
+
+    pub fn config(&self) -> &HeadConfig {
+        &self.config
+    }
+
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    fn bucket_ms(&self) -> i64 {
+        self.config.bucket_duration.as_millis().max(1) as i64
+    }
+
+    /// Makes a decoded profile durable, then visible. `raw_profile` is what the client sent
+    /// (it is what the WAL keeps); `profile` is its decoded form.
+    pub async fn append(
+        &self,
+        tenant: &Tenant,
+        time_ms: i64,
+        raw_profile: bytes::Bytes,
+        profile: &Profile,
+        series: &[SeriesSpec],
+    ) -> Result<(), HeadError> {
+        let record = WalRecord {
+            tenant: tenant.to_string(),
+            time_ms,
+            raw_profile,
+            series: series
+                .iter()
+                .map(|spec| WalSeries {
+                    labels: spec.labels.to_pairs(),
+                    profile_type: spec.profile_type.id(),
+                    value_index: spec.value_index as u32,
+                })
+                .collect(),
+        };
+        let wal = self.wal.as_ref().ok_or(HeadError::ReadOnly)?;
+        let _cut = self.cut.read().await;
+        wal.append(record.encode_to_vec()).await?;
+        self.apply(tenant, time_ms, profile, series);
+        if self.live_bytes.load(Ordering::Relaxed) > self.config.max_head_bytes {
+            self.flush_wanted.notify_one();
+        }
+        Ok(())
+    }
+
+    fn apply(&self, tenant: &Tenant, time_ms: i64, profile: &Profile, series: &[SeriesSpec]) {
+        let buckets = {
+            let live = self.live.read();
+            live.get(tenant).cloned()
+        };
+        let buckets = buckets.unwrap_or_else(|| self.live.write().entry(tenant.clone()).or_default().clone());
+        let mut buckets = buckets.write();
+        let partition = buckets
+            .entry(block::bucket_start(time_ms, self.bucket_ms()))
+            .or_default();
+        let before = partition.estimated_bytes();
+        let symbols = partition.symbols.add_profile(profile);
+        let series_indices: Vec<usize> = series
+            .iter()
+            .map(|spec| partition.series_index(&spec.labels, &spec.profile_type))
+            .collect();
+        for sample in &profile.sample {
+            let stack = partition.symbols.add_stack(&symbols, &sample.location_id);
+            for (spec, &index) in series.iter().zip(&series_indices) {
+                let value = sample.value.get(spec.value_index).copied().unwrap_or(0);
+                if value != 0 {
+                    partition.push_row(index, time_ms, stack, value);
+                }
+            }
+        }
+        let after = partition.estimated_bytes();
+        self.live_bytes
+            .fetch_add(after.saturating_sub(before), Ordering::Relaxed);
+    }
+
+    /// Waits until the head should be flushed: the interval passed or it grew too large.
+    pub async fn wait_for_flush(&self) {
+        tokio::select! {
+            () = tokio::time::sleep(self.config.flush_interval) => {}
+            () = self.flush_wanted.notified() => {}
+        }
+    }
+
+    /// Cuts every live partition into a block and publishes it.
+    pub async fn flush(&self) -> Result<FlushStats, HeadError> {
+        let wal = self.wal.as_ref().ok_or(HeadError::ReadOnly)?;
+        let _one_flush = self.flush_lock.lock().await;
+        let sealed_segment = {
+            let _cut = self.cut.write().await;
+            let taken: Vec<(Tenant, TenantBuckets)> = self.live.write().drain().collect();
+            self.live_bytes.store(0, Ordering::Relaxed);
+            let nothing_to_flush = {
+                let mut flushing = self.flushing.write();
+                for (tenant, buckets) in taken {
+                    let buckets = std::mem::take(&mut *buckets.write());
+                    for (bucket_start_ms, partition) in buckets {
+                        flushing.push(Arc::new(Flushing {
+                            tenant: tenant.clone(),
+                            bucket_start_ms,
+                            partition,
+                        }));
+                    }
+                }
+                flushing.is_empty()
+            };
+            if nothing_to_flush {
+                return Ok(FlushStats::default());
+            }
+            wal.rotate().await?
+        };
+        let pending: Vec<Arc<Flushing>> = self.flushing.read().clone();
+        let mut stats = FlushStats::default();
+        for part in pending {
+            let meta = block::upload(
+                &self.storage,
+                &part.tenant,
+                part.bucket_start_ms,
+                self.bucket_ms(),
+                &part.partition,
+            )
+            .await?;
+            let _gate = self.publish_gate.write().await;
+            block::publish(&self.storage, &meta).await?;
+            self.flushing.write().retain(|other| !Arc::ptr_eq(other, &part));
+            stats.blocks += 1;
+            stats.samples += meta.samples as usize;
+            log_published(&meta);
+        }
+        wal.delete_through(sealed_segment)?;
+        Ok(stats)
+    }
+
+    /// Holds off publication while a query lists blocks and reads the head.
+    pub async fn read_gate(&self) -> tokio::sync::RwLockReadGuard<'_, ()> {
+        self.publish_gate.read().await
+    }
+
+    /// Calls `visit` with every live or flushing partition of `tenant` whose bucket overlaps
+    /// `[from, until)`. Call under [`Head::read_gate`].
+    pub fn visit(&self, tenant: &Tenant, from_ms: i64, until_ms: i64, mut visit: impl FnMut(&Partition)) {
+        let bucket_ms = self.bucket_ms();
+        let overlaps = |start: i64| start < until_ms && start + bucket_ms > from_ms;
+        for part in self.flushing.read().iter() {
+            if &part.tenant == tenant && overlaps(part.bucket_start_ms) {
+                visit(&part.partition);
+            }
+        }
+        let buckets = self.live.read().get(tenant).cloned();
+        if let Some(buckets) = buckets {
+            for (&start, partition) in buckets.read().iter() {
+                if overlaps(start) {
+                    visit(partition);
+                }
+            }
+        }
+    }
+
+    /// Tenants with data in the head.
+    pub fn tenants(&self) -> Vec<Tenant> {
+        let mut tenants: Vec<Tenant> = self.live.read().keys().cloned().collect();
+        tenants.extend(self.flushing.read().iter().map(|part| part.tenant.clone()));
+        tenants.sort();
+        tenants.dedup();
+        tenants
+    }
+
+    /// Estimated bytes held by live partitions.
+    pub fn live_bytes(&self) -> usize {
+        self.live_bytes.load(Ordering::Relaxed)
+    }
+}
+
+fn log_published(meta: &BlockMeta) {
+    tracing::info!(
+        tenant = %meta.tenant,
+        bucket = meta.bucket_start_ms,
+        block = %meta.id,
+        samples = meta.samples,
+        bytes = meta.size_bytes,
+        "published block"
+    );
+}

@@ -1,0 +1,189 @@
+//! Ingest: turns what clients send (pprof over push.v1 or `/ingest`, folded text) into series
+//! of one tenant, validates it, and hands it to the head. Transport-free: `api` owns HTTP.
+
+mod folded;
+mod name;
+
+pub use folded::{FoldedError, FoldedProfile, parse_folded};
+pub use name::{IngestName, parse_ingest_name};
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::head::{Head, HeadError, SeriesSpec};
+use crate::model::{LABEL_NAME, LABEL_PROFILE_TYPE, LABEL_SERVICE_NAME, LabelError, Labels, ProfileType, Tenant};
+use crate::pprof::{self, DecodeError, DecodeLimits};
+use crate::proto::google::v1::Profile;
+
+/// Service name given to series that name none, as Pyroscope's distributor does.
+pub const UNKNOWN_SERVICE: &str = "unknown_service";
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("invalid profile: {0}")]
+    Decode(#[from] DecodeError),
+    #[error("invalid labels: {0}")]
+    Labels(#[from] LabelError),
+    #[error("invalid profile name {0:?}: it must be non-empty and may not contain ':'")]
+    Name(String),
+    #[error("storing profile: {0}")]
+    Head(#[from] HeadError),
+}
+
+impl IngestError {
+    /// Whether the client sent something wrong (a 4xx), as opposed to a server fault.
+    pub fn is_client_error(&self) -> bool {
+        !matches!(self, Self::Head(_))
+    }
+}
+
+/// What one accepted profile added.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ingested {
+    pub series: usize,
+    pub samples: usize,
+    pub time_ms: i64,
+}
+
+/// Validates profiles and appends them to the head.
+pub struct Ingester {
+    head: Arc<Head>,
+    limits: DecodeLimits,
+}
+
+impl Ingester {
+    pub fn new(head: Arc<Head>, limits: DecodeLimits) -> Self {
+        Self { head, limits }
+    }
+
+    pub fn head(&self) -> &Head {
+        &self.head
+    }
+
+    pub fn limits(&self) -> &DecodeLimits {
+        &self.limits
+    }
+
+    /// Ingests one pprof (gzip or raw). `labels` may carry `__name__`; if absent it is derived
+    /// from the sample types. `time_ms` overrides the profile's own `time_nanos`.
+    pub async fn push_pprof(
+        &self,
+        tenant: &Tenant,
+        labels: Labels,
+        raw: Bytes,
+        time_ms: Option<i64>,
+    ) -> Result<Ingested, IngestError> {
+        let profile = pprof::decode(&raw, &self.limits)?;
+        self.push_decoded(tenant, labels, raw, &profile, time_ms).await
+    }
+
+    /// Ingests an already decoded profile; `raw` must be its encoding (the WAL keeps it).
+    pub async fn push_decoded(
+        &self,
+        tenant: &Tenant,
+        mut labels: Labels,
+        raw: Bytes,
+        profile: &Profile,
+        time_ms: Option<i64>,
+    ) -> Result<Ingested, IngestError> {
+        let name = match labels.remove(LABEL_NAME) {
+            Some(name) => name,
+            None => metric_name(profile),
+        };
+        if name.is_empty() || name.contains(':') {
+            return Err(IngestError::Name(name));
+        }
+        if labels.get(LABEL_SERVICE_NAME).is_none() {
+            labels.set(LABEL_SERVICE_NAME, UNKNOWN_SERVICE);
+        }
+        // Private labels are the server's to set; `__session_id__` is the one client label kept.
+        let private: Vec<String> = labels
+            .iter()
+            .filter(|(key, _)| key.starts_with("__") && *key != "__session_id__")
+            .map(|(key, _)| key.to_string())
+            .collect();
+        for key in private {
+            labels.remove(&key);
+        }
+        let string = |index: i64| profile.string_table[index as usize].as_str();
+        let (period_type, period_unit) = profile
+            .period_type
+            .as_ref()
+            .map_or(("", ""), |period| (string(period.r#type), string(period.unit)));
+        let mut series = Vec::with_capacity(profile.sample_type.len());
+        for (value_index, sample_type) in profile.sample_type.iter().enumerate() {
+            let profile_type = ProfileType {
+                name: name.clone(),
+                sample_type: string(sample_type.r#type).to_string(),
+                sample_unit: string(sample_type.unit).to_string(),
+                period_type: period_type.to_string(),
+                period_unit: period_unit.to_string(),
+            };
+            let mut series_labels = labels.clone();
+            series_labels.set(LABEL_NAME, &name);
+            series_labels.set(LABEL_PROFILE_TYPE, &profile_type.id());
+            series_labels.set("__type__", &profile_type.sample_type);
+            series_labels.set("__unit__", &profile_type.sample_unit);
+            // Validates lengths and counts once more with the private labels in place.
+            let series_labels = Labels::new(series_labels.iter().map(|(k, v)| (k.to_string(), v.to_string())))?;
+            series.push(SeriesSpec {
+                labels: series_labels,
+                profile_type,
+                value_index,
+            });
+        }
+        let time_ms = time_ms.unwrap_or(if profile.time_nanos > 0 {
+            profile.time_nanos / 1_000_000
+        } else {
+            crate::now_ms()
+        });
+        self.head.append(tenant, time_ms, raw, profile, &series).await?;
+        Ok(Ingested {
+            series: series.len(),
+            samples: profile.sample.len(),
+            time_ms,
+        })
+    }
+}
+
+/// The profile name Pyroscope derives from a pprof's sample types when the client names none
+/// (grafana/pyroscope `pprof.RawProfile.metricName`).
+pub fn metric_name(profile: &Profile) -> String {
+    let types: Vec<&str> = profile
+        .sample_type
+        .iter()
+        .map(|sample_type| profile.string_table[sample_type.r#type as usize].as_str())
+        .collect();
+    if types.contains(&"wall") {
+        return "wall".into();
+    }
+    for sample_type in &types {
+        let display = match *sample_type {
+            "samples" => "cpu",
+            "goroutine" => "goroutines",
+            "contentions" => "mutex_count",
+            "delay" => "mutex_duration",
+            other => other,
+        };
+        if display.contains("cpu") {
+            return "process_cpu".into();
+        }
+        if display.contains("alloc_") || display.contains("inuse_") || display == "space" || display == "objects" {
+            return "memory".into();
+        }
+        if display.contains("mutex_") {
+            return "mutex".into();
+        }
+        if display.contains("block_") {
+            return "block".into();
+        }
+        if display.contains("goroutines") {
+            return "goroutine".into();
+        }
+    }
+    types
+        .last()
+        .map(|name| name.to_string())
+        .unwrap_or_else(|| "unknown".into())
+}

@@ -1,0 +1,195 @@
+//! Self-contained interactive SVG flame graphs, drawn by inferno from folded stacks, with the
+//! count labelled in the profile type's unit.
+
+use inferno::flamegraph::{Options, from_lines};
+
+use super::RenderError;
+use super::folded::stacks;
+use crate::model::ProfileType;
+use crate::query::FlameTree;
+
+/// What to write around the graph.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SvgOptions {
+    /// Names the query; shown on top.
+    pub title: String,
+    pub subtitle: Option<String>,
+    /// Decides the unit the counts are labelled with.
+    pub profile_type: ProfileType,
+}
+
+/// An SVG flame graph of `tree`. An empty tree still yields a well-formed SVG saying so,
+/// so exporting a window without data gives a valid file rather than an error.
+pub fn svg(tree: &FlameTree, options: &SvgOptions) -> Result<Vec<u8>, RenderError> {
+    // inferno only reads non-negative integer counts.
+    let lines: Vec<String> = stacks(tree, |value| value > 0)
+        .into_iter()
+        .map(|(stack, value)| format!("{stack} {value}"))
+        .collect();
+    if lines.is_empty() {
+        return Ok(empty_svg(options));
+    }
+    let (count_name, factor) = count_unit(&options.profile_type, tree.total());
+    let mut inferno_options = Options::default();
+    inferno_options.title = options.title.clone();
+    inferno_options.subtitle = options.subtitle.clone();
+    inferno_options.count_name = count_name;
+    inferno_options.factor = factor;
+    // Colours from name hashes: the same input gives the same bytes.
+    inferno_options.deterministic = true;
+    let mut out = Vec::new();
+    from_lines(&mut inferno_options, lines.iter().map(String::as_str), &mut out)?;
+    Ok(out)
+}
+
+/// The label and scale factor of the counts. Nanosecond totals are shown in the largest of
+/// ms / µs / ns that still leaves the whole graph at least 1000 units wide.
+fn count_unit(profile_type: &ProfileType, total: i64) -> (String, f64) {
+    let sample_type = profile_type.sample_type.as_str();
+    let (name, factor) = match profile_type.sample_unit.as_str() {
+        "nanoseconds" if total >= 1_000_000_000 => ("ms", 1e-6),
+        "nanoseconds" if total >= 1_000_000 => ("µs", 1e-3),
+        "nanoseconds" => ("ns", 1.0),
+        "bytes" => ("bytes", 1.0),
+        "count" if sample_type.starts_with("goroutine") => ("goroutines", 1.0),
+        "count" if sample_type.contains("objects") => ("objects", 1.0),
+        "count" | "" => ("samples", 1.0),
+        unit => (unit, 1.0),
+    };
+    (name.to_string(), factor)
+}
+
+fn empty_svg(options: &SvgOptions) -> Vec<u8> {
+    format!(
+        concat!(
+            r#"<?xml version="1.0" standalone="no"?>"#,
+            "\n",
+            r#"<svg version="1.1" width="1200" height="80" viewBox="0 0 1200 80" xmlns="http://www.w3.org/2000/svg">"#,
+            "\n",
+            r##"<rect x="0" y="0" width="100%" height="100%" fill="#f8f8f8"/>"##,
+            "\n",
+            r#"<text x="600" y="28" text-anchor="middle" font-family="Verdana" font-size="17">{}</text>"#,
+            "\n",
+            r#"<text x="600" y="56" text-anchor="middle" font-family="Verdana" font-size="12">no data</text>"#,
+            "\n</svg>\n"
+        ),
+        escape(&options.title)
+    )
+    .into_bytes()
+}
+
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use quick_xml::Reader;
+    use quick_xml::events::Event;
+
+    use super::*;
+    use crate::render::testutil::sample_tree;
+
+    fn options(title: &str, profile_type: &str) -> SvgOptions {
+        SvgOptions {
+            title: title.to_string(),
+            subtitle: Some("last 1h".to_string()),
+            profile_type: ProfileType::parse(profile_type).unwrap(),
+        }
+    }
+
+    /// Reads the whole document to the end; returns its text content, unescaped, one line per
+    /// element.
+    fn well_formed_text(svg: &[u8]) -> String {
+        let mut reader = Reader::from_reader(svg);
+        reader.config_mut().check_end_names = true;
+        let mut buf = Vec::new();
+        let mut text = String::new();
+        let mut depth = 0i32;
+        loop {
+            match reader.read_event_into(&mut buf).expect("well-formed XML") {
+                Event::Start(_) => depth += 1,
+                Event::End(_) => {
+                    depth -= 1;
+                    text.push('\n');
+                }
+                Event::Text(t) => text.push_str(&t.decode().unwrap()),
+                Event::GeneralRef(r) => {
+                    let name = r.decode().unwrap();
+                    text.push_str(quick_xml::escape::resolve_predefined_entity(&name).expect("known entity"));
+                }
+                Event::Eof => break,
+                _ => {}
+            }
+            buf.clear();
+        }
+        assert_eq!(depth, 0, "unbalanced elements");
+        text
+    }
+
+    #[test]
+    fn renders_a_well_formed_graph_with_units() {
+        let tree = sample_tree();
+        let svg = svg(
+            &tree,
+            &options("cpu of {service=\"api\"}", "memory:inuse_space:bytes:space:bytes"),
+        )
+        .unwrap();
+        let text = well_formed_text(&svg);
+        assert!(text.contains("cpu of {service=\"api\"}"), "title missing");
+        for name in ["main", "work", "hash", "gc", "mark"] {
+            assert!(text.contains(name), "{name} missing");
+        }
+        assert!(text.contains("bytes"), "unit missing");
+        assert!(text.contains("last 1h"));
+    }
+
+    #[test]
+    fn nanoseconds_are_scaled() {
+        let mut tree = FlameTree::new();
+        tree.insert_names(&["main", "spin"], 3_000_000_000);
+        tree.insert_names(&["main"], 1_000_000_000);
+        let svg = svg(&tree, &options("cpu", "process_cpu:cpu:nanoseconds:cpu:nanoseconds")).unwrap();
+        let text = well_formed_text(&svg);
+        assert!(text.contains("spin (3,000 ms, 75.00%)"), "{text}");
+        assert_eq!(
+            count_unit(&ProfileType::parse("g:goroutine:count:goroutine:count").unwrap(), 5).0,
+            "goroutines"
+        );
+        assert_eq!(
+            count_unit(&ProfileType::parse("m:alloc_objects:count:space:bytes").unwrap(), 5).0,
+            "objects"
+        );
+        assert_eq!(
+            count_unit(&ProfileType::parse("c:samples:count:cpu:nanoseconds").unwrap(), 5).0,
+            "samples"
+        );
+        assert_eq!(
+            count_unit(&ProfileType::parse("w:wall:nanoseconds::").unwrap(), 5_000_000).0,
+            "µs"
+        );
+    }
+
+    #[test]
+    fn empty_tree_still_gives_a_document() {
+        let svg = svg(
+            &FlameTree::new(),
+            &options("a <b> & 'c'", "memory:inuse_space:bytes:space:bytes"),
+        )
+        .unwrap();
+        let text = well_formed_text(&svg);
+        assert!(text.contains("no data"));
+        assert!(text.contains("a <b> & 'c'"), "title missing");
+    }
+}

@@ -1,0 +1,220 @@
+//! Shared test support: the corpus manifest, the Go reference checker, and a real
+//! `pyrite serve` process on a free loopback port.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// `../shared/corpus`, or `$PYRITE_CORPUS_DIR`. Panics if missing: tests must not skip silently.
+pub fn corpus_dir() -> PathBuf {
+    let dir = std::env::var_os("PYRITE_CORPUS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus"));
+    assert!(
+        dir.join("MANIFEST.tsv").is_file(),
+        "corpus not found at {}",
+        dir.display()
+    );
+    dir
+}
+
+/// One row of MANIFEST.tsv.
+#[derive(Debug, Clone)]
+pub struct CorpusFile {
+    pub name: String,
+    pub path: PathBuf,
+    /// None for files Go's tool rejects.
+    pub totals: Option<BTreeMap<String, i64>>,
+}
+
+pub fn corpus() -> Vec<CorpusFile> {
+    let dir = corpus_dir();
+    let manifest = std::fs::read_to_string(dir.join("MANIFEST.tsv")).unwrap();
+    manifest
+        .lines()
+        .skip(1)
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| {
+            let columns: Vec<&str> = line.split('\t').collect();
+            let name = columns[0].to_string();
+            let totals = (columns[7] != "REJECTED").then(|| {
+                columns[8]
+                    .split(',')
+                    .map(|pair| {
+                        let (key, value) = pair.rsplit_once('=').unwrap();
+                        (key.to_string(), value.parse::<i64>().unwrap())
+                    })
+                    .collect()
+            });
+            CorpusFile {
+                path: dir.join("files").join(&name),
+                name,
+                totals,
+            }
+        })
+        .collect()
+}
+
+/// Path of the built Go checker (`tests/gocheck`), building it once if `$PYRITE_GOCHECK` is unset.
+pub fn gocheck_binary() -> PathBuf {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY
+        .get_or_init(|| {
+            if let Some(path) = std::env::var_os("PYRITE_GOCHECK") {
+                return PathBuf::from(path);
+            }
+            let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+            let output = root.join("target/gocheck/gocheck");
+            let status = Command::new("go")
+                .args(["build", "-o"])
+                .arg(&output)
+                .arg(".")
+                .current_dir(root.join("tests/gocheck"))
+                .status()
+                .expect("go is needed to build tests/gocheck");
+            assert!(status.success(), "building tests/gocheck failed");
+            output
+        })
+        .clone()
+}
+
+/// What Go's `profile.Parse` + `CheckValid` make of a file.
+#[derive(Debug, serde::Deserialize)]
+pub struct GoCheck {
+    pub ok: bool,
+    #[serde(default)]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub sample_types: Vec<String>,
+    #[serde(default)]
+    pub totals: Vec<i64>,
+    #[serde(default)]
+    pub functions: Vec<String>,
+}
+
+pub fn gocheck(files: &[PathBuf]) -> Vec<GoCheck> {
+    let output = Command::new(gocheck_binary())
+        .args(files)
+        .output()
+        .expect("running gocheck");
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+/// Path of the `pyrite` binary cargo built for these tests.
+pub fn pyrite_binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_pyrite"))
+}
+
+/// A `pyrite serve` child process.
+pub struct Server {
+    pub child: Child,
+    pub url: String,
+    pub data_dir: PathBuf,
+    pub port: u16,
+}
+
+impl Server {
+    /// Starts a server on `data_dir` and waits for `/ready`.
+    pub fn start(data_dir: &Path) -> Server {
+        Self::start_with_config(data_dir, None)
+    }
+
+    pub fn start_with_config(data_dir: &Path, config: Option<&Path>) -> Server {
+        let port = free_port();
+        let mut command = Command::new(pyrite_binary());
+        command
+            .arg("serve")
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--data-dir")
+            .arg(data_dir);
+        if let Some(config) = config {
+            command.arg("--config").arg(config);
+        }
+        let mut child = command
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting pyrite serve");
+        // Drain stderr so the child never blocks on a full pipe; echo it for failing tests.
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[pyrite] {line}");
+            }
+        });
+        let server = Server {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            data_dir: data_dir.to_path_buf(),
+            port,
+        };
+        server.wait_ready();
+        server
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let client = reqwest::blocking::Client::new();
+        while Instant::now() < deadline {
+            if let Ok(response) = client.get(format!("{}/ready", self.url)).send()
+                && response.status().is_success()
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("pyrite serve did not become ready");
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait: a graceful stop that flushes the head.
+    pub fn terminate(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Runs the `pyrite` CLI and asserts success; returns stdout.
+pub fn pyrite(args: &[&str]) -> String {
+    let output = Command::new(pyrite_binary())
+        .args(args)
+        .output()
+        .expect("running pyrite");
+    assert!(
+        output.status.success(),
+        "pyrite {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
