@@ -16,6 +16,7 @@ pub mod pprof;
 pub mod proto;
 pub mod query;
 pub mod render;
+pub mod scrape;
 pub mod storage;
 pub mod symbols;
 

@@ -1,6 +1,7 @@
 //! Ingest: turns what clients send (pprof over push.v1 or `/ingest`, folded text) into series
 //! of one tenant, validates it, and hands it to the head. Transport-free: `api` owns HTTP.
 
+pub mod delta;
 mod folded;
 mod name;
 

@@ -1,0 +1,1 @@
+//! Cumulative profiles turned into deltas (in progress).

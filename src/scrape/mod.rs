@@ -1,0 +1,1 @@
+//! Scraping of Go `net/http/pprof` endpoints (in progress).
