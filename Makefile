@@ -1,7 +1,7 @@
 # Pyrite developer entry points. `make test` is what CI runs (.ci/run).
 CARGO ?= cargo
 
-.PHONY: run test fmt lint bench gocheck
+.PHONY: run test fmt lint bench gocheck agents
 
 ## run: start the server on default settings (release build)
 run:
@@ -27,3 +27,8 @@ bench:
 gocheck:
 	mkdir -p target/gocheck
 	cd tests/gocheck && go build -o ../../target/gocheck/gocheck .
+
+## agents: the real Pyroscope agents (Python, Rust, Node.js) against a real server
+agents:
+	scripts/install-deps.sh
+	$(CARGO) test --test agents -- --nocapture

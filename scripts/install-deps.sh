@@ -57,16 +57,92 @@ check_go() {
   log "$(go version)"
 }
 
-# Fill the Go module cache for tests/gocheck, so later builds need no network.
+# Fill the Go module cache for the Go test modules (tests/gocheck: the pprof checker;
+# tests/compat: Pyroscope's official clients), so later builds need no network.
 warm_go_modules() {
-  log "go mod download (tests/gocheck)"
-  (cd "$ROOT/tests/gocheck" && go mod download)
+  local module
+  for module in tests/gocheck tests/compat; do
+    log "go mod download ($module)"
+    (cd "$ROOT/$module" && go mod download)
+  done
+}
+
+# Real profiling agents for tests/agents.rs, kept under target/agents (ignored by git, kept
+# between runs): pinned versions, each step skipped when it is already done.
+AGENTS_DIR="$ROOT/target/agents"
+PYROSCOPE_IO_VERSION=1.4.0
+
+# pyroscope-io (the Python agent, a native wheel) in a venv: no system or --user site touched.
+install_python_agent() {
+  require_cmd python3 "Install Python 3.9+ (tests/agents/python needs it)."
+  local venv="$AGENTS_DIR/venv" have=""
+  if [ -x "$venv/bin/python" ]; then
+    have="$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("pyroscope-io"))' 2>/dev/null || true)"
+  fi
+  if [ "$have" = "$PYROSCOPE_IO_VERSION" ]; then
+    log "pyroscope-io $have (venv $venv)"
+    return 0
+  fi
+  python3 -c 'import venv, ensurepip' 2>/dev/null || apt_install python3-venv
+  log "venv $venv: pip install pyroscope-io==$PYROSCOPE_IO_VERSION"
+  mkdir -p "$AGENTS_DIR"
+  python3 -m venv --clear "$venv"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+    "pyroscope-io==$PYROSCOPE_IO_VERSION"
+}
+
+# @pyroscope/nodejs as pinned by tests/agents/node/package-lock.json (npm ci only when it changed).
+install_node_agent() {
+  require_cmd node "Install Node.js 20.20.2+ (tests/agents/node needs it)."
+  require_cmd npm "Install npm (tests/agents/node needs it)."
+  local dir="$ROOT/tests/agents/node" stamp sum
+  stamp="$dir/node_modules/.pyrite-lock.sha256"
+  sum="$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)"
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$sum" ]; then
+    log "@pyroscope/nodejs installed (tests/agents/node)"
+    return 0
+  fi
+  log "npm ci (tests/agents/node)"
+  (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+  echo "$sum" >"$stamp"
+}
+
+# The pyroscope-rs agent (tests/agents/rust-agent), built once into target/agents/rust.
+build_rust_agent() {
+  log "cargo build tests/agents/rust-agent"
+  CARGO_TARGET_DIR="$AGENTS_DIR/rust" cargo build --release --locked --quiet \
+    --manifest-path "$ROOT/tests/agents/rust-agent/Cargo.toml"
+}
+
+# The web UI test (tests/ui.rs): Debian's Chromium driven by playwright-core (pinned in
+# tests/ui/package-lock.json; it never downloads a browser of its own).
+install_ui_browser() {
+  apt_install chromium
+  require_cmd node "Install Node.js 20+ (tests/ui needs it)."
+  local lock="$ROOT/tests/ui/package-lock.json" stamp="$ROOT/tests/ui/node_modules/.lock-stamp"
+  if [ -f "$stamp" ] && cmp -s "$lock" "$stamp"; then
+    return 0
+  fi
+  log "npm ci (tests/ui)"
+  (cd "$ROOT/tests/ui" && npm ci --no-audit --no-fund --silent)
+  cp "$lock" "$stamp"
+}
+
+# tests/s3.rs starts ../shared/tools/micro-ceph.sh itself (it apt-installs Ceph when missing)
+# and signs its bucket creation with curl.
+check_s3_tools() {
+  apt_install curl
 }
 
 main() {
   check_rust
   check_go
   warm_go_modules
+  install_python_agent
+  install_node_agent
+  build_rust_agent
+  install_ui_browser
+  check_s3_tools
   log "ok"
 }
 

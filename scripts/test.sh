@@ -28,6 +28,9 @@ mkdir -p "$(dirname "$gocheck_bin")"
 export PYRITE_GOCHECK="$gocheck_bin"
 echo "PYRITE_GOCHECK=$PYRITE_GOCHECK"
 
+section "go vet (tests/compat)"
+(cd tests/compat && go vet ./...)
+
 section "cargo test"
 cargo test --all-targets
 

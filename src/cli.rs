@@ -224,11 +224,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         &config.wal_dir(),
         &config.limits,
     )?);
+    let ingester = Arc::new(Ingester::new(head.clone(), config.limits.clone()));
+    let mut metrics = Metrics::default();
+    let scrape_metrics = crate::scrape::ScrapeMetrics::register(metrics.registry_mut());
     let state = Arc::new(AppState {
-        ingester: Ingester::new(head.clone(), config.limits.clone()),
+        ingester: ingester.clone(),
         querier: Querier::new(head.clone(), storage),
         config: config.api.clone(),
-        metrics: Metrics::default(),
+        metrics,
     });
     let flusher = {
         let head = head.clone();
@@ -244,9 +247,17 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
-    tracing::info!(address = %listener.local_addr()?, data_dir = %config.data_dir.display(), "pyrite is serving");
+    let address = listener.local_addr()?;
+    tracing::info!(%address, data_dir = %config.data_dir.display(), "pyrite is serving");
+    // Scrapes ingest through the same Ingester as pushes; the self-scrape job follows `address`.
+    let mut scraper =
+        crate::scrape::ScrapeManager::start(config.scrape_configs.clone(), address, ingester, scrape_metrics)?;
     axum::serve(listener, api::router(state))
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            scraper.stop();
+            api::debug_pprof::begin_shutdown();
+        })
         .await?;
     flusher.abort();
     tracing::info!("shutting down: flushing the head");

@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use crate::head::HeadConfig;
 use crate::pprof::DecodeLimits;
+use crate::scrape::ScrapeConfig;
 use crate::storage::StorageConfig;
 
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +34,9 @@ pub struct Config {
     /// Limits applied while decoding every incoming profile.
     pub limits: DecodeLimits,
     pub api: ApiConfig,
+    /// Targets Pyrite pulls profiles from. Default: itself (`/debug/pprof/profile` at the listen
+    /// address); `scrape_configs: []` turns scraping off.
+    pub scrape_configs: Vec<ScrapeConfig>,
 }
 
 impl Default for Config {
@@ -44,6 +48,7 @@ impl Default for Config {
             head: HeadConfig::default(),
             limits: DecodeLimits::default(),
             api: ApiConfig::default(),
+            scrape_configs: vec![ScrapeConfig::self_scrape()],
         }
     }
 }
@@ -122,6 +127,16 @@ impl Config {
         if self.api.default_max_nodes == 0 || self.api.default_max_nodes > self.api.max_nodes_limit {
             return invalid("api.default_max_nodes must be between 1 and api.max_nodes_limit");
         }
+        let mut jobs = std::collections::BTreeSet::new();
+        for scrape in &self.scrape_configs {
+            scrape.validate().map_err(ConfigError::Invalid)?;
+            if !jobs.insert(scrape.job_name.as_str()) {
+                return Err(ConfigError::Invalid(format!(
+                    "scrape_configs: job_name {:?} is used twice",
+                    scrape.job_name
+                )));
+            }
+        }
         Ok(())
     }
 
@@ -146,6 +161,17 @@ mod tests {
         assert_eq!(config.head.bucket_duration.as_secs(), 1800);
         assert_eq!(config.head.flush_interval.as_secs(), 300);
         assert!(matches!(config.storage, StorageConfig::S3(ref s3) if s3.bucket == "profiles" && s3.path_style));
+    }
+
+    #[test]
+    fn shipped_configs_parse() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let example = Config::load(&root.join("deploy/pyrite.example.yaml")).unwrap();
+        assert_eq!(example.head, HeadConfig::default());
+        let manifest = std::fs::read_to_string(root.join("deploy/kubernetes/pyrite.yaml")).unwrap();
+        let config_map: serde_yaml::Value = serde_yaml::from_str(manifest.split("\n---\n").next().unwrap()).unwrap();
+        let embedded = Config::parse(config_map["data"]["pyrite.yaml"].as_str().unwrap()).unwrap();
+        assert!(matches!(embedded.storage, StorageConfig::S3(ref s3) if s3.path_style && s3.allow_http));
     }
 
     #[test]

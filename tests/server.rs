@@ -6,7 +6,7 @@ mod common;
 use std::io::Write;
 use std::path::PathBuf;
 
-use common::{Server, pyrite};
+use common::{Server, folded_total, pyrite, querier};
 use prost::Message;
 use pyrite::proto::google::v1 as pprof;
 use serde_json::{Value, json};
@@ -19,19 +19,6 @@ fn corpus_file(name: &str) -> PathBuf {
 
 fn client() -> reqwest::blocking::Client {
     reqwest::blocking::Client::new()
-}
-
-/// Calls a querier.v1 RPC with the connect JSON codec.
-fn querier(server: &Server, tenant: &str, method: &str, body: Value) -> (u16, Value) {
-    let response = client()
-        .post(format!("{}/querier.v1.QuerierService/{method}", server.url))
-        .header("Content-Type", "application/json")
-        .header("X-Scope-OrgID", tenant)
-        .body(body.to_string())
-        .send()
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().unwrap_or(Value::Null))
 }
 
 fn flamegraph_total(server: &Server, tenant: &str, selector: &str, start: i64, end: i64) -> i64 {
@@ -160,12 +147,8 @@ fn push_query_and_export_through_the_cli() {
         "--output",
         folded.to_str().unwrap(),
     ]);
-    let folded_total: i64 = std::fs::read_to_string(folded)
-        .unwrap()
-        .lines()
-        .map(|line| line.rsplit_once(' ').unwrap().1.parse::<i64>().unwrap())
-        .sum();
-    assert_eq!(folded_total, 3_900_000_000);
+    let exported_total = folded_total(&std::fs::read_to_string(folded).unwrap());
+    assert_eq!(exported_total, 3_900_000_000);
 }
 
 #[test]
@@ -208,11 +191,7 @@ fn sigkill_after_acknowledged_pushes_loses_nothing() {
         "--output",
         folded.to_str().unwrap(),
     ]);
-    let offline_total: i64 = std::fs::read_to_string(folded)
-        .unwrap()
-        .lines()
-        .map(|line| line.rsplit_once(' ').unwrap().1.parse::<i64>().unwrap())
-        .sum();
+    let offline_total: i64 = folded_total(&std::fs::read_to_string(folded).unwrap());
     assert_eq!(offline_total, pushes * 3_900_000_000);
 
     let mut server = Server::start(data.path());

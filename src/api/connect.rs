@@ -11,8 +11,11 @@
 //!   `resource_exhausted` (HTTP 429). Any other encoding is `unimplemented`.
 //! - Success is HTTP 200 with the request's codec as `Content-Type` and the serialized response
 //!   as the body (an empty proto message is 0 bytes, an empty JSON message is `{}`).
-//! - Failure is a non-200 status chosen by [`Code::http_status`], with
-//!   `Content-Type: application/json` and a body `{"code":"invalid_argument","message":"..."}`.
+//! - Failure is a non-200 status chosen by [`Code::http_status`] (or set explicitly with
+//!   [`ConnectError::with_status`], e.g. 415), with `Content-Type: application/json` and a body
+//!   `{"code":"invalid_argument","message":"..."}`.
+//! - Handlers that read the body themselves use [`read_body`], which bounds it the same way, so
+//!   an oversized request is a JSON `resource_exhausted`, never axum's plain-text 413.
 //!
 //! Handlers take a [`Connect<T>`] extractor, which yields the decoded request and the
 //! [`Codec`] to answer in, and return [`encode_response`] or a [`ConnectError`]:
@@ -48,9 +51,6 @@ pub const CONTENT_TYPE_JSON: &str = "application/json";
 
 /// `Accept-Post` (RFC 7694), sent with 415 answers as connect-go does.
 const ACCEPT_POST: HeaderName = HeaderName::from_static("accept-post");
-
-/// Message prefix that marks the "unsupported content type" error, answered with HTTP 415.
-const UNSUPPORTED_MEDIA_TYPE_PREFIX: &str = "unsupported content type";
 
 /// Size limits of the Connect layer. Put one into the request extensions
 /// (`Extension(ConnectLimits { .. })`) to override the default for the [`Connect`] extractor.
@@ -168,13 +168,15 @@ impl std::fmt::Display for Code {
     }
 }
 
-/// A Connect error: answered with [`Code::http_status`] and a JSON body
-/// `{"code":"...","message":"..."}`.
+/// A Connect error: answered with [`Code::http_status`] (or an explicit override, see
+/// [`ConnectError::with_status`]) and a JSON body `{"code":"...","message":"..."}`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{code}: {message}")]
 pub struct ConnectError {
     pub code: Code,
     pub message: String,
+    /// HTTP status to answer with instead of the code's own, e.g. 415 for a wrong content type.
+    pub status: Option<StatusCode>,
 }
 
 impl ConnectError {
@@ -182,7 +184,14 @@ impl ConnectError {
         Self {
             code,
             message: message.into(),
+            status: None,
         }
+    }
+
+    /// The same error, answered with `status` instead of [`Code::http_status`].
+    pub fn with_status(mut self, status: StatusCode) -> Self {
+        self.status = Some(status);
+        self
     }
 
     pub fn invalid_argument(message: impl Into<String>) -> Self {
@@ -209,23 +218,18 @@ impl ConnectError {
         Self::new(Code::NotFound, message)
     }
 
-    /// The request's `Content-Type` is neither Connect codec: code `unimplemented`, but
-    /// answered with HTTP 415 (see [`ConnectError::http_status`]).
+    /// The request's `Content-Type` is neither Connect codec: code `unimplemented`, answered
+    /// with HTTP 415 as connect-go does.
     pub fn unsupported_media_type(content_type: &str) -> Self {
         Self::unimplemented(format!(
-            "{UNSUPPORTED_MEDIA_TYPE_PREFIX} {content_type:?}: \
-             use {CONTENT_TYPE_PROTO} or {CONTENT_TYPE_JSON}"
+            "unsupported content type {content_type:?}: use {CONTENT_TYPE_PROTO} or {CONTENT_TYPE_JSON}"
         ))
+        .with_status(StatusCode::UNSUPPORTED_MEDIA_TYPE)
     }
 
-    /// The HTTP status of this error: [`Code::http_status`], except 415 for
-    /// [`ConnectError::unsupported_media_type`].
+    /// The HTTP status of this error: the explicit one if set, else [`Code::http_status`].
     pub fn http_status(&self) -> StatusCode {
-        if self.code == Code::Unimplemented && self.message.starts_with(UNSUPPORTED_MEDIA_TYPE_PREFIX) {
-            StatusCode::UNSUPPORTED_MEDIA_TYPE
-        } else {
-            self.code.http_status()
-        }
+        self.status.unwrap_or_else(|| self.code.http_status())
     }
 
     /// The JSON error body, `{"code":"...","message":"..."}` (`message` omitted when empty,
@@ -422,6 +426,20 @@ fn is_length_limit(err: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// Reads a request body of at most `max_body_bytes`; a longer one is `resource_exhausted`
+/// (HTTP 429 with a JSON body, which connect clients read), never axum's plain-text 413.
+pub async fn read_body(body: Body, max_body_bytes: usize) -> Result<Bytes, ConnectError> {
+    axum::body::to_bytes(body, max_body_bytes).await.map_err(|err| {
+        if is_length_limit(&err) {
+            ConnectError::resource_exhausted(format!(
+                "request body is larger than the configured maximum of {max_body_bytes} bytes"
+            ))
+        } else {
+            ConnectError::invalid_argument(format!("read request body: {err}"))
+        }
+    })
+}
+
 /// Axum extractor for a Connect unary request: the decoded message and the codec to answer in.
 /// Its rejection is a [`ConnectError`]. The body limit is [`DEFAULT_MAX_BODY_BYTES`], or the
 /// [`ConnectLimits`] found in the request extensions.
@@ -445,16 +463,7 @@ where
             .unwrap_or_default()
             .max_body_bytes;
         let (parts, body) = req.into_parts();
-        let bytes = axum::body::to_bytes(body, max_body_bytes).await.map_err(|err| {
-            if is_length_limit(&err) {
-                ConnectError::resource_exhausted(format!(
-                    "request body is larger than the configured maximum of \
-                         {max_body_bytes} bytes"
-                ))
-            } else {
-                ConnectError::invalid_argument(format!("read request body: {err}"))
-            }
-        })?;
+        let bytes = read_body(body, max_body_bytes).await?;
         let (message, codec) = decode_request(&parts.headers, &bytes, max_body_bytes)?;
         Ok(Connect(message, codec))
     }
@@ -662,6 +671,27 @@ mod tests {
         let err = decode_request::<Req>(&headers("text/plain", None), b"{}", 1 << 20).unwrap_err();
         let body = assert_error(err.into_response(), 415, "unimplemented").await;
         assert!(body["message"].as_str().unwrap().contains("text/plain"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn explicit_status_overrides_the_code_mapping() {
+        // The status is explicit, never derived from the message text.
+        let err = ConnectError::unimplemented("unsupported content type, says the message");
+        assert_eq!(err.http_status(), StatusCode::NOT_IMPLEMENTED);
+        let err = ConnectError::unsupported_media_type("text/plain");
+        assert_eq!(
+            (err.code, err.status),
+            (Code::Unimplemented, Some(StatusCode::UNSUPPORTED_MEDIA_TYPE))
+        );
+        let err = ConnectError::invalid_argument("x").with_status(StatusCode::UNPROCESSABLE_ENTITY);
+        assert_error(err.into_response(), 422, "invalid_argument").await;
+    }
+
+    #[tokio::test]
+    async fn read_body_over_the_limit_is_resource_exhausted() {
+        let err = read_body(Body::from(vec![b' '; 100]), 10).await.unwrap_err();
+        assert_error(err.into_response(), 429, "resource_exhausted").await;
+        assert_eq!(read_body(Body::from(vec![b' '; 10]), 10).await.unwrap().len(), 10);
     }
 
     #[tokio::test]

@@ -145,7 +145,7 @@ pub struct StatusError(StatusCode, ConnectError);
 
 impl From<ConnectError> for StatusError {
     fn from(error: ConnectError) -> Self {
-        let status = error.code.http_status();
+        let status = error.http_status();
         Self(status, error)
     }
 }
@@ -389,19 +389,53 @@ pub async fn render(
     let max_nodes = max_nodes(&state, max_nodes_param(&params)?)?;
     let tree = state.querier.select_merge(&window.params).await.map_err(query_error)?;
     let step_s = timeline_step_s(window.params.from_ms, window.params.until_ms);
+    // `aggregation=avg` averages the profiles of a step; `groupBy` adds one timeline per value.
+    let aggregation = match param(&params, &["aggregation"]) {
+        None | Some("sum") => crate::query::Aggregation::Sum,
+        Some("avg" | "average") => crate::query::Aggregation::Average,
+        Some(other) => {
+            return Err(ConnectError::invalid_argument(format!(
+                "aggregation {other:?}: use sum or avg"
+            )));
+        }
+    };
+    let group_by: Vec<String> = param(&params, &["groupBy", "group_by"])
+        .map(|names| {
+            names
+                .split(',')
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default();
     let series = state
         .querier
-        .select_series(&window.params, step_s * 1000, &[], crate::query::Aggregation::Sum)
+        .select_series(&window.params, step_s * 1000, &group_by, aggregation)
         .await
         .map_err(query_error)?;
     let start_s = window.params.from_ms.div_euclid(1000 * step_s) * step_s;
     let end_s = (window.params.until_ms - 1).div_euclid(1000 * step_s) * step_s;
-    let mut samples = vec![0u64; ((end_s - start_s) / step_s + 1) as usize];
+    let slots = ((end_s - start_s) / step_s + 1) as usize;
+    let mut samples = vec![0u64; slots];
+    let mut groups: std::collections::BTreeMap<String, Vec<u64>> = std::collections::BTreeMap::new();
     for series in &series {
+        let key = if group_by.is_empty() {
+            "*".to_string()
+        } else {
+            let values: Vec<&str> = group_by.iter().filter_map(|name| series.labels.get(name)).collect();
+            if values.is_empty() {
+                "*".to_string()
+            } else {
+                values.join(",")
+            }
+        };
+        let group = groups.entry(key).or_insert_with(|| vec![0u64; slots]);
         for &(time_ms, value) in &series.points {
             let slot = ((time_ms / 1000 - start_s) / step_s) as usize;
-            if let Some(sample) = samples.get_mut(slot) {
+            if let (Some(sample), Some(grouped)) = (samples.get_mut(slot), group.get_mut(slot)) {
                 *sample += value.max(0.0) as u64;
+                *grouped += value.max(0.0) as u64;
             }
         }
     }
@@ -410,7 +444,22 @@ pub async fn render(
         step_s,
         samples,
     };
-    let body = render::flamebearer(&tree, &window.profile_type, Some(max_nodes), Some(timeline));
+    let mut body = render::flamebearer(&tree, &window.profile_type, Some(max_nodes), Some(timeline));
+    if !group_by.is_empty() {
+        body["groups"] = groups
+            .into_iter()
+            .map(|(key, samples)| {
+                let timeline = serde_json::json!({
+                    "startTime": start_s,
+                    "samples": samples,
+                    "durationDelta": step_s,
+                    "watermarks": null,
+                });
+                (key, timeline)
+            })
+            .collect::<serde_json::Map<_, _>>()
+            .into();
+    }
     Ok(axum::Json(body).into_response())
 }
 

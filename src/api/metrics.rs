@@ -101,6 +101,11 @@ impl Metrics {
             .observe(seconds);
     }
 
+    /// The registry, so other modules (the scraper) can register their own metrics.
+    pub fn registry_mut(&mut self) -> &mut Registry {
+        &mut self.registry
+    }
+
     pub fn encode(&self) -> String {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry).expect("writing to a String");

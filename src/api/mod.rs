@@ -3,6 +3,7 @@
 //! Handlers translate; the work happens in `ingest`, `query` and `render`.
 
 pub mod connect;
+pub mod debug_pprof;
 mod legacy;
 mod metrics;
 mod push;
@@ -25,13 +26,19 @@ use crate::query::Querier;
 
 /// What every handler can reach.
 pub struct AppState {
-    pub ingester: Ingester,
+    /// Shared with the scraper, which ingests through the same path as pushes.
+    pub ingester: Arc<Ingester>,
     pub querier: Querier,
     pub config: ApiConfig,
     pub metrics: Metrics,
 }
 
 pub type SharedState = Arc<AppState>;
+
+/// The web UI: one self-contained page over the same HTTP API (flame graph, top table).
+async fn ui() -> axum::response::Html<&'static str> {
+    axum::response::Html(include_str!("../../ui/index.html"))
+}
 
 /// All routes of `pyrite serve`.
 pub fn router(state: SharedState) -> Router {
@@ -46,8 +53,13 @@ pub fn router(state: SharedState) -> Router {
         .route("/pyroscope/label-values", get(legacy::label_values))
         .route("/pyroscope/labels", get(legacy::labels))
         .route("/api/v1/render", get(render_http::render))
+        .route("/", get(ui))
         .route("/ready", get(|| async { "ready\n" }))
         .route("/metrics", get(metrics::serve))
+        .route("/debug/pprof/profile", get(debug_pprof::profile))
+        // Bounds the legacy routes' bodies. The connect routes read theirs with
+        // `connect::read_body` under the same limit, so going over is a JSON
+        // `resource_exhausted` a connect client understands, not a plain-text 413.
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }

@@ -1,10 +1,10 @@
 //! `POST /push.v1.PusherService/Push`: what Grafana Alloy, the Pyroscope SDKs and `pyrite push`
 //! call.
 
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
-use bytes::Bytes;
 
 use super::SharedState;
 use super::connect::{self, ConnectError};
@@ -13,8 +13,11 @@ use crate::ingest::IngestError;
 use crate::model::Labels;
 use crate::proto::push::v1::{PushRequest, PushResponse};
 
-pub async fn push(State(state): State<SharedState>, headers: HeaderMap, body: Bytes) -> Result<Response, ConnectError> {
+pub async fn push(State(state): State<SharedState>, headers: HeaderMap, body: Body) -> Result<Response, ConnectError> {
     let tenant = tenant_from_headers(&headers, state.config.require_tenant_header)?;
+    // A wrong content type is refused before reading what may be a large body.
+    connect::Codec::from_headers(&headers)?;
+    let body = connect::read_body(body, state.config.max_body_bytes).await?;
     let (request, codec) = connect::decode_request::<PushRequest>(&headers, &body, state.config.max_body_bytes)?;
     if request.series.iter().all(|series| series.samples.is_empty()) {
         return Err(ConnectError::invalid_argument("no profiles received"));
@@ -36,7 +39,7 @@ pub async fn push(State(state): State<SharedState>, headers: HeaderMap, body: By
             }
             match state
                 .ingester
-                .push_pprof(&tenant, labels.clone(), sample.raw_profile, None)
+                .push_series(&tenant, labels.clone(), sample.raw_profile)
                 .await
             {
                 Ok(ingested) => state

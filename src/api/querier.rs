@@ -4,9 +4,11 @@
 //! Windows: querier.v1 sends `[start, end]` in ms and Pyroscope treats both ends as included,
 //! so a query here reads `[start, end + 1)`.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::time::Instant;
 
+use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
@@ -30,9 +32,12 @@ pub async fn dispatch(
     State(state): State<SharedState>,
     Path(method): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response, ConnectError> {
     let tenant = tenant_from_headers(&headers, state.config.require_tenant_header)?;
+    // A wrong content type is refused before reading what may be a large body.
+    connect::Codec::from_headers(&headers)?;
+    let body = connect::read_body(body, state.config.max_body_bytes).await?;
     let started = Instant::now();
     let s = &state;
     let response = match method.as_str() {
@@ -61,6 +66,12 @@ pub async fn dispatch(
             })
             .await
         }
+        "SelectMergeSpanProfile" => {
+            call(&headers, &body, s, |r: querier::SelectMergeSpanProfileRequest| {
+                select_merge_span_profile(s, tenant, r)
+            })
+            .await
+        }
         "SelectMergeProfile" => {
             call(&headers, &body, s, |r: querier::SelectMergeProfileRequest| {
                 select_merge_profile(s, tenant, r)
@@ -77,6 +88,14 @@ pub async fn dispatch(
         "GetProfileStats" => {
             call(&headers, &body, s, |_: types::GetProfileStatsRequest| {
                 profile_stats(s, tenant)
+            })
+            .await
+        }
+        // Profiles Drilldown's query-cost preview: an empty answer, as Pyroscope's v2
+        // query frontend gives.
+        "AnalyzeQuery" => {
+            call(&headers, &body, s, |_: querier::AnalyzeQueryRequest| async {
+                Ok(querier::AnalyzeQueryResponse {})
             })
             .await
         }
@@ -290,6 +309,59 @@ async fn select_merge_stacktraces(
     })
 }
 
+/// Span ids of a `span_selector`: each exactly 16 hex digits, as Pyroscope's
+/// `model.NewSpanSelector` demands (anything else is invalid_argument). The all-zero id is
+/// "no span" in storage, so it selects nothing.
+fn parse_span_selector(spans: &[String]) -> Result<HashSet<u64>, ConnectError> {
+    let mut ids = spans
+        .iter()
+        .map(|span| {
+            if span.len() != 16 {
+                return Err(ConnectError::invalid_argument(format!(
+                    "invalid span id length: {span:?}"
+                )));
+            }
+            if !span.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(ConnectError::invalid_argument(format!("invalid span id: {span:?}")));
+            }
+            u64::from_str_radix(span, 16)
+                .map_err(|_| ConnectError::invalid_argument(format!("invalid span id: {span:?}")))
+        })
+        .collect::<Result<HashSet<u64>, _>>()?;
+    ids.remove(&0);
+    Ok(ids)
+}
+
+/// The flame graph of the samples whose `span_id` label is one of `span_selector` (what
+/// Grafana's traces-to-profiles link calls). Samples without a span id never match.
+async fn select_merge_span_profile(
+    state: &SharedState,
+    tenant: Tenant,
+    request: querier::SelectMergeSpanProfileRequest,
+) -> Result<querier::SelectMergeSpanProfileResponse, ConnectError> {
+    let max_nodes = max_nodes(state, request.max_nodes)?;
+    let profile_type = parse_profile_type(&request.profile_type_id)?;
+    let selector = parse_selector(&request.label_selector)?;
+    let (from_ms, until_ms) = select_window(request.start, request.end)?;
+    let span_ids = parse_span_selector(&request.span_selector)?;
+    let params = SelectParams {
+        tenant,
+        profile_type,
+        selector,
+        from_ms,
+        until_ms,
+    };
+    let tree = state
+        .querier
+        .select_merge_spans(&params, &span_ids)
+        .await
+        .map_err(query_error)?;
+    Ok(querier::SelectMergeSpanProfileResponse {
+        flamegraph: Some(render::flamegraph(&tree, Some(max_nodes))),
+        tree: Bytes::new(),
+    })
+}
+
 async fn select_merge_profile(
     state: &SharedState,
     tenant: Tenant,
@@ -321,6 +393,8 @@ async fn select_series(
 ) -> Result<querier::SelectSeriesResponse, ConnectError> {
     let profile_type = parse_profile_type(&request.profile_type_id)?;
     let selector = parse_selector(&request.label_selector)?;
+    // Checks start/end; the rows read are `[start − step, end]` (Pyroscope's rule, see
+    // `Querier::select_series_range`).
     let (from_ms, until_ms) = select_window(request.start, request.end)?;
     if request.step.is_nan() || request.step < 0.001 {
         return Err(ConnectError::invalid_argument("step must be at least 0.001 seconds"));
@@ -330,6 +404,11 @@ async fn select_series(
         Some(1) => Aggregation::Average,
         _ => Aggregation::Sum,
     };
+    let call_site: Vec<String> = request
+        .stack_trace_selector
+        .iter()
+        .flat_map(|selector| selector.call_site.iter().map(|location| location.name.clone()))
+        .collect();
     let params = SelectParams {
         tenant,
         profile_type,
@@ -339,7 +418,15 @@ async fn select_series(
     };
     let mut series = state
         .querier
-        .select_series(&params, step_ms, &request.group_by, aggregation)
+        .select_series_range(
+            &params,
+            request.start,
+            request.end,
+            step_ms,
+            &request.group_by,
+            aggregation,
+            &call_site,
+        )
         .await
         .map_err(query_error)?;
     if let Some(limit) = request.limit.filter(|&limit| limit > 0) {
@@ -420,4 +507,21 @@ async fn profile_stats(state: &SharedState, tenant: Tenant) -> Result<types::Get
             newest_profile_time: 0,
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn span_selectors_are_16_hex_digits() {
+        let ids = parse_span_selector(&["00000000000000ef".into(), "FFFFFFFFFFFFFFFF".into()]).unwrap();
+        assert_eq!(ids, HashSet::from([0xef, u64::MAX]));
+        // The all-zero id means "no span" in storage: it selects nothing.
+        assert!(parse_span_selector(&["0000000000000000".into()]).unwrap().is_empty());
+        for bad in ["239", "+00000000000000e", "000000000000000g", "00000000000000ef0"] {
+            let err = parse_span_selector(&[bad.into()]).unwrap_err();
+            assert_eq!(err.code, connect::Code::InvalidArgument, "{bad}");
+        }
+    }
 }

@@ -9,7 +9,7 @@
 
 mod partition;
 
-pub use partition::{Partition, Series};
+pub use partition::{Partition, SPAN_ID_LABELS, Series, parse_span_id, sample_span_id};
 
 use bytes::Bytes;
 use prost::Message;
@@ -97,6 +97,11 @@ pub fn encode(partition: &Partition) -> EncodedBlock {
                 .collect(),
             stacks: order.iter().map(|&row| series.stacks[row]).collect(),
             values: order.iter().map(|&row| series.values[row]).collect(),
+            span_ids: if series.span_ids.is_empty() {
+                Vec::new()
+            } else {
+                order.iter().map(|&row| series.span_id(row)).collect()
+            },
         };
         let offset = data.len() as u64;
         rows.encode(&mut data).expect("Vec grows as needed");
@@ -328,7 +333,10 @@ pub async fn load_series(
             .get_range(&key, header.offset..header.offset + header.length)
             .await?;
         let rows = block_proto::SeriesSamples::decode(raw).map_err(|err| corrupt(format!("series rows: {err}")))?;
-        if rows.stacks.len() != rows.time_deltas_ms.len() || rows.values.len() != rows.time_deltas_ms.len() {
+        if rows.stacks.len() != rows.time_deltas_ms.len()
+            || rows.values.len() != rows.time_deltas_ms.len()
+            || (!rows.span_ids.is_empty() && rows.span_ids.len() != rows.time_deltas_ms.len())
+        {
             return Err(corrupt("series row columns differ in length".into()));
         }
         if let Some(&bad) = rows.stacks.iter().find(|&&stack| stack >= stack_count) {
@@ -352,6 +360,7 @@ pub async fn load_series(
             times,
             stacks: rows.stacks,
             values: rows.values,
+            span_ids: rows.span_ids,
         });
     }
     Ok(loaded)
@@ -429,6 +438,35 @@ mod tests {
         let mut names = Vec::new();
         loaded.symbols.stack_names(loaded.series[0].stacks[0], &mut names);
         assert_eq!(names, ["main"]);
+    }
+
+    #[tokio::test]
+    async fn span_id_column_round_trips_and_stays_absent_when_unused() {
+        let storage = Storage::new(std::sync::Arc::new(object_store::memory::InMemory::new()));
+        let tenant = Tenant::parse("t").unwrap();
+        let cpu = ProfileType::parse("process_cpu:cpu:nanoseconds:cpu:nanoseconds").unwrap();
+        let labels = |name: &str| Labels::new([("service_name".to_string(), name.to_string())]).unwrap();
+        let mut partition = Partition::default();
+        let stack = crate::symbols::ROOT_STACK;
+        let spans = partition.series_index(&labels("spans"), &cpu);
+        partition.push_row_with_span(spans, 300, stack, 3, 0xabc);
+        partition.push_row(spans, 100, stack, 1);
+        partition.push_row_with_span(spans, 200, stack, 2, 0xdef);
+        partition.push(&labels("plain"), &cpu, 100, stack, 5);
+        let meta = write(&storage, &tenant, 0, 3_600_000, &partition).await.unwrap();
+        let headers = read_index(&storage, &meta).await.unwrap();
+        let loaded = load(&storage, &meta, &headers).await.unwrap();
+        let by_name = |name: &str| {
+            loaded
+                .series
+                .iter()
+                .find(|s| s.labels.get("service_name") == Some(name))
+                .unwrap()
+        };
+        // Rows sorted by time, span ids moved with them.
+        assert_eq!(by_name("spans").times, vec![100, 200, 300]);
+        assert_eq!(by_name("spans").span_ids, vec![0, 0xdef, 0xabc]);
+        assert!(by_name("plain").span_ids.is_empty());
     }
 
     #[test]

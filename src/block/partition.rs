@@ -6,7 +6,10 @@ use std::collections::HashMap;
 use crate::model::{Labels, ProfileType};
 use crate::symbols::SymbolTable;
 
-/// The rows `(time, stack, value)` of one series.
+/// The rows `(time, stack, value[, span id])` of one series.
+///
+/// `span_ids` is an optional column: empty while no row of the series carries a span id (the
+/// common case costs nothing), otherwise one entry per row, 0 meaning "no span".
 #[derive(Debug, Clone)]
 pub struct Series {
     pub labels: Labels,
@@ -17,6 +20,44 @@ pub struct Series {
     pub times: Vec<i64>,
     pub stacks: Vec<u32>,
     pub values: Vec<i64>,
+    pub span_ids: Vec<u64>,
+}
+
+impl Series {
+    /// The span id of row `row`, 0 if none.
+    pub fn span_id(&self, row: usize) -> u64 {
+        self.span_ids.get(row).copied().unwrap_or(0)
+    }
+}
+
+/// Sample label keys that carry a span id: Pyroscope's `span_id`, `pprof.span_id` as some
+/// OpenTelemetry profilers name it, and `profile_id`, which Pyroscope's distributor renames to
+/// `span_id` (`pprof.RenameLabel(profile, ProfileIDLabelName, SpanIDLabelName)`).
+pub const SPAN_ID_LABELS: [&str; 3] = ["span_id", "pprof.span_id", "profile_id"];
+
+/// A span id as clients write it: exactly 16 hex digits. 0 (all zeros) is "no span".
+pub fn parse_span_id(text: &str) -> Option<u64> {
+    if text.len() != 16 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u64::from_str_radix(text, 16).ok().filter(|&id| id != 0)
+}
+
+/// The span id of a pprof sample, from its first string label named in [`SPAN_ID_LABELS`]
+/// that holds a valid id; 0 if none.
+pub fn sample_span_id(profile: &crate::proto::google::v1::Profile, sample: &crate::proto::google::v1::Sample) -> u64 {
+    let string = |index: i64| {
+        usize::try_from(index)
+            .ok()
+            .and_then(|index| profile.string_table.get(index))
+            .map_or("", String::as_str)
+    };
+    sample
+        .label
+        .iter()
+        .filter(|label| SPAN_ID_LABELS.contains(&string(label.key)))
+        .find_map(|label| parse_span_id(string(label.str)))
+        .unwrap_or(0)
 }
 
 /// Series and the symbols their stacks point into.
@@ -52,6 +93,7 @@ impl Partition {
             times: Vec::new(),
             stacks: Vec::new(),
             values: Vec::new(),
+            span_ids: Vec::new(),
         });
         self.index.insert(labels.clone(), index);
         index
@@ -59,7 +101,18 @@ impl Partition {
 
     /// Appends one row to series `index`.
     pub fn push_row(&mut self, index: usize, time_ms: i64, stack: u32, value: i64) {
+        self.push_row_with_span(index, time_ms, stack, value, 0);
+    }
+
+    /// Appends one row to series `index`, with the span id of its sample (0: none).
+    pub fn push_row_with_span(&mut self, index: usize, time_ms: i64, stack: u32, value: i64, span_id: u64) {
         let series = &mut self.series[index];
+        if span_id != 0 && series.span_ids.is_empty() {
+            series.span_ids.resize(series.times.len(), 0);
+        }
+        if span_id != 0 || !series.span_ids.is_empty() {
+            series.span_ids.push(span_id);
+        }
         series.min_time_ms = series.min_time_ms.min(time_ms);
         series.max_time_ms = series.max_time_ms.max(time_ms);
         series.total = series.total.saturating_add(value);
@@ -80,6 +133,32 @@ impl Partition {
 
     /// Rough heap size, for the head's flush-by-size rule.
     pub fn estimated_bytes(&self) -> usize {
-        self.symbols.estimated_bytes() + self.sample_count() * 20 + self.series.len() * 256
+        let span_bytes: usize = self.series.iter().map(|s| s.span_ids.len() * 8).sum();
+        self.symbols.estimated_bytes() + self.sample_count() * 20 + span_bytes + self.series.len() * 256
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn span_ids_parse_and_column_is_optional() {
+        assert_eq!(parse_span_id("00000000000000ef"), Some(0xef));
+        assert_eq!(parse_span_id("FFFFFFFFFFFFFFFF"), Some(u64::MAX));
+        assert_eq!(parse_span_id("239"), None);
+        assert_eq!(parse_span_id("0000000000000000"), None);
+        assert_eq!(parse_span_id("000000000000000g"), None);
+
+        let cpu = ProfileType::parse("process_cpu:cpu:nanoseconds:cpu:nanoseconds").unwrap();
+        let labels = Labels::new([("service_name".to_string(), "a".to_string())]).unwrap();
+        let mut partition = Partition::default();
+        let index = partition.series_index(&labels, &cpu);
+        partition.push_row(index, 1, 0, 5);
+        assert!(partition.series[0].span_ids.is_empty());
+        partition.push_row_with_span(index, 2, 0, 6, 42);
+        partition.push_row(index, 3, 0, 7);
+        assert_eq!(partition.series[0].span_ids, vec![0, 42, 0]);
+        assert_eq!(partition.series[0].span_id(1), 42);
     }
 }

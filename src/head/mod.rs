@@ -243,10 +243,11 @@ impl Head {
             .collect();
         for sample in &profile.sample {
             let stack = partition.symbols.add_stack(&symbols, &sample.location_id);
+            let span_id = block::sample_span_id(profile, sample);
             for (spec, &index) in series.iter().zip(&series_indices) {
                 let value = sample.value.get(spec.value_index).copied().unwrap_or(0);
                 if value != 0 {
-                    partition.push_row(index, time_ms, stack, value);
+                    partition.push_row_with_span(index, time_ms, stack, value, span_id);
                 }
             }
         }
@@ -269,11 +270,13 @@ impl Head {
         let _one_flush = self.flush_lock.lock().await;
         let sealed_segment = {
             let _cut = self.cut.write().await;
-            let taken: Vec<(Tenant, TenantBuckets)> = self.live.write().drain().collect();
-            self.live_bytes.store(0, Ordering::Relaxed);
             let nothing_to_flush = {
+                // Lock order live → flushing, as in `visit`: a query sees every partition in
+                // exactly one of the two lists.
+                let mut live = self.live.write();
                 let mut flushing = self.flushing.write();
-                for (tenant, buckets) in taken {
+                self.live_bytes.store(0, Ordering::Relaxed);
+                for (tenant, buckets) in live.drain() {
                     let buckets = std::mem::take(&mut *buckets.write());
                     for (bucket_start_ms, partition) in buckets {
                         flushing.push(Arc::new(Flushing {
@@ -322,13 +325,14 @@ impl Head {
     pub fn visit(&self, tenant: &Tenant, from_ms: i64, until_ms: i64, mut visit: impl FnMut(&Partition)) {
         let bucket_ms = self.bucket_ms();
         let overlaps = |start: i64| start < until_ms && start + bucket_ms > from_ms;
+        // Held across both lists so a concurrent flush cannot move a partition out of sight.
+        let live = self.live.read();
         for part in self.flushing.read().iter() {
             if &part.tenant == tenant && overlaps(part.bucket_start_ms) {
                 visit(&part.partition);
             }
         }
-        let buckets = self.live.read().get(tenant).cloned();
-        if let Some(buckets) = buckets {
+        if let Some(buckets) = live.get(tenant) {
             for (&start, partition) in buckets.read().iter() {
                 if overlaps(start) {
                     visit(partition);

@@ -8,12 +8,16 @@ mod name;
 pub use folded::{FoldedError, FoldedProfile, parse_folded};
 pub use name::{IngestName, parse_ingest_name};
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use prost::Message;
 
 use crate::head::{Head, HeadError, SeriesSpec};
-use crate::model::{LABEL_NAME, LABEL_PROFILE_TYPE, LABEL_SERVICE_NAME, LabelError, Labels, ProfileType, Tenant};
+use crate::model::{
+    LABEL_DELTA, LABEL_NAME, LABEL_PROFILE_TYPE, LABEL_SERVICE_NAME, LabelError, Labels, ProfileType, Tenant,
+};
 use crate::pprof::{self, DecodeError, DecodeLimits};
 use crate::proto::google::v1::Profile;
 
@@ -47,15 +51,28 @@ pub struct Ingested {
     pub time_ms: i64,
 }
 
+/// Pushed series whose cumulative memory profiles are turned into deltas on the server, at
+/// most this many at once. Past it the states are dropped wholesale and every series primes
+/// again (one profile each without alloc_* values) — a bound on memory, since a state holds a
+/// key per distinct stack of its last profile.
+pub const MAX_DELTA_SERIES: usize = 1024;
+
 /// Validates profiles and appends them to the head.
 pub struct Ingester {
     head: Arc<Head>,
     limits: DecodeLimits,
+    /// Per tenant and pushed series labels: the previous cumulative profile (see
+    /// [`Ingester::push_series`]).
+    deltas: parking_lot::Mutex<HashMap<(Tenant, Labels), delta::CumulativeDelta>>,
 }
 
 impl Ingester {
     pub fn new(head: Arc<Head>, limits: DecodeLimits) -> Self {
-        Self { head, limits }
+        Self {
+            head,
+            limits,
+            deltas: parking_lot::Mutex::new(HashMap::new()),
+        }
     }
 
     pub fn head(&self) -> &Head {
@@ -79,6 +96,58 @@ impl Ingester {
         self.push_decoded(tenant, labels, raw, &profile, time_ms).await
     }
 
+    /// Ingests one pprof pushed over push.v1 with its series labels, applying Pyroscope v1's
+    /// `__delta__` rule (`pkg/phlaredb/head.go`, `delta.go`): unless `__delta__="false"` (what
+    /// Alloy sends: it diffs cumulative profiles itself), a Go memory profile
+    /// (`__name__="memory"`) holds cumulative `alloc_objects`/`alloc_space`, which are stored as
+    /// the difference to the series' previous profile. The first profile of a series (and the
+    /// first after a restart, when counts go down) only primes: it is stored without its alloc_*
+    /// values, its inuse_* ones kept as is. The stored (and write-ahead-logged) profile is the
+    /// delta, so a replay reproduces exactly what was acknowledged.
+    pub async fn push_series(&self, tenant: &Tenant, labels: Labels, raw: Bytes) -> Result<Ingested, IngestError> {
+        let profile = pprof::decode(&raw, &self.limits)?;
+        let already_delta = labels.get(LABEL_DELTA) == Some("false");
+        let name = labels
+            .get(LABEL_NAME)
+            .map_or_else(|| metric_name(&profile), str::to_string);
+        let cumulative = if already_delta || name != "memory" {
+            Vec::new()
+        } else {
+            delta::cumulative_indices(&profile, &name)
+                .into_iter()
+                .filter(|&index| {
+                    let sample_type = &profile.sample_type[index];
+                    let type_name = profile.string_table[sample_type.r#type as usize].as_str();
+                    type_name == "alloc_objects" || type_name == "alloc_space"
+                })
+                .collect()
+        };
+        if cumulative.is_empty() {
+            return self.push_decoded(tenant, labels, raw, &profile, None).await;
+        }
+        let mut key_labels = labels.clone();
+        key_labels.remove(LABEL_DELTA);
+        let stored = {
+            let mut deltas = self.deltas.lock();
+            let key = (tenant.clone(), key_labels);
+            if !deltas.contains_key(&key) && deltas.len() >= MAX_DELTA_SERIES {
+                deltas.clear();
+            }
+            let state = deltas.entry(key).or_default();
+            match state.apply(&profile, &cumulative) {
+                Some(delta) => delta,
+                None => without_columns(&profile, &cumulative),
+            }
+        };
+        let raw = Bytes::from(stored.encode_to_vec());
+        self.push_decoded(tenant, labels, raw, &stored, None).await
+    }
+
+    /// Series whose cumulative profiles the server currently diffs.
+    pub fn delta_series(&self) -> usize {
+        self.deltas.lock().len()
+    }
+
     /// Ingests an already decoded profile; `raw` must be its encoding (the WAL keeps it).
     pub async fn push_decoded(
         &self,
@@ -91,6 +160,13 @@ impl Ingester {
         let name = match labels.remove(LABEL_NAME) {
             Some(name) => name,
             None => metric_name(profile),
+        };
+        // Pyroscope's default ingestion relabel rule for `__name__=~"godeltaprof_(.*)"` (Alloy's
+        // godeltaprof_* targets): the name is `$1` and the profile already holds deltas (so
+        // [`Ingester::push_series`] never diffs it: its name is not `memory` there).
+        let name = match name.strip_prefix("godeltaprof_") {
+            Some(rest) if !rest.is_empty() => rest.to_string(),
+            _ => name,
         };
         if name.is_empty() || name.contains(':') {
             return Err(IngestError::Name(name));
@@ -114,6 +190,14 @@ impl Ingester {
             .map_or(("", ""), |period| (string(period.r#type), string(period.unit)));
         let mut series = Vec::with_capacity(profile.sample_type.len());
         for (value_index, sample_type) in profile.sample_type.iter().enumerate() {
+            // Pyroscope's default ingestion relabel rule (`pkg/validation/relabeling.go`): CPU
+            // time inside a wall profile (@pyroscope/nodejs with collectCpuTime, .NET) is
+            // `process_cpu`, so it sits with every other CPU profile.
+            let name = if name == "wall" && string(sample_type.r#type) == "cpu" {
+                "process_cpu".to_string()
+            } else {
+                name.clone()
+            };
             let profile_type = ProfileType {
                 name: name.clone(),
                 sample_type: string(sample_type.r#type).to_string(),
@@ -146,6 +230,21 @@ impl Ingester {
             time_ms,
         })
     }
+}
+
+/// `profile` with the values of the sample types at `columns` set to 0 (a priming profile:
+/// its cumulative values are history, not activity in its window).
+fn without_columns(profile: &Profile, columns: &[usize]) -> Profile {
+    let mut out = profile.clone();
+    for sample in &mut out.sample {
+        for &index in columns {
+            if let Some(value) = sample.value.get_mut(index) {
+                *value = 0;
+            }
+        }
+    }
+    out.sample.retain(|sample| sample.value.iter().any(|&value| value != 0));
+    out
 }
 
 /// The profile name Pyroscope derives from a pprof's sample types when the client names none

@@ -8,7 +8,7 @@ mod tree;
 
 pub use tree::{FlameNode, FlameTree, ROOT_NAME};
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::block::{self, BlockError, BlockMeta, Series, SeriesHeader};
@@ -38,6 +38,15 @@ pub struct SelectParams {
 }
 
 impl SelectParams {
+    fn wants_series(&self, series: &Series) -> bool {
+        self.wants(
+            &series.labels,
+            &series.profile_type,
+            series.min_time_ms,
+            series.max_time_ms,
+        )
+    }
+
     fn wants(&self, labels: &Labels, profile_type: &ProfileType, min_time: i64, max_time: i64) -> bool {
         profile_type == &self.profile_type
             && min_time < self.until_ms
@@ -177,14 +186,38 @@ impl Querier {
             params.from_ms,
             params.until_ms,
             wants,
-            |symbols, series| merge_partition(symbols, series, params, &mut tree),
+            |symbols, series| merge_partition(symbols, series, params, None, &mut tree),
+        )
+        .await?;
+        Ok(tree)
+    }
+
+    /// The merged flame tree of the rows whose span id is one of `span_ids` (see
+    /// [`block::Series::span_ids`]); empty when none match.
+    pub async fn select_merge_spans(
+        &self,
+        params: &SelectParams,
+        span_ids: &HashSet<u64>,
+    ) -> Result<FlameTree, QueryError> {
+        let mut tree = FlameTree::new();
+        if span_ids.is_empty() {
+            return Ok(tree);
+        }
+        let wants = |l: &Labels, p: &ProfileType, min: i64, max: i64| params.wants(l, p, min, max);
+        self.visit_partitions(
+            &params.tenant,
+            params.from_ms,
+            params.until_ms,
+            wants,
+            |symbols, series| merge_partition(symbols, series, params, Some(span_ids), &mut tree),
         )
         .await?;
         Ok(tree)
     }
 
     /// Time series of the matching series, summed per `group_by` label set and step.
-    /// Point `T` covers rows in `[T, T + step)`, `T` aligned to multiples of the step.
+    /// Point `T` covers rows in `[T, T + step)`, `T` aligned to multiples of the step (the
+    /// legacy render timeline's rule).
     pub async fn select_series(
         &self,
         params: &SelectParams,
@@ -195,7 +228,56 @@ impl Querier {
         if step_ms < 1 {
             return Err(QueryError::Step);
         }
-        // Per group and step: per profile time, the profile's total (for averages).
+        self.series_points(params, group_by, aggregation, &[], |time| {
+            Some(time.div_euclid(step_ms) * step_ms)
+        })
+        .await
+    }
+
+    /// Time series by Pyroscope's `SelectSeries` rule (`pkg/model/timeseries/range.go`):
+    /// points at `T = start, start + step, …, ≤ end`; point `T` sums the rows with time in
+    /// `(T − step, T]`, and the first point also takes `start − step` itself. Rows after the
+    /// last point (in `(T_last, end]`) are dropped, as Pyroscope drops them. `params`' own
+    /// window is ignored: this reads `[start − step, end]`.
+    ///
+    /// A non-empty `call_site` (root first) keeps only the rows whose stack starts with it, as
+    /// `SelectSeries`' `stack_trace_selector` does.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn select_series_range(
+        &self,
+        params: &SelectParams,
+        start_ms: i64,
+        end_ms: i64,
+        step_ms: i64,
+        group_by: &[String],
+        aggregation: Aggregation,
+        call_site: &[String],
+    ) -> Result<Vec<TimeSeries>, QueryError> {
+        if step_ms < 1 {
+            return Err(QueryError::Step);
+        }
+        let params = SelectParams {
+            from_ms: start_ms.saturating_sub(step_ms),
+            until_ms: end_ms.saturating_add(1),
+            ..params.clone()
+        };
+        self.series_points(&params, group_by, aggregation, call_site, |time| {
+            step_point(start_ms, end_ms, step_ms, time)
+        })
+        .await
+    }
+
+    /// Rows of the matching series in `params`' window, per `group_by` label set and per the
+    /// point `bucket` assigns (None: dropped); `aggregation` combines the profiles of a point.
+    async fn series_points(
+        &self,
+        params: &SelectParams,
+        group_by: &[String],
+        aggregation: Aggregation,
+        call_site: &[String],
+        bucket: impl Fn(i64) -> Option<i64>,
+    ) -> Result<Vec<TimeSeries>, QueryError> {
+        // Per group and point: per profile time, the profile's total (for averages).
         let mut groups: BTreeMap<Labels, BTreeMap<i64, BTreeMap<i64, f64>>> = BTreeMap::new();
         let wants = |l: &Labels, p: &ProfileType, min: i64, max: i64| params.wants(l, p, min, max);
         self.visit_partitions(
@@ -203,21 +285,27 @@ impl Querier {
             params.from_ms,
             params.until_ms,
             wants,
-            |_, all_series| {
+            |symbols, all_series| {
+                // Per stack of this partition: whether it starts with the call site.
+                let mut matches: HashMap<u32, bool> = HashMap::new();
+                let mut under_call_site = |stack: u32| {
+                    call_site.is_empty()
+                        || *matches
+                            .entry(stack)
+                            .or_insert_with(|| stack_starts_with(symbols, stack, call_site))
+                };
                 for series in all_series {
-                    if !params.wants(
-                        &series.labels,
-                        &series.profile_type,
-                        series.min_time_ms,
-                        series.max_time_ms,
-                    ) {
+                    if !params.wants_series(series) {
                         continue;
                     }
                     let points = groups.entry(series.labels.project(group_by)).or_default();
-                    for (&time, &value) in series.times.iter().zip(&series.values) {
-                        if time >= params.from_ms && time < params.until_ms {
-                            let step = time.div_euclid(step_ms) * step_ms;
-                            *points.entry(step).or_default().entry(time).or_default() += value as f64;
+                    for ((&time, &value), &stack) in series.times.iter().zip(&series.values).zip(&series.stacks) {
+                        if time >= params.from_ms
+                            && time < params.until_ms
+                            && let Some(point) = bucket(time)
+                            && under_call_site(stack)
+                        {
+                            *points.entry(point).or_default().entry(time).or_default() += value as f64;
                         }
                     }
                 }
@@ -240,6 +328,7 @@ impl Querier {
                     })
                     .collect(),
             })
+            .filter(|series| !series.points.is_empty())
             .collect())
     }
 
@@ -340,21 +429,54 @@ impl Querier {
     }
 }
 
+/// Whether the frames of `stack` (root first) start with `call_site`.
+fn stack_starts_with(symbols: &SymbolTable, stack: u32, call_site: &[String]) -> bool {
+    let mut depth = 0;
+    let mut matching = true;
+    symbols.visit_stack_frames(stack, |name| {
+        if matching && depth < call_site.len() {
+            matching = call_site[depth] == name;
+            depth += 1;
+        }
+    });
+    matching && depth == call_site.len()
+}
+
+/// The `SelectSeries` point a row at `time` belongs to (see [`Querier::select_series_range`]).
+pub fn step_point(start_ms: i64, end_ms: i64, step_ms: i64, time: i64) -> Option<i64> {
+    if time < start_ms.saturating_sub(step_ms) || time > end_ms {
+        return None;
+    }
+    let after_start = (time - start_ms).max(0);
+    let steps = after_start / step_ms + i64::from(after_start % step_ms != 0);
+    let point = start_ms + steps * step_ms;
+    (point <= end_ms).then_some(point)
+}
+
 /// Adds the in-window rows of the wanted series of one partition to `tree`. Rows are first
 /// summed per stack, so each distinct stack is walked once however many samples it has.
-fn merge_partition(symbols: &SymbolTable, all_series: &[Series], params: &SelectParams, tree: &mut FlameTree) {
+/// With `span_ids`, only rows carrying one of those span ids count.
+fn merge_partition(
+    symbols: &SymbolTable,
+    all_series: &[Series],
+    params: &SelectParams,
+    span_ids: Option<&HashSet<u64>>,
+    tree: &mut FlameTree,
+) {
     let mut per_stack: HashMap<u32, i64> = HashMap::new();
     for series in all_series {
-        if !params.wants(
-            &series.labels,
-            &series.profile_type,
-            series.min_time_ms,
-            series.max_time_ms,
-        ) {
+        if !params.wants_series(series) {
             continue;
         }
-        for ((&time, &stack), &value) in series.times.iter().zip(&series.stacks).zip(&series.values) {
-            if time >= params.from_ms && time < params.until_ms {
+        if span_ids.is_some() && series.span_ids.is_empty() {
+            continue;
+        }
+        for (row, ((&time, &stack), &value)) in series.times.iter().zip(&series.stacks).zip(&series.values).enumerate()
+        {
+            if time >= params.from_ms
+                && time < params.until_ms
+                && span_ids.is_none_or(|ids| ids.contains(&series.span_id(row)))
+            {
                 *per_stack.entry(stack).or_default() += value;
             }
         }
@@ -367,5 +489,28 @@ fn merge_partition(symbols: &SymbolTable, all_series: &[Series], params: &Select
         names.clear();
         symbols.visit_stack_frames(stack, |name| names.push(tree.intern(name)));
         tree.insert(&names, value);
+    }
+}
+
+#[cfg(test)]
+mod step_tests {
+    use super::step_point;
+
+    #[test]
+    fn pyroscope_select_series_points() {
+        // start 1000, end 1250, step 100: points 1000, 1100, 1200.
+        let point = |t| step_point(1000, 1250, 100, t);
+        assert_eq!(point(899), None);
+        assert_eq!(point(900), Some(1000)); // start − step belongs to the first point
+        assert_eq!(point(1000), Some(1000));
+        assert_eq!(point(1001), Some(1100));
+        assert_eq!(point(1100), Some(1100)); // (T − step, T]
+        assert_eq!(point(1101), Some(1200));
+        assert_eq!(point(1200), Some(1200));
+        assert_eq!(point(1201), None); // after the last point ≤ end: dropped, as Pyroscope does
+        assert_eq!(point(1250), None);
+        assert_eq!(point(1251), None);
+        // end on a point: it is included.
+        assert_eq!(step_point(1000, 1200, 100, 1200), Some(1200));
     }
 }

@@ -218,3 +218,23 @@ pub fn pyrite(args: &[&str]) -> String {
     );
     String::from_utf8(output.stdout).unwrap()
 }
+
+/// Calls a querier.v1 RPC with the connect JSON codec; returns the status and the JSON body.
+pub fn querier(server: &Server, tenant: &str, method: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+    let response = reqwest::blocking::Client::new()
+        .post(format!("{}/querier.v1.QuerierService/{method}", server.url))
+        .header("Content-Type", "application/json")
+        .header("X-Scope-OrgID", tenant)
+        .body(body.to_string())
+        .send()
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().unwrap_or(serde_json::Value::Null))
+}
+
+/// Sum of the values of folded-stack text (`a;b;c 12` lines).
+pub fn folded_total(text: &str) -> i64 {
+    text.lines()
+        .map(|line| line.rsplit_once(' ').unwrap().1.parse::<i64>().unwrap())
+        .sum()
+}

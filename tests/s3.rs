@@ -1,0 +1,144 @@
+//! Blocks on a real S3 server: Ceph's RADOS Gateway from `../shared/tools/micro-ceph.sh`
+//! (started here if nothing answers on its port). Pushed profiles are flushed to the bucket,
+//! read back by a restarted server, and by `pyrite export --data-dir` with no server at all.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::{Server, pyrite};
+
+const ENDPOINT: &str = "http://127.0.0.1:7480";
+const ACCESS_KEY: &str = "pyrite";
+const SECRET_KEY: &str = "pyrite-secret";
+
+fn rgw_answers() -> bool {
+    reqwest::blocking::get(ENDPOINT).is_ok()
+}
+
+/// Starts micro-ceph unless an RGW already answers, then creates a fresh bucket (object_store
+/// cannot create buckets; curl signs the request with SigV4).
+fn fresh_bucket() -> String {
+    if !rgw_answers() {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/tools/micro-ceph.sh");
+        let status = Command::new("bash")
+            .arg(script)
+            .status()
+            .expect("running micro-ceph.sh");
+        assert!(status.success(), "micro-ceph.sh failed to start Ceph");
+    }
+    let bucket = format!("pyrite-test-{}", uuid::Uuid::new_v4().simple());
+    let output = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--aws-sigv4",
+            "aws:amz:us-east-1:s3",
+            "--user",
+        ])
+        .arg(format!("{ACCESS_KEY}:{SECRET_KEY}"))
+        // SHA-256 of the empty body: RGW wants the payload hash signed.
+        .args([
+            "-H",
+            "x-amz-content-sha256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+        ])
+        .args(["-X", "PUT"])
+        .arg(format!("{ENDPOINT}/{bucket}"))
+        .output()
+        .expect("running curl");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "200",
+        "creating bucket {bucket}"
+    );
+    bucket
+}
+
+#[test]
+fn blocks_round_trip_through_ceph_rgw() {
+    let bucket = fresh_bucket();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("pyrite.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "storage:\n  backend: s3\n  bucket: {bucket}\n  endpoint: {ENDPOINT}\n  access_key_id: {ACCESS_KEY}\n  \
+             secret_access_key: {SECRET_KEY}\n  allow_http: true\n  path_style: true\n  prefix: cluster-a\n"
+        ),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let file = common::corpus_dir().join("files/gotarget__cpu_5s.pb.gz");
+    let mut server = Server::start_with_config(&data, Some(&config));
+    for index in 0..3 {
+        pyrite(&[
+            "push",
+            "--url",
+            &server.url,
+            "--tenant",
+            "ops",
+            "--name",
+            "s3-app",
+            "--labels",
+            &format!("run={index}"),
+            "--at",
+            "now",
+            file.to_str().unwrap(),
+        ]);
+    }
+    // SIGTERM flushes the head into blocks in the bucket.
+    server.terminate();
+    std::fs::remove_dir_all(data.join("wal")).unwrap();
+
+    let out = dir.path().join("out.folded");
+    pyrite(&[
+        "export",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+        "--tenant",
+        "ops",
+        "--query",
+        r#"{service_name="s3-app"}"#,
+        "--from",
+        "now-10m",
+        "--until",
+        "now+1m",
+        "--format",
+        "folded",
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    let total: i64 = common::folded_total(&std::fs::read_to_string(&out).unwrap());
+    assert_eq!(
+        total,
+        3 * 3_900_000_000,
+        "every pushed sample, read back from the bucket"
+    );
+
+    let server = Server::start_with_config(&data, Some(&config));
+    let svg = dir.path().join("out.svg");
+    pyrite(&[
+        "export",
+        "--url",
+        &server.url,
+        "--tenant",
+        "ops",
+        "--query",
+        r#"{service_name="s3-app", run="1"}"#,
+        "--from",
+        "now-10m",
+        "--until",
+        "now+1m",
+        "--format",
+        "svg",
+        "--output",
+        svg.to_str().unwrap(),
+    ]);
+    assert!(std::fs::read_to_string(svg).unwrap().contains("cpuHashLoop"));
+}

@@ -1,0 +1,75 @@
+//! The web UI in a real browser: headless Debian Chromium driven by playwright-core
+//! (`tests/ui/check.mjs`) against a real `pyrite serve` holding a real Go CPU profile.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::{Server, pyrite};
+
+#[test]
+fn ui_shows_the_flame_graph_and_top_table_of_a_pushed_profile() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(data.path());
+    let file = common::corpus_dir().join("files/gotarget__cpu_5s.pb.gz");
+    pyrite(&[
+        "push",
+        "--url",
+        &server.url,
+        "--tenant",
+        "web",
+        "--name",
+        "shop",
+        "--at",
+        "now-5m",
+        file.to_str().unwrap(),
+    ]);
+
+    let ui_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ui");
+    assert!(
+        ui_dir.join("node_modules/playwright-core").is_dir(),
+        "run scripts/install-deps.sh (npm ci in tests/ui)"
+    );
+    let screenshot = data.path().join("ui.png");
+    let output = Command::new("node")
+        .arg(ui_dir.join("check.mjs"))
+        .args([&server.url, "web", "shop", screenshot.to_str().unwrap()])
+        .output()
+        .expect("running node");
+    assert!(
+        output.status.success(),
+        "browser check failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+
+    assert_eq!(seen["errors"], serde_json::json!([]), "no script errors in the page");
+    assert_eq!(
+        seen["type"], "process_cpu:cpu:nanoseconds:cpu:nanoseconds",
+        "CPU time is picked by default"
+    );
+    let rows = seen["rows"].as_array().unwrap();
+    let names: Vec<&str> = rows.iter().map(|row| row[0].as_str().unwrap()).collect();
+    // The program burns most CPU in sha256 under cpuHashLoop: a sha256 block function leads.
+    assert!(names[0].contains("sha256"), "top self function: {names:?}");
+    let frames: Vec<&str> = seen["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    assert!(
+        frames.iter().any(|f| f.starts_with("main.cpuHashLoop")),
+        "flame graph frames: {frames:?}"
+    );
+    assert!(
+        seen["status"].as_str().unwrap().contains("3,900,000,000"),
+        "{}",
+        seen["status"]
+    );
+    assert!(
+        std::fs::metadata(&screenshot).unwrap().len() > 10_000,
+        "a real screenshot was taken"
+    );
+}

@@ -1,0 +1,3 @@
+module pyrite/tools/scrapebench
+
+go 1.19
