@@ -414,7 +414,9 @@ impl ScrapeTarget {
             if delta.sample.is_empty() {
                 return Ok(0);
             }
-            let raw = Bytes::from(crate::pprof::encode_gzip(&delta));
+            // Raw protobuf: the WAL is local disk, and re-gzipping every delta was an eighth of
+            // the scraper's CPU (BENCHMARKS.md); decode reads both forms.
+            let raw = Bytes::from(crate::pprof::encode(&delta));
             shared
                 .ingester
                 .push_decoded(&self.tenant, self.labels.clone(), raw, &delta, Some(time_ms))
