@@ -491,6 +491,11 @@ pub fn max_nodes_param(params: &HashMap<String, String>) -> Result<Option<i64>, 
         .transpose()
 }
 
+/// The optional `query` selector of the metadata routes.
+fn query_selectors(params: &HashMap<String, String>) -> Result<Vec<Selector>, ConnectError> {
+    param(params, &["query"]).map(parse_selector).into_iter().collect()
+}
+
 fn metadata_range(params: &HashMap<String, String>) -> Result<(i64, i64), ConnectError> {
     let now = crate::now_ms();
     let from_ms = time_param(params, "from", now - 24 * 3_600_000)?;
@@ -514,10 +519,7 @@ pub async fn label_values(
             .map_err(query_error)?;
         types.iter().map(ProfileType::id).collect()
     } else {
-        let selectors = match param(&params, &["query"]) {
-            Some(query) => vec![parse_selector(query)?],
-            None => vec![],
-        };
+        let selectors = query_selectors(&params)?;
         state
             .querier
             .label_values(&tenant, label, &selectors, from_ms, until_ms)
@@ -534,10 +536,7 @@ pub async fn labels(
 ) -> Result<Response, ConnectError> {
     let tenant = tenant_from_headers(&headers, state.config.require_tenant_header)?;
     let (from_ms, until_ms) = metadata_range(&params)?;
-    let selectors = match param(&params, &["query"]) {
-        Some(query) => vec![parse_selector(query)?],
-        None => vec![],
-    };
+    let selectors = query_selectors(&params)?;
     let names = state
         .querier
         .label_names(&tenant, &selectors, from_ms, until_ms)
