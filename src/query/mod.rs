@@ -179,17 +179,7 @@ impl Querier {
 
     /// The merged flame tree of the matching series in the window.
     pub async fn select_merge(&self, params: &SelectParams) -> Result<FlameTree, QueryError> {
-        let mut tree = FlameTree::new();
-        let wants = |l: &Labels, p: &ProfileType, min: i64, max: i64| params.wants(l, p, min, max);
-        self.visit_partitions(
-            &params.tenant,
-            params.from_ms,
-            params.until_ms,
-            wants,
-            |symbols, series| merge_partition(symbols, series, params, None, &mut tree),
-        )
-        .await?;
-        Ok(tree)
+        self.merge(params, None).await
     }
 
     /// The merged flame tree of the rows whose span id is one of `span_ids` (see
@@ -199,17 +189,21 @@ impl Querier {
         params: &SelectParams,
         span_ids: &HashSet<u64>,
     ) -> Result<FlameTree, QueryError> {
-        let mut tree = FlameTree::new();
         if span_ids.is_empty() {
-            return Ok(tree);
+            return Ok(FlameTree::new());
         }
+        self.merge(params, Some(span_ids)).await
+    }
+
+    async fn merge(&self, params: &SelectParams, span_ids: Option<&HashSet<u64>>) -> Result<FlameTree, QueryError> {
+        let mut tree = FlameTree::new();
         let wants = |l: &Labels, p: &ProfileType, min: i64, max: i64| params.wants(l, p, min, max);
         self.visit_partitions(
             &params.tenant,
             params.from_ms,
             params.until_ms,
             wants,
-            |symbols, series| merge_partition(symbols, series, params, Some(span_ids), &mut tree),
+            |symbols, series| merge_partition(symbols, series, params, span_ids, &mut tree),
         )
         .await?;
         Ok(tree)
