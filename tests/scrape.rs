@@ -388,8 +388,10 @@ scrape_configs:
         ),
     );
     let go = |profile: &'static str| [("job", "go"), ("instance", target_address(port)), ("profile", profile)];
+    // Each profile of a target has its own timer offset, so wait for both to have succeeded once.
     wait_for("the Go target up", Duration::from_secs(20), || {
-        (metric(&server, "pyrite_scrape_up", &go("memory")) == Some(1.0)).then_some(())
+        let up = |profile| metric(&server, "pyrite_scrape_up", &go(profile)) == Some(1.0);
+        (up("memory") && up("goroutine")).then_some(())
     });
 
     // Each bad target ends as a failed scrape with its reason.
