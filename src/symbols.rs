@@ -88,10 +88,23 @@ impl<T: Hash + Eq + Clone> Interned<T> {
     }
 }
 
+impl Interned<String> {
+    /// Interns a borrowed string, allocating only when it is new.
+    fn intern_str(&mut self, value: &str) -> u32 {
+        match self.ids.get(value) {
+            Some(&id) => id,
+            None => self.intern(value.to_string()),
+        }
+    }
+}
+
 /// The symbol tables of one head bucket or block.
 #[derive(Debug, Clone)]
 pub struct SymbolTable {
     strings: Interned<String>,
+    /// Sum of the interned strings' lengths, kept so [`SymbolTable::estimated_bytes`] is O(1):
+    /// the head asks on every append.
+    string_bytes: usize,
     functions: Interned<Function>,
     mappings: Interned<Mapping>,
     locations: Interned<Location>,
@@ -102,6 +115,7 @@ impl Default for SymbolTable {
     fn default() -> Self {
         let mut table = Self {
             strings: Interned::default(),
+            string_bytes: 0,
             functions: Interned::default(),
             mappings: Interned::default(),
             locations: Interned::default(),
@@ -125,7 +139,15 @@ pub struct ProfileSymbols {
 impl SymbolTable {
     /// Interns the mappings, functions and locations of a validated profile.
     pub fn add_profile(&mut self, profile: &pprof::Profile) -> ProfileSymbols {
-        let string = |table: &mut Self, index: i64| table.strings.intern(profile.string_table[index as usize].clone());
+        let string = |table: &mut Self, index: i64| {
+            let value = profile.string_table[index as usize].as_str();
+            let before = table.strings.values.len();
+            let id = table.strings.intern_str(value);
+            if table.strings.values.len() > before {
+                table.string_bytes += value.len();
+            }
+            id
+        };
         let mut mapping_ids = HashMap::with_capacity(profile.mapping.len());
         for mapping in &profile.mapping {
             let value = Mapping {
@@ -246,8 +268,8 @@ impl SymbolTable {
 
     /// Rough heap size, for the head's flush-by-size rule.
     pub fn estimated_bytes(&self) -> usize {
-        let strings: usize = self.strings.values.iter().map(|s| s.len() + 48).sum();
-        strings
+        self.string_bytes
+            + self.strings.values.len() * 48
             + self.functions.values.len() * 48
             + self.mappings.values.len() * 64
             + self.locations.values.len() * 96
@@ -386,6 +408,7 @@ impl SymbolTable {
             stack_values.push(StackNode { parent, location });
         }
         Ok(Self {
+            string_bytes: symbols.strings.iter().map(String::len).sum(),
             strings: Interned::from_values(symbols.strings),
             functions: Interned::from_values(function_values),
             mappings: Interned::from_values(mapping_values),

@@ -370,9 +370,7 @@ pub async fn load_series(
 pub async fn load(storage: &Storage, meta: &BlockMeta, headers: &[SeriesHeader]) -> Result<Partition, BlockError> {
     let symbols = load_symbols(storage, meta).await?;
     let series = load_series(storage, meta, &symbols, headers).await?;
-    let mut partition = Partition::with_symbols(symbols);
-    partition.series = series;
-    Ok(partition)
+    Ok(Partition::from_parts(symbols, series))
 }
 
 /// Bucket start for a timestamp (floor, also for negative times).

@@ -66,14 +66,26 @@ pub struct Partition {
     pub symbols: SymbolTable,
     pub series: Vec<Series>,
     index: HashMap<Labels, usize>,
+    /// Rows over all series, and rows carrying the span-id column: kept so
+    /// [`Partition::estimated_bytes`] is O(1), as the head asks on every append.
+    rows: usize,
+    span_rows: usize,
 }
 
 impl Partition {
-    pub fn with_symbols(symbols: SymbolTable) -> Self {
+    /// A partition read back from a block.
+    pub fn from_parts(symbols: SymbolTable, series: Vec<Series>) -> Self {
+        let index = series
+            .iter()
+            .enumerate()
+            .map(|(position, series)| (series.labels.clone(), position))
+            .collect();
         Self {
             symbols,
-            series: Vec::new(),
-            index: HashMap::new(),
+            rows: series.iter().map(|s| s.times.len()).sum(),
+            span_rows: series.iter().map(|s| s.span_ids.len()).sum(),
+            series,
+            index,
         }
     }
 
@@ -109,10 +121,13 @@ impl Partition {
         let series = &mut self.series[index];
         if span_id != 0 && series.span_ids.is_empty() {
             series.span_ids.resize(series.times.len(), 0);
+            self.span_rows += series.times.len();
         }
         if span_id != 0 || !series.span_ids.is_empty() {
             series.span_ids.push(span_id);
+            self.span_rows += 1;
         }
+        self.rows += 1;
         series.min_time_ms = series.min_time_ms.min(time_ms);
         series.max_time_ms = series.max_time_ms.max(time_ms);
         series.total = series.total.saturating_add(value);
@@ -128,13 +143,12 @@ impl Partition {
     }
 
     pub fn sample_count(&self) -> usize {
-        self.series.iter().map(|s| s.times.len()).sum()
+        self.rows
     }
 
     /// Rough heap size, for the head's flush-by-size rule.
     pub fn estimated_bytes(&self) -> usize {
-        let span_bytes: usize = self.series.iter().map(|s| s.span_ids.len() * 8).sum();
-        self.symbols.estimated_bytes() + self.sample_count() * 20 + span_bytes + self.series.len() * 256
+        self.symbols.estimated_bytes() + self.rows * 20 + self.span_rows * 8 + self.series.len() * 256
     }
 }
 
@@ -160,5 +174,32 @@ mod tests {
         partition.push_row(index, 3, 0, 7);
         assert_eq!(partition.series[0].span_ids, vec![0, 42, 0]);
         assert_eq!(partition.series[0].span_id(1), 42);
+    }
+
+    #[test]
+    fn size_counters_match_a_recount() {
+        let bytes = std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/files/gotarget__heap_t1.pb.gz"),
+        )
+        .unwrap();
+        let profile = crate::pprof::decode(&bytes, &crate::pprof::DecodeLimits::default()).unwrap();
+        let mut partition = Partition::default();
+        let empty = partition.estimated_bytes();
+        let symbols = partition.symbols.add_profile(&profile);
+        for (value_index, name) in ["a", "b"].into_iter().enumerate() {
+            let labels = Labels::new([("service_name".to_string(), name.to_string())]).unwrap();
+            let index = partition.series_index(&labels, &ProfileType::parse("memory:a:b:c:d").unwrap());
+            for (row, sample) in profile.sample.iter().enumerate() {
+                let stack = partition.symbols.add_stack(&symbols, &sample.location_id);
+                let span_id = if row == 3 { 7 } else { 0 };
+                partition.push_row_with_span(index, 1, stack, sample.value[value_index], span_id);
+            }
+        }
+        assert!(partition.estimated_bytes() > empty);
+        assert_eq!(partition.sample_count(), 2 * profile.sample.len());
+        let symbols = crate::symbols::SymbolTable::from_proto(partition.symbols.to_proto()).unwrap();
+        let recounted = Partition::from_parts(symbols, partition.series.clone());
+        assert_eq!(recounted.sample_count(), partition.sample_count());
+        assert_eq!(recounted.estimated_bytes(), partition.estimated_bytes());
     }
 }
