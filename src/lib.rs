@@ -20,6 +20,13 @@ pub mod scrape;
 pub mod storage;
 pub mod symbols;
 
+/// mimalloc instead of glibc's malloc, for the server and for every test and benchmark that
+/// links this library (so benchmarks measure what the server runs): a scraper decodes thousands
+/// of small profiles a minute, and glibc's fastbin consolidation on each larger allocation was
+/// a fifth of its CPU (BENCHMARKS.md, "Scraping").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Milliseconds since the epoch, now.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()

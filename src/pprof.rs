@@ -15,7 +15,7 @@ mod wire;
 use std::io::{Read, Write};
 
 use flate2::Compression;
-use flate2::read::MultiGzDecoder;
+use flate2::bufread::MultiGzDecoder;
 use flate2::write::GzEncoder;
 use prost::Message;
 
@@ -134,26 +134,27 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<Profile, DecodeErro
 }
 
 /// Decompresses a gzip stream (all members, as Go's reader does), refusing it as soon as it
-/// exceeds `limit` bytes, and never reserving more than `limit` bytes for it.
+/// exceeds `limit` bytes: at most `limit + 1` bytes are ever written (the buffer's doubling may
+/// reserve more address space, never touched).
 fn gunzip(bytes: &[u8], limit: usize) -> Result<Vec<u8>, DecodeError> {
-    let mut decoder = MultiGzDecoder::new(bytes);
-    let mut out = Vec::with_capacity(bytes.len().saturating_mul(4).min(limit));
-    let mut chunk = vec![0u8; 64 << 10];
-    loop {
-        let n = decoder.read(&mut chunk).map_err(DecodeError::Gzip)?;
-        if n == 0 {
-            return Ok(out);
-        }
-        let len = out.len() + n;
-        if len > limit {
-            return Err(DecodeError::TooLarge { limit });
-        }
-        if len > out.capacity() {
-            // Vec's own doubling could reserve up to twice the limit.
-            out.reserve_exact(out.capacity().saturating_mul(2).clamp(len, limit) - out.len());
-        }
-        out.extend_from_slice(&chunk[..n]);
+    // A gzip member ends with its uncompressed size (mod 2^32): a hint that spares the regrowth,
+    // bounded by deflate's best ratio (~1032:1) so a forged trailer cannot reserve much more.
+    let trailer_size = bytes
+        .last_chunk::<4>()
+        .map_or(0, |size| u32::from_le_bytes(*size) as usize);
+    let capacity = trailer_size
+        .max(bytes.len().saturating_mul(4))
+        .min(bytes.len().saturating_mul(1032))
+        .min(limit.saturating_add(1));
+    let mut out = Vec::with_capacity(capacity);
+    MultiGzDecoder::new(bytes)
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(DecodeError::Gzip)?;
+    if out.len() > limit {
+        return Err(DecodeError::TooLarge { limit });
     }
+    Ok(out)
 }
 
 /// Encodes a profile as raw protobuf.

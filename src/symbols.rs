@@ -2,7 +2,7 @@
 //! and stacks as a hash-consed tree (`stack = (parent_stack, location)`), so a stack seen a
 //! million times is stored once. One table per head bucket and per block.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::hash::Hash;
 
 use smallvec::SmallVec;
@@ -161,9 +161,15 @@ impl SymbolTable {
         }
         let mut function_ids = HashMap::with_capacity(profile.function.len());
         for function in &profile.function {
+            let name = string(self, function.name);
             let value = Function {
-                name: string(self, function.name),
-                system_name: string(self, function.system_name),
+                name,
+                // Go writes the name twice; one lookup is enough.
+                system_name: if function.system_name == function.name {
+                    name
+                } else {
+                    string(self, function.system_name)
+                },
                 filename: string(self, function.filename),
                 start_line: function.start_line,
             };

@@ -82,12 +82,10 @@ fn cpu_profile(duration: Duration) -> Result<Profile, String> {
     // Symbolizing parsed the binary's debug info (hundreds of MB with `debug = 1`); backtrace
     // keeps it cached. Drop it: a profile every 15 s must not pin that memory.
     backtrace::clear_symbol_cache();
-    // glibc keeps freed memory in the (per-thread) arena it came from; hand it back.
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only releases free memory of the allocator's arenas.
-    unsafe {
-        libc::malloc_trim(0);
-    }
+    // Hand the freed symbolization memory back to the OS now: mimalloc (the global allocator,
+    // see lib.rs) would keep this thread's ~250 MiB of freed pages while the thread idles.
+    // SAFETY: mi_collect only releases memory the allocator holds free.
+    unsafe { libmimalloc_sys::mi_collect(true) };
     Ok(profile)
 }
 

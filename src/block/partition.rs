@@ -1,7 +1,7 @@
 //! A set of series rows sharing one symbol table: what a head bucket accumulates and what a
 //! block stores.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 
 use crate::model::{Labels, ProfileType};
 use crate::symbols::SymbolTable;

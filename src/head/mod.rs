@@ -51,6 +51,11 @@ pub struct HeadConfig {
     pub flush_interval: Duration,
     /// Estimated in-memory size that triggers an early flush.
     pub max_head_bytes: usize,
+    /// How long a scraped profile may sit in the WAL before it is fsynced. Pushes are fsynced
+    /// before they are acknowledged; a scrape has nobody to acknowledge, and an fsync per
+    /// scrape cost a busy scraper a tenth of its CPU (BENCHMARKS.md).
+    #[serde(with = "humantime_serde")]
+    pub scraped_sync_interval: Duration,
 }
 
 impl Default for HeadConfig {
@@ -59,8 +64,19 @@ impl Default for HeadConfig {
             bucket_duration: Duration::from_secs(3600),
             flush_interval: Duration::from_secs(300),
             max_head_bytes: 64 * 1024 * 1024,
+            scraped_sync_interval: Duration::from_secs(1),
         }
     }
+}
+
+/// When an append returns, relative to its WAL record reaching the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// After the record is fsynced: for anything a client is told was stored.
+    Acknowledged,
+    /// At once; the record is fsynced within [`HeadConfig::scraped_sync_interval`]: for
+    /// scraped profiles, which no client waits on.
+    Deferred,
 }
 
 /// One series a profile is split into: which value column lands under which labels.
@@ -112,7 +128,7 @@ impl Head {
         wal_dir: &Path,
         decode_limits: &DecodeLimits,
     ) -> Result<Self, HeadError> {
-        let (wal, replay) = Wal::open(wal_dir)?;
+        let (wal, replay) = Wal::open(wal_dir, config.scraped_sync_interval)?;
         Self::from_replay(config, storage, Some(wal), replay, decode_limits)
     }
 
@@ -192,8 +208,9 @@ impl Head {
         self.config.bucket_duration.as_millis().max(1) as i64
     }
 
-    /// Makes a decoded profile durable, then visible. `raw_profile` is what the client sent
-    /// (it is what the WAL keeps); `profile` is its decoded form.
+    /// Logs a decoded profile in the WAL, then makes it visible; with
+    /// [`Durability::Acknowledged`] it returns only once the record is fsynced. `raw_profile` is
+    /// what the client sent (it is what the WAL keeps); `profile` is its decoded form.
     pub async fn append(
         &self,
         tenant: &Tenant,
@@ -201,6 +218,7 @@ impl Head {
         raw_profile: bytes::Bytes,
         profile: &Profile,
         series: &[SeriesSpec],
+        durability: Durability,
     ) -> Result<(), HeadError> {
         let record = WalRecord {
             tenant: tenant.to_string(),
@@ -217,7 +235,10 @@ impl Head {
         };
         let wal = self.wal.as_ref().ok_or(HeadError::ReadOnly)?;
         let _cut = self.cut.read().await;
-        wal.append(record.encode_to_vec()).await?;
+        match durability {
+            Durability::Acknowledged => wal.append(record.encode_to_vec()).await?,
+            Durability::Deferred => wal.append_deferred(record.encode_to_vec()),
+        }
         self.apply(tenant, time_ms, profile, series);
         if self.live_bytes.load(Ordering::Relaxed) > self.config.max_head_bytes {
             self.flush_wanted.notify_one();

@@ -10,7 +10,7 @@
 //! for unsymbolized frames) plus the sample's labels — never by location ids, which Go renumbers
 //! on every profile it writes.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
 use crate::proto::google::v1::{Profile, Sample};
 
@@ -109,8 +109,7 @@ impl CumulativeDelta {
 
         let mut delta = profile.clone();
         delta.sample = Vec::with_capacity(profile.sample.len());
-        let mut emitted: std::collections::HashSet<&[u8]> =
-            std::collections::HashSet::with_capacity(profile.sample.len());
+        let mut emitted: HashSet<&[u8]> = HashSet::with_capacity(profile.sample.len());
         for (sample, key) in profile.sample.iter().zip(&sample_keys) {
             let mut out = Sample {
                 location_id: sample.location_id.clone(),

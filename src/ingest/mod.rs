@@ -14,7 +14,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use prost::Message;
 
-use crate::head::{Head, HeadError, SeriesSpec};
+use crate::head::{Durability, Head, HeadError, SeriesSpec};
 use crate::model::{
     LABEL_DELTA, LABEL_NAME, LABEL_PROFILE_TYPE, LABEL_SERVICE_NAME, LabelError, Labels, ProfileType, Tenant,
 };
@@ -149,13 +149,41 @@ impl Ingester {
     }
 
     /// Ingests an already decoded profile; `raw` must be its encoding (the WAL keeps it).
+    /// Returns once it is fsynced: the caller may acknowledge it.
     pub async fn push_decoded(
+        &self,
+        tenant: &Tenant,
+        labels: Labels,
+        raw: Bytes,
+        profile: &Profile,
+        time_ms: Option<i64>,
+    ) -> Result<Ingested, IngestError> {
+        self.ingest(tenant, labels, raw, profile, time_ms, Durability::Acknowledged)
+            .await
+    }
+
+    /// [`Ingester::push_decoded`] for a scraped profile: nobody waits for an acknowledgement, so
+    /// it returns before the WAL's fsync (see [`Durability::Deferred`]).
+    pub async fn push_scraped(
+        &self,
+        tenant: &Tenant,
+        labels: Labels,
+        raw: Bytes,
+        profile: &Profile,
+        time_ms: i64,
+    ) -> Result<Ingested, IngestError> {
+        self.ingest(tenant, labels, raw, profile, Some(time_ms), Durability::Deferred)
+            .await
+    }
+
+    async fn ingest(
         &self,
         tenant: &Tenant,
         mut labels: Labels,
         raw: Bytes,
         profile: &Profile,
         time_ms: Option<i64>,
+        durability: Durability,
     ) -> Result<Ingested, IngestError> {
         let name = match labels.remove(LABEL_NAME) {
             Some(name) => name,
@@ -223,7 +251,9 @@ impl Ingester {
         } else {
             crate::now_ms()
         });
-        self.head.append(tenant, time_ms, raw, profile, &series).await?;
+        self.head
+            .append(tenant, time_ms, raw, profile, &series, durability)
+            .await?;
         Ok(Ingested {
             series: series.len(),
             samples: profile.sample.len(),

@@ -1,6 +1,6 @@
 //! Structural validation of a decoded profile: limits, string indices, ids and references.
 
-use std::collections::HashSet;
+use foldhash::{HashSet, HashSetExt};
 
 use super::wire::Counts;
 use super::{DecodeError, DecodeLimits, Profile};
@@ -146,7 +146,27 @@ fn check_strings(profile: &Profile, limits: &DecodeLimits) -> Result<(), DecodeE
     check(profile.doc_url, &|| "doc_url".into())
 }
 
-fn unique_ids(kind: &'static str, ids: impl ExactSizeIterator<Item = u64>) -> Result<HashSet<u64>, DecodeError> {
+/// The ids of one table, checked unique and non-zero.
+enum IdSet {
+    /// Exactly `1..=n` in order, as Go and most profilers write them: no hashing needed.
+    Dense(u64),
+    Sparse(HashSet<u64>),
+}
+
+impl IdSet {
+    fn contains(&self, id: &u64) -> bool {
+        match self {
+            Self::Dense(count) => (1..=*count).contains(id),
+            Self::Sparse(ids) => ids.contains(id),
+        }
+    }
+}
+
+fn unique_ids(kind: &'static str, ids: impl ExactSizeIterator<Item = u64> + Clone) -> Result<IdSet, DecodeError> {
+    let count = ids.len() as u64;
+    if ids.clone().zip(1..).all(|(id, expected)| id == expected) {
+        return Ok(IdSet::Dense(count));
+    }
     let mut seen = HashSet::with_capacity(ids.len());
     for (position, id) in ids.enumerate() {
         if id == 0 {
@@ -156,5 +176,5 @@ fn unique_ids(kind: &'static str, ids: impl ExactSizeIterator<Item = u64>) -> Re
             return Err(DecodeError::DuplicateId { kind, id });
         }
     }
-    Ok(seen)
+    Ok(IdSet::Sparse(seen))
 }

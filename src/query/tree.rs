@@ -1,7 +1,7 @@
 //! The merged result of a query: a call tree keyed by function name, with a total and a self
 //! value per node. Every renderer reads this one shape.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 
 /// Name of the root node, as Pyroscope's flame graphs name it.
 pub const ROOT_NAME: &str = "total";

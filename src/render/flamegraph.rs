@@ -1,7 +1,7 @@
 //! Grafana/Pyroscope `querier.v1` flame graph encoding (single and diff): aligning one or two
 //! [`FlameTree`]s onto one shape, `max_nodes` truncation, and the delta-encoded levels.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 
 use crate::proto::querier::v1::{FlameGraph, FlameGraphDiff, Level};
 use crate::query::{FlameTree, ROOT_NAME};
