@@ -53,7 +53,7 @@ pub struct Replay {
 
 impl Wal {
     /// Opens `dir`, returns every intact record of earlier segments, and starts a new segment.
-    /// Deferred appends are fsynced at most `deferred_sync` after they were written.
+    /// Deferred appends are written and fsynced at most `deferred_sync` after they were queued.
     pub fn open(dir: &Path, deferred_sync: Duration) -> Result<(Self, Replay), WalError> {
         let io_err = |source| WalError::Io {
             path: dir.to_path_buf(),
