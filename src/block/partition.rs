@@ -73,25 +73,29 @@ pub struct Partition {
 }
 
 impl Partition {
-    /// A partition read back from a block.
+    /// A partition read back from a block. Its label index is built on the first
+    /// [`Partition::series_index`] call: queries load partitions only to read them.
     pub fn from_parts(symbols: SymbolTable, series: Vec<Series>) -> Self {
-        let index = series
-            .iter()
-            .enumerate()
-            .map(|(position, series)| (series.labels.clone(), position))
-            .collect();
         Self {
             symbols,
             rows: series.iter().map(|s| s.times.len()).sum(),
             span_rows: series.iter().map(|s| s.span_ids.len()).sum(),
             series,
-            index,
+            index: HashMap::default(),
         }
     }
 
     /// Index of the series with these labels, created if new. The labels include
     /// `__profile_type__`, so they identify the series on their own.
     pub fn series_index(&mut self, labels: &Labels, profile_type: &ProfileType) -> usize {
+        if self.index.len() < self.series.len() {
+            self.index = self
+                .series
+                .iter()
+                .enumerate()
+                .map(|(position, series)| (series.labels.clone(), position))
+                .collect();
+        }
         if let Some(&index) = self.index.get(labels) {
             return index;
         }
@@ -201,5 +205,13 @@ mod tests {
         let recounted = Partition::from_parts(symbols, partition.series.clone());
         assert_eq!(recounted.sample_count(), partition.sample_count());
         assert_eq!(recounted.estimated_bytes(), partition.estimated_bytes());
+        // A loaded partition still finds its series by labels.
+        let mut recounted = recounted;
+        let labels = Labels::new([("service_name".to_string(), "b".to_string())]).unwrap();
+        assert_eq!(
+            recounted.series_index(&labels, &ProfileType::parse("memory:a:b:c:d").unwrap()),
+            1
+        );
+        assert_eq!(recounted.series.len(), 2);
     }
 }
