@@ -615,55 +615,120 @@ fn alert_rules_name_exported_metrics() {
     assert_eq!(alerts, ["PyriteScrapeTargetDown", "PyriteScrapeStale", "PyriteDown"]);
 }
 
-/// Kubernetes pod discovery end to end: a pod list (the API server's JSON, as recorded in
-/// testdata/scrape/pods.json) served over HTTP, one pod annotated for goroutine profiles at the
-/// real Go program's port.
+/// A Kubernetes API server as far as pod discovery needs one: a recorded pod list answers a
+/// list, and a watch stays open, streaming whatever events the test sends.
+struct FakeKubeApi {
+    address: std::net::SocketAddr,
+    /// Path and query, and the Authorization header, of every request.
+    requests: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
+    events: std::sync::mpsc::Sender<Value>,
+}
+
+impl FakeKubeApi {
+    fn start(pod_list: Value) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (events, receiver) = std::sync::mpsc::channel::<Value>();
+        let receiver = std::sync::Arc::new(std::sync::Mutex::new(receiver));
+        let recorded = requests.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let (recorded, receiver, pod_list) = (recorded.clone(), receiver.clone(), pod_list.to_string());
+                std::thread::spawn(move || {
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                        head.push(byte[0]);
+                    }
+                    let head = String::from_utf8_lossy(&head).to_string();
+                    let target = head.split(' ').nth(1).unwrap_or("").to_string();
+                    let authorization = head
+                        .lines()
+                        .find_map(|line| {
+                            line.strip_prefix("authorization: ")
+                                .or(line.strip_prefix("Authorization: "))
+                        })
+                        .unwrap_or("")
+                        .to_string();
+                    let watch = target.contains("watch=true") || target.contains("watch=1");
+                    recorded.lock().unwrap().push((target, authorization));
+                    if !watch {
+                        let _ = write!(
+                            stream,
+                            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{pod_list}",
+                            pod_list.len()
+                        );
+                        return;
+                    }
+                    let _ = write!(
+                        stream,
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    );
+                    let _ = stream.flush();
+                    loop {
+                        let event = receiver.lock().unwrap().recv_timeout(Duration::from_millis(200));
+                        match event {
+                            Ok(event) => {
+                                let line = format!("{event}\n");
+                                if write!(stream, "{:x}\r\n{line}\r\n", line.len()).is_err() {
+                                    return;
+                                }
+                                let _ = stream.flush();
+                            }
+                            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+                        }
+                    }
+                });
+            }
+        });
+        Self {
+            address,
+            requests,
+            events,
+        }
+    }
+}
+
+fn annotated_pod(name: &str, profile: &str, port: &str) -> Value {
+    json!({"metadata": {"name": name, "namespace": "shop", "resourceVersion": "2", "labels": {"app": "cart"},
+                        "annotations": {format!("profiles.grafana.com/{profile}.scrape"): "true",
+                                        format!("profiles.grafana.com/{profile}.port"): port}},
+           "spec": {"nodeName": "n1", "containers": [{"name": "cart", "ports": [{"name": "pprof", "containerPort": 1}]}]},
+           "status": {"phase": "Running", "podIP": "127.0.0.1"}})
+}
+
+/// Kubernetes pod discovery end to end, through the `kube` client with a kubeconfig: the API
+/// server's pod list (one pod annotated for goroutine profiles at the real Go program's port),
+/// then a pod added through the open watch, which must be scraped without another list.
 #[test]
 fn kubernetes_pods_opt_in_by_annotation() {
     let dir = tempfile::tempdir().unwrap();
     let target = GoTarget::start(free_port());
     let port = target.address.rsplit_once(':').unwrap().1.to_string();
-    let pods = json!({
+    let api = FakeKubeApi::start(json!({
         "kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": "1"},
         "items": [
-            {"metadata": {"name": "cart-0", "namespace": "shop", "labels": {"app": "cart"},
-                          "annotations": {"profiles.grafana.com/goroutine.scrape": "true",
-                                          "profiles.grafana.com/goroutine.port": port}},
-             "spec": {"nodeName": "n1", "containers": [{"name": "cart", "ports": [{"name": "pprof", "containerPort": 1}]}]},
-             "status": {"phase": "Running", "podIP": "127.0.0.1"}},
+            annotated_pod("cart-0", "goroutine", &port),
             {"metadata": {"name": "web-0", "namespace": "shop"},
              "spec": {"containers": [{"name": "web"}]},
              "status": {"phase": "Running", "podIP": "127.0.0.2"}}
         ]
-    })
-    .to_string();
-    let api = TcpListener::bind("127.0.0.1:0").unwrap();
-    let api_address = api.local_addr().unwrap();
-    let paths = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    {
-        let paths = paths.clone();
-        std::thread::spawn(move || {
-            for stream in api.incoming() {
-                let Ok(mut stream) = stream else { continue };
-                let mut request = [0u8; 4096];
-                let n = stream.read(&mut request).unwrap_or(0);
-                let line = String::from_utf8_lossy(&request[..n])
-                    .lines()
-                    .next()
-                    .unwrap_or("")
-                    .to_string();
-                paths
-                    .lock()
-                    .unwrap()
-                    .push(line.split(' ').nth(1).unwrap_or("").to_string());
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{pods}",
-                    pods.len()
-                );
-            }
-        });
-    }
+    }));
+    let kubeconfig = dir.path().join("kubeconfig.yaml");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: test\n\
+             clusters: [{{name: test, cluster: {{server: 'http://{}'}}}}]\n\
+             users: [{{name: tester, user: {{token: pyrite-test-token}}}}]\n\
+             contexts: [{{name: test, context: {{cluster: test, user: tester}}}}]\n",
+            api.address
+        ),
+    )
+    .unwrap();
     let server = start_pyrite(
         dir.path(),
         &format!(
@@ -675,12 +740,12 @@ scrape_configs:
     kubernetes_sd_configs:
       - role: pod
         namespaces: [shop]
-        api_server: http://{api_address}
-        refresh_interval: 1s
+        kubeconfig_file: {}
     relabel_configs:
       - source_labels: [__meta_kubernetes_pod_label_app]
         target_label: app
-"#
+"#,
+            kubeconfig.display()
         ),
     );
     wait_for("goroutines of the annotated pod", Duration::from_secs(20), || {
@@ -692,21 +757,46 @@ scrape_configs:
         );
         (share(&stacks, "main.idleWorkers") > 0.5).then_some(())
     });
-    assert!(
-        paths
-            .lock()
+    let scraped_up = || -> Vec<String> {
+        let text = client()
+            .get(format!("{}/metrics", server.url))
+            .send()
             .unwrap()
-            .iter()
-            .all(|p| p == "/api/v1/namespaces/shop/pods")
-    );
+            .text()
+            .unwrap();
+        text.lines()
+            .filter(|l| l.starts_with("pyrite_scrape_up{"))
+            .map(str::to_string)
+            .collect()
+    };
     // Only the annotated profile of the annotated pod is scraped.
-    let text = client()
-        .get(format!("{}/metrics", server.url))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
-    let scraped: Vec<&str> = text.lines().filter(|l| l.starts_with("pyrite_scrape_up{")).collect();
+    let scraped = scraped_up();
     assert_eq!(scraped.len(), 1, "{scraped:?}");
     assert!(scraped[0].contains("profile=\"goroutine\"") && scraped[0].contains(&target.address));
+
+    // A pod the watch reports is scraped too, and nothing lists the pods again.
+    let lists_before = api
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(t, _)| !t.contains("watch="))
+        .count();
+    api.events
+        .send(json!({"type": "ADDED", "object": annotated_pod("cart-1", "memory", &port)}))
+        .unwrap();
+    wait_for("the watched pod's memory scrape", Duration::from_secs(20), || {
+        scraped_up()
+            .iter()
+            .any(|line| line.contains("profile=\"memory\"") && line.ends_with(" 1"))
+            .then_some(())
+    });
+    let requests = api.requests.lock().unwrap().clone();
+    let lists_after = requests.iter().filter(|(t, _)| !t.contains("watch=")).count();
+    assert_eq!(lists_before, lists_after, "{requests:?}");
+    assert!(requests.iter().any(|(t, _)| t.contains("watch=")), "{requests:?}");
+    for (target, authorization) in &requests {
+        assert!(target.starts_with("/api/v1/namespaces/shop/pods"), "{target}");
+        assert_eq!(authorization, "Bearer pyrite-test-token");
+    }
 }

@@ -124,6 +124,15 @@ impl ScrapeConfig {
             if kubernetes.role != "pod" {
                 return Err(format!("scrape_configs {job}: kubernetes_sd_configs role must be pod"));
             }
+            if kubernetes.api_server.is_some() && kubernetes.kubeconfig_file.is_some() {
+                return Err(format!(
+                    "scrape_configs {job}: kubernetes_sd_configs take api_server or kubeconfig_file, not both"
+                ));
+            }
+            if let Some(url) = &kubernetes.api_server {
+                url.parse::<http::Uri>()
+                    .map_err(|err| format!("scrape_configs {job}: kubernetes_sd_configs api_server {url:?}: {err}"))?;
+            }
         }
         for rule in &self.relabel_configs {
             rule.validate()
@@ -280,18 +289,18 @@ impl Default for FileSdConfig {
     }
 }
 
-/// Pods of a cluster opting in by `profiles.grafana.com/<profile>.scrape: "true"` annotations.
+/// Pods of a cluster opting in by `profiles.grafana.com/<profile>.scrape: "true"` annotations,
+/// watched (not polled) through the API server.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct KubernetesSdConfig {
     pub role: String,
     /// Empty: all namespaces.
     pub namespaces: Vec<String>,
-    /// API server; default: in-cluster (`KUBERNETES_SERVICE_HOST`), else `kubectl proxy`'s
-    /// `http://127.0.0.1:8001`.
+    /// API server reached without credentials (e.g. `kubectl proxy`'s `http://127.0.0.1:8001`).
     pub api_server: Option<String>,
-    #[serde(with = "humantime_serde")]
-    pub refresh_interval: Duration,
+    /// Cluster and credentials from this kubeconfig (its current context).
+    pub kubeconfig_file: Option<PathBuf>,
 }
 
 impl Default for KubernetesSdConfig {
@@ -300,7 +309,7 @@ impl Default for KubernetesSdConfig {
             role: "pod".into(),
             namespaces: Vec::new(),
             api_server: None,
-            refresh_interval: Duration::from_secs(30),
+            kubeconfig_file: None,
         }
     }
 }

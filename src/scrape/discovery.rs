@@ -4,7 +4,10 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::SystemTime;
+
+use k8s_openapi::api::core::v1::Pod;
 
 use serde::Deserialize;
 
@@ -147,63 +150,141 @@ fn wildcard_match(pattern: &str, text: &str) -> bool {
 }
 
 // ---- Kubernetes pods ------------------------------------------------------------------------
-//
-// Minimal mirrors of the core/v1 `PodList` JSON (only the fields discovery reads), so the pod
-// list is read without `kube` + `k8s-openapi` (minutes of compile time on a small machine).
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub struct PodList {
-    pub items: Vec<Pod>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub struct Pod {
-    pub metadata: ObjectMeta,
-    pub spec: PodSpec,
-    pub status: PodStatus,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub struct ObjectMeta {
-    pub name: String,
-    pub namespace: String,
-    pub labels: BTreeMap<String, String>,
-    pub annotations: BTreeMap<String, String>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default, rename_all = "camelCase")]
-pub struct PodSpec {
-    pub node_name: String,
-    pub containers: Vec<Container>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default, rename_all = "camelCase")]
-pub struct Container {
-    pub name: String,
-    pub ports: Vec<ContainerPort>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default, rename_all = "camelCase")]
-pub struct ContainerPort {
-    pub name: String,
-    pub container_port: u16,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default, rename_all = "camelCase")]
-pub struct PodStatus {
-    pub phase: String,
-    #[serde(rename = "podIP")]
-    pub pod_ip: String,
-}
 
 pub const ANNOTATION_PREFIX: &str = "profiles.grafana.com/";
+
+/// Why Kubernetes discovery could not reach the API server.
+#[derive(Debug, thiserror::Error)]
+pub enum KubernetesError {
+    #[error("kubeconfig {path}: {source}")]
+    Kubeconfig {
+        path: PathBuf,
+        source: kube::config::KubeconfigError,
+    },
+    #[error("neither in-cluster service account nor kubeconfig found: {0}")]
+    Infer(#[from] kube::config::InferConfigError),
+    #[error("api_server {url:?}: {source}")]
+    ApiServer { url: String, source: http::uri::InvalidUri },
+    #[error("kubernetes client: {0}")]
+    Client(#[from] kube::Error),
+}
+
+/// The client a `kubernetes_sd_configs` entry asks for: a kubeconfig file, an explicit API server
+/// (no credentials, e.g. `kubectl proxy`), or inferred as kubectl does — the in-cluster service
+/// account first, then `$KUBECONFIG` / `~/.kube/config`.
+async fn client(config: &KubernetesSdConfig) -> Result<kube::Client, KubernetesError> {
+    let client_config = if let Some(path) = &config.kubeconfig_file {
+        let kubeconfig = kube::config::Kubeconfig::read_from(path).map_err(|source| KubernetesError::Kubeconfig {
+            path: path.clone(),
+            source,
+        })?;
+        kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
+            .await
+            .map_err(|source| KubernetesError::Kubeconfig {
+                path: path.clone(),
+                source,
+            })?
+    } else if let Some(url) = &config.api_server {
+        let uri = url.parse::<http::Uri>().map_err(|source| KubernetesError::ApiServer {
+            url: url.clone(),
+            source,
+        })?;
+        kube::Config::new(uri)
+    } else {
+        kube::Config::infer().await?
+    };
+    Ok(kube::Client::try_from(client_config)?)
+}
+
+/// Pods of one `kubernetes_sd_configs` entry, kept current by a watch (list, then watch from its
+/// resource version, relisting with backoff after errors) rather than polled: a pod that starts
+/// is scraped as soon as the API server reports it, without listing the cluster every few
+/// seconds from every replica.
+pub struct PodDiscovery {
+    stores: Vec<kube::runtime::reflector::Store<Pod>>,
+    watches: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl PodDiscovery {
+    /// Starts one watch per namespace (or one over all namespaces) on the current runtime;
+    /// `changed` is notified after every change of the pods, and while the API server cannot be
+    /// reached the watch retries on its own.
+    pub fn start(job: &str, config: &KubernetesSdConfig, changed: Arc<tokio::sync::Notify>) -> Self {
+        let namespaces: Vec<Option<String>> = if config.namespaces.is_empty() {
+            vec![None]
+        } else {
+            config.namespaces.iter().cloned().map(Some).collect()
+        };
+        let mut stores = Vec::new();
+        let mut watches = Vec::new();
+        for namespace in namespaces {
+            let (store, writer) = kube::runtime::reflector::store();
+            stores.push(store);
+            watches.push(tokio::spawn(watch_pods(
+                job.to_string(),
+                config.clone(),
+                namespace,
+                writer,
+                changed.clone(),
+            )));
+        }
+        Self { stores, watches }
+    }
+
+    pub fn targets(&self) -> Vec<TargetLabels> {
+        let pods: Vec<Arc<Pod>> = self.stores.iter().flat_map(|store| store.state()).collect();
+        pod_targets(pods.iter().map(|pod| pod.as_ref()))
+    }
+}
+
+impl Drop for PodDiscovery {
+    fn drop(&mut self) {
+        for watch in &self.watches {
+            watch.abort();
+        }
+    }
+}
+
+async fn watch_pods(
+    job: String,
+    config: KubernetesSdConfig,
+    namespace: Option<String>,
+    writer: kube::runtime::reflector::store::Writer<Pod>,
+    changed: Arc<tokio::sync::Notify>,
+) {
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, watcher};
+
+    const CLIENT_RETRY: std::time::Duration = std::time::Duration::from_secs(30);
+    let client = loop {
+        match client(&config).await {
+            Ok(client) => break client,
+            Err(err) => {
+                tracing::warn!(%job, error = %err, "kubernetes discovery cannot reach the API server; retrying in 30s");
+                tokio::time::sleep(CLIENT_RETRY).await;
+            }
+        }
+    };
+    let api: kube::Api<Pod> = match &namespace {
+        Some(namespace) => kube::Api::namespaced(client, namespace),
+        None => kube::Api::all(client),
+    };
+    watcher(api, watcher::Config::default())
+        .default_backoff()
+        // Managed fields are most of a pod's bytes and never a label.
+        .modify(|pod| pod.metadata.managed_fields = None)
+        .reflect(writer)
+        .for_each(|event| {
+            match event {
+                Ok(_) => changed.notify_one(),
+                Err(err) => {
+                    tracing::warn!(%job, namespace = namespace.as_deref().unwrap_or("*"), error = %err, "kubernetes pod watch failed; retrying")
+                }
+            }
+            std::future::ready(())
+        })
+        .await;
+}
 
 fn sanitize(name: &str) -> String {
     name.chars()
@@ -215,52 +296,55 @@ fn sanitize(name: &str) -> String {
 /// pod and profile, at `<.port>` (a number or a container port name; default: the first
 /// container port) and `<.path>` (default: the profile's). `service_name` is
 /// `pyroscope.io/service_name` or `<namespace>/<container>`, as Alloy infers it.
-pub fn pod_targets(pods: &PodList) -> Vec<TargetLabels> {
+pub fn pod_targets<'a>(pods: impl IntoIterator<Item = &'a Pod>) -> Vec<TargetLabels> {
+    let no_labels = BTreeMap::new();
     let mut targets = Vec::new();
-    for pod in &pods.items {
-        if pod.status.pod_ip.is_empty() || matches!(pod.status.phase.as_str(), "Succeeded" | "Failed") {
+    for pod in pods {
+        let (Some(spec), Some(status)) = (&pod.spec, &pod.status) else {
+            continue;
+        };
+        let Some(pod_ip) = status.pod_ip.as_deref().filter(|ip| !ip.is_empty()) else {
+            continue;
+        };
+        if matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
             continue;
         }
-        let annotations = &pod.metadata.annotations;
-        let profiles: Vec<&str> = annotations
-            .iter()
-            .filter_map(|(key, value)| {
-                let profile = key.strip_prefix(ANNOTATION_PREFIX)?.strip_suffix(".scrape")?;
-                (value == "true").then_some(profile)
-            })
-            .collect();
+        let name = pod.metadata.name.as_deref().unwrap_or_default();
+        let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
+        let annotations = pod.metadata.annotations.as_ref().unwrap_or(&no_labels);
+        let profiles = annotations.iter().filter_map(|(key, value)| {
+            let profile = key.strip_prefix(ANNOTATION_PREFIX)?.strip_suffix(".scrape")?;
+            (value == "true").then_some(profile)
+        });
         for profile in profiles {
             let annotation = |suffix: &str| annotations.get(&format!("{ANNOTATION_PREFIX}{profile}.{suffix}"));
-            let port_text = annotation("port").or_else(|| annotation("port_name"));
-            let container_ports = pod
-                .spec
+            let container_ports = spec
                 .containers
                 .iter()
-                .flat_map(|c| c.ports.iter().map(move |p| (c, p)));
-            let found = match port_text {
+                .flat_map(|c| c.ports.iter().flatten().map(move |p| (c, p)));
+            let found = match annotation("port").or_else(|| annotation("port_name")) {
                 Some(text) => match text.parse::<u16>() {
                     Ok(number) => Some((
-                        pod.spec
-                            .containers
+                        spec.containers
                             .iter()
-                            .find(|c| c.ports.iter().any(|p| p.container_port == number))
-                            .or(pod.spec.containers.first()),
-                        number,
+                            .find(|c| c.ports.iter().flatten().any(|p| p.container_port == i32::from(number)))
+                            .or(spec.containers.first()),
+                        i32::from(number),
                     )),
                     Err(_) => container_ports
                         .clone()
-                        .find(|(_, port)| &port.name == text)
+                        .find(|(_, port)| port.name.as_ref() == Some(text))
                         .map(|(c, p)| (Some(c), p.container_port)),
                 },
                 None => container_ports.clone().next().map(|(c, p)| (Some(c), p.container_port)),
             };
             let Some((container, port)) = found else {
-                tracing::debug!(pod = %pod.metadata.name, profile, "annotated pod has no usable port");
+                tracing::debug!(pod = name, profile, "annotated pod has no usable port");
                 continue;
             };
             let container_name = container.map_or("", |c| c.name.as_str());
             let mut labels = TargetLabels::new();
-            labels.insert(ADDRESS.into(), format!("{}:{port}", pod.status.pod_ip));
+            labels.insert(ADDRESS.into(), format!("{pod_ip}:{port}"));
             labels.insert(PROFILE.into(), profile.to_string());
             if let Some(path) = annotation("path") {
                 labels.insert(PROFILE_PATH.into(), path.clone());
@@ -271,20 +355,23 @@ pub fn pod_targets(pods: &PodList) -> Vec<TargetLabels> {
             let service = annotations
                 .get("pyroscope.io/service_name")
                 .cloned()
-                .unwrap_or_else(|| format!("{}/{container_name}", pod.metadata.namespace));
+                .unwrap_or_else(|| format!("{namespace}/{container_name}"));
             labels.insert("service_name".into(), service);
-            labels.insert("namespace".into(), pod.metadata.namespace.clone());
-            labels.insert("pod".into(), pod.metadata.name.clone());
+            labels.insert("namespace".into(), namespace.to_string());
+            labels.insert("pod".into(), name.to_string());
             labels.insert("container".into(), container_name.to_string());
-            labels.insert("__meta_kubernetes_namespace".into(), pod.metadata.namespace.clone());
-            labels.insert("__meta_kubernetes_pod_name".into(), pod.metadata.name.clone());
-            labels.insert("__meta_kubernetes_pod_ip".into(), pod.status.pod_ip.clone());
-            labels.insert("__meta_kubernetes_pod_node_name".into(), pod.spec.node_name.clone());
+            labels.insert("__meta_kubernetes_namespace".into(), namespace.to_string());
+            labels.insert("__meta_kubernetes_pod_name".into(), name.to_string());
+            labels.insert("__meta_kubernetes_pod_ip".into(), pod_ip.to_string());
+            labels.insert(
+                "__meta_kubernetes_pod_node_name".into(),
+                spec.node_name.clone().unwrap_or_default(),
+            );
             labels.insert(
                 "__meta_kubernetes_pod_container_name".into(),
                 container_name.to_string(),
             );
-            for (key, value) in &pod.metadata.labels {
+            for (key, value) in pod.metadata.labels.as_ref().unwrap_or(&no_labels) {
                 labels.insert(format!("__meta_kubernetes_pod_label_{}", sanitize(key)), value.clone());
             }
             for (key, value) in annotations {
@@ -297,52 +384,6 @@ pub fn pod_targets(pods: &PodList) -> Vec<TargetLabels> {
         }
     }
     targets
-}
-
-/// Lists pods from the API server: in-cluster (service account token and CA) or the configured
-/// `api_server` (e.g. `kubectl proxy`).
-pub async fn list_pods(config: &KubernetesSdConfig) -> Result<PodList, String> {
-    const SA: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
-    let in_cluster = std::env::var("KUBERNETES_SERVICE_HOST").ok().map(|host| {
-        let port = std::env::var("KUBERNETES_SERVICE_PORT").unwrap_or_else(|_| "443".into());
-        format!("https://{host}:{port}")
-    });
-    let server = config
-        .api_server
-        .clone()
-        .or(in_cluster)
-        .unwrap_or_else(|| "http://127.0.0.1:8001".into());
-    let mut builder = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30));
-    if let Ok(pem) = std::fs::read(format!("{SA}/ca.crt")) {
-        let certificate = reqwest::Certificate::from_pem(&pem).map_err(|err| err.to_string())?;
-        builder = builder.add_root_certificate(certificate);
-    }
-    let client = builder.build().map_err(|err| err.to_string())?;
-    let token = std::fs::read_to_string(format!("{SA}/token")).ok();
-    let urls: Vec<String> = if config.namespaces.is_empty() {
-        vec![format!("{server}/api/v1/pods")]
-    } else {
-        config
-            .namespaces
-            .iter()
-            .map(|ns| format!("{server}/api/v1/namespaces/{ns}/pods"))
-            .collect()
-    };
-    let mut all = PodList::default();
-    for url in urls {
-        let mut request = client.get(&url);
-        if let Some(token) = &token {
-            request = request.bearer_auth(token.trim());
-        }
-        let response = request.send().await.map_err(|err| format!("{url}: {err}"))?;
-        if !response.status().is_success() {
-            return Err(format!("{url}: {}", response.status()));
-        }
-        let body = response.bytes().await.map_err(|err| format!("{url}: {err}"))?;
-        let list: PodList = serde_json::from_slice(&body).map_err(|err| format!("{url}: {err}"))?;
-        all.items.extend(list.items);
-    }
-    Ok(all)
 }
 
 #[cfg(test)]
@@ -398,8 +439,8 @@ mod tests {
     #[test]
     fn pods_from_a_recorded_list() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/scrape/pods.json");
-        let pods: PodList = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
-        let mut targets = pod_targets(&pods);
+        let pods: k8s_openapi::List<Pod> = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+        let mut targets = pod_targets(&pods.items);
         targets.sort_by(|a, b| (&a[ADDRESS], &a[PROFILE]).cmp(&(&b[ADDRESS], &b[PROFILE])));
         let summary: Vec<(String, String, Option<String>, String)> = targets
             .iter()
@@ -427,5 +468,48 @@ mod tests {
         );
         assert_eq!(targets[0]["__meta_kubernetes_pod_label_app"], "cart");
         assert_eq!(targets[0]["pod"], "cart-7d9f8-abcde");
+    }
+
+    /// The shipped manifest annotates Pyrite's own pod: its template, as a running pod, must
+    /// give a CPU target at the container's `http` port.
+    #[test]
+    fn shipped_manifest_scrapes_its_own_pod() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes/pyrite.yaml");
+        let manifest = std::fs::read_to_string(path).unwrap();
+        let stateful_set = manifest
+            .split("\n---\n")
+            .map(|doc| serde_yaml::from_str::<serde_yaml::Value>(doc).unwrap())
+            .find(|doc| doc["kind"] == "StatefulSet")
+            .unwrap();
+        let template = &stateful_set["spec"]["template"];
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": serde_json::to_value(&template["metadata"]).unwrap(),
+            "spec": serde_json::to_value(&template["spec"]).unwrap(),
+            "status": {"phase": "Running", "podIP": "10.1.2.3"},
+        }))
+        .unwrap();
+        let targets = pod_targets([&pod]);
+        assert_eq!(targets.len(), 1);
+        assert_eq!(targets[0][ADDRESS], "10.1.2.3:4040");
+        assert_eq!(targets[0][PROFILE], "cpu");
+    }
+
+    /// Building an HTTPS client exercises the TLS setup (one rustls crypto provider in the tree)
+    /// without a cluster; a kubeconfig that is not there is a typed error, not a panic.
+    #[tokio::test]
+    async fn clients_from_config() {
+        let https = KubernetesSdConfig {
+            api_server: Some("https://127.0.0.1:6443".into()),
+            ..KubernetesSdConfig::default()
+        };
+        client(&https).await.unwrap();
+        let missing = KubernetesSdConfig {
+            kubeconfig_file: Some("/nonexistent/kubeconfig".into()),
+            ..KubernetesSdConfig::default()
+        };
+        assert!(matches!(
+            client(&missing).await,
+            Err(KubernetesError::Kubeconfig { .. })
+        ));
     }
 }

@@ -29,7 +29,17 @@ use tokio::task::JoinHandle;
 use crate::ingest::Ingester;
 use crate::ingest::delta::{CumulativeDelta, cumulative_indices};
 use crate::model::{LABEL_NAME, LABEL_SERVICE_NAME, Labels, Tenant};
-use discovery::{ADDRESS, FileDiscovery, PROFILE, PROFILE_PATH, SCHEME, TargetLabels};
+use discovery::{ADDRESS, FileDiscovery, PROFILE, PROFILE_PATH, PodDiscovery, SCHEME, TargetLabels};
+
+/// How long a job waits after a pod change before planning its targets again.
+const POD_CHANGE_SETTLE: Duration = Duration::from_secs(1);
+
+async fn sleep_or_pending(duration: Option<Duration>) {
+    match duration {
+        Some(duration) => tokio::time::sleep(duration).await,
+        None => std::future::pending().await,
+    }
+}
 
 /// What every scrape task shares.
 struct Shared {
@@ -169,28 +179,22 @@ impl Job {
             .iter()
             .map(|_| FileDiscovery::default())
             .collect();
-        let mut pods: Vec<Vec<TargetLabels>> = vec![Vec::new(); self.config.kubernetes_sd_configs.len()];
-        let refresh = self
+        let pods_changed = Arc::new(tokio::sync::Notify::new());
+        let pods: Vec<PodDiscovery> = self
             .config
-            .file_sd_configs
+            .kubernetes_sd_configs
             .iter()
-            .map(|f| f.refresh_interval)
-            .chain(self.config.kubernetes_sd_configs.iter().map(|k| k.refresh_interval))
-            .min();
+            .map(|config| PodDiscovery::start(&self.config.job_name, config, pods_changed.clone()))
+            .collect();
+        let file_refresh = self.config.file_sd_configs.iter().map(|f| f.refresh_interval).min();
         let mut tasks: BTreeMap<TaskKey, Task> = BTreeMap::new();
         loop {
             let mut discovered = discovery::static_targets(&self.config.static_configs);
             for (file, config) in files.iter_mut().zip(&self.config.file_sd_configs) {
                 discovered.extend(file.refresh(config));
             }
-            for (last, config) in pods.iter_mut().zip(&self.config.kubernetes_sd_configs) {
-                match discovery::list_pods(config).await {
-                    Ok(list) => *last = discovery::pod_targets(&list),
-                    Err(err) => {
-                        tracing::warn!(job = %self.config.job_name, error = %err, "kubernetes discovery failed; keeping the previous pods")
-                    }
-                }
-                discovered.extend(last.iter().cloned());
+            for pods in &pods {
+                discovered.extend(pods.targets());
             }
             let wanted = self.plan(discovered);
             tasks.retain(|key, task| {
@@ -209,9 +213,12 @@ impl Job {
                 tasks.insert(key, Task { handle, metric_labels });
             }
             shared.metrics.targets.set(tasks.len() as i64);
-            match refresh {
-                Some(refresh) => tokio::time::sleep(refresh).await,
-                None => std::future::pending::<()>().await,
+            tokio::select! {
+                _ = sleep_or_pending(file_refresh) => {}
+                _ = pods_changed.notified() => {
+                    // A rollout changes many pods within moments: plan once for all of them.
+                    tokio::time::sleep(POD_CHANGE_SETTLE).await;
+                }
             }
         }
     }
@@ -642,6 +649,15 @@ relabel_configs:
         assert!(bad("job_name: a\nstatic_configs: [{targets: [x]}]\nunknown: 1").is_err());
         assert!(bad("job_name: a\nscrape_interval: 2s").is_ok());
         assert!(bad("job_name: a\ntenant: 'no/slash'").is_err());
+        let kubernetes = |entry: &str| bad(&format!("job_name: a\nkubernetes_sd_configs: [{entry}]"));
+        assert!(kubernetes("{role: pod, namespaces: [shop]}").is_ok());
+        assert!(kubernetes("{role: node}").is_err());
+        assert!(kubernetes("{api_server: 'http://a b'}").is_err());
+        assert!(kubernetes("{api_server: 'http://127.0.0.1:8001', kubeconfig_file: /k}").is_err());
+        assert!(
+            kubernetes("{refresh_interval: 30s}").is_err(),
+            "a watch has no refresh interval"
+        );
     }
 
     #[test]
