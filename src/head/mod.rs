@@ -56,6 +56,9 @@ pub struct HeadConfig {
     /// scrape cost a busy scraper a tenth of its CPU (BENCHMARKS.md).
     #[serde(with = "humantime_serde")]
     pub scraped_sync_interval: Duration,
+    /// Bytes of scraped profiles that may wait for that fsync; past it (a slow or stuck disk)
+    /// scrapes wait for the disk like pushes do, so memory stays bounded.
+    pub max_scraped_queue_bytes: usize,
 }
 
 impl Default for HeadConfig {
@@ -65,6 +68,7 @@ impl Default for HeadConfig {
             flush_interval: Duration::from_secs(300),
             max_head_bytes: 64 * 1024 * 1024,
             scraped_sync_interval: Duration::from_secs(1),
+            max_scraped_queue_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -128,7 +132,11 @@ impl Head {
         wal_dir: &Path,
         decode_limits: &DecodeLimits,
     ) -> Result<Self, HeadError> {
-        let (wal, replay) = Wal::open(wal_dir, config.scraped_sync_interval)?;
+        let deferred = wal::DeferredWrites {
+            sync_interval: config.scraped_sync_interval,
+            max_queued_bytes: config.max_scraped_queue_bytes,
+        };
+        let (wal, replay) = Wal::open(wal_dir, deferred)?;
         Self::from_replay(config, storage, Some(wal), replay, decode_limits)
     }
 
@@ -237,7 +245,7 @@ impl Head {
         let _cut = self.cut.read().await;
         match durability {
             Durability::Acknowledged => wal.append(record.encode_to_vec()).await?,
-            Durability::Deferred => wal.append_deferred(record.encode_to_vec()),
+            Durability::Deferred => wal.append_deferred(record.encode_to_vec()).await?,
         }
         self.apply(tenant, time_ms, profile, series);
         if self.live_bytes.load(Ordering::Relaxed) > self.config.max_head_bytes {

@@ -6,7 +6,9 @@
 //! the writer drains before every other command and at least every `deferred_sync`, so they are
 //! written in order and fsynced at most that much later, without waking the writer each time:
 //! an fsync and a thread wake-up per scrape were a sixth of a busy scraper's CPU. A crash loses
-//! at most `deferred_sync` of scraped data, as it would lose a scrape in flight.
+//! at most `deferred_sync` of scraped data, as it would lose a scrape in flight. The queue is
+//! bounded: past `max_queued_bytes` (a slow or stuck disk) a deferred append waits for its fsync
+//! like any other, so scrapes slow down instead of piling up in memory.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Read, Write};
@@ -37,11 +39,31 @@ enum Command {
     Rotate(oneshot::Sender<io::Result<u64>>),
 }
 
+/// How records nobody waits on are written.
+#[derive(Debug, Clone, Copy)]
+pub struct DeferredWrites {
+    /// Longest a deferred record waits before it is written and fsynced.
+    pub sync_interval: Duration,
+    /// Bytes of deferred records that may wait for the writer; past it, deferred appends wait
+    /// for their fsync.
+    pub max_queued_bytes: usize,
+}
+
+/// Deferred records waiting for the writer.
+#[derive(Default)]
+struct DeferredQueue {
+    records: Vec<Vec<u8>>,
+    bytes: usize,
+}
+
+type SharedQueue = Arc<Mutex<DeferredQueue>>;
+
 /// Handle to the log; cheap to share behind an `Arc`.
 pub struct Wal {
     dir: PathBuf,
     commands: mpsc::Sender<Command>,
-    deferred: Arc<Mutex<Vec<Vec<u8>>>>,
+    deferred: SharedQueue,
+    max_deferred_bytes: usize,
 }
 
 /// Records found on disk at open, oldest first.
@@ -53,8 +75,7 @@ pub struct Replay {
 
 impl Wal {
     /// Opens `dir`, returns every intact record of earlier segments, and starts a new segment.
-    /// Deferred appends are written and fsynced at most `deferred_sync` after they were queued.
-    pub fn open(dir: &Path, deferred_sync: Duration) -> Result<(Self, Replay), WalError> {
+    pub fn open(dir: &Path, deferred: DeferredWrites) -> Result<(Self, Replay), WalError> {
         let io_err = |source| WalError::Io {
             path: dir.to_path_buf(),
             source,
@@ -73,7 +94,9 @@ impl Wal {
         }
         let next = segments.last().map_or(1, |(number, _)| number + 1);
         let (commands, receiver) = mpsc::channel();
-        let deferred = Arc::new(Mutex::new(Vec::new()));
+        let max_deferred_bytes = deferred.max_queued_bytes;
+        let deferred_sync = deferred.sync_interval;
+        let deferred = SharedQueue::default();
         let writer = Writer::create(dir.to_path_buf(), next, deferred_sync, deferred.clone()).map_err(io_err)?;
         std::thread::Builder::new()
             .name("pyrite-wal".into())
@@ -84,6 +107,7 @@ impl Wal {
                 dir: dir.to_path_buf(),
                 commands,
                 deferred,
+                max_deferred_bytes,
             },
             replay,
         ))
@@ -127,10 +151,23 @@ impl Wal {
     }
 
     /// Queues one record that nobody waits on: it is written before any append or rotation
-    /// that starts after this call, and on disk within the deferred sync interval. A write error
-    /// is logged, not returned.
-    pub fn append_deferred(&self, record: Vec<u8>) {
-        self.deferred.lock().push(record);
+    /// that starts after this call, and on disk within the deferred sync interval; a write error
+    /// is logged, not returned. When the queue is full it is an [`Wal::append`] instead, which
+    /// writes the queue first, so the order holds either way.
+    pub async fn append_deferred(&self, record: Vec<u8>) -> Result<(), WalError> {
+        {
+            let mut queue = self.deferred.lock();
+            if queue.records.is_empty() || queue.bytes + record.len() <= self.max_deferred_bytes {
+                queue.bytes += record.len();
+                queue.records.push(record);
+                return Ok(());
+            }
+        }
+        tracing::debug!(
+            limit = self.max_deferred_bytes,
+            "write-ahead log: scraped profiles queue full; waiting for the disk"
+        );
+        self.append(record).await
     }
 
     /// Seals the current segment; every record appended before this call is in a segment whose
@@ -221,16 +258,11 @@ struct Writer {
     number: u64,
     file: BufWriter<File>,
     deferred_sync: Duration,
-    deferred: Arc<Mutex<Vec<Vec<u8>>>>,
+    deferred: SharedQueue,
 }
 
 impl Writer {
-    fn create(
-        dir: PathBuf,
-        number: u64,
-        deferred_sync: Duration,
-        deferred: Arc<Mutex<Vec<Vec<u8>>>>,
-    ) -> io::Result<Self> {
+    fn create(dir: PathBuf, number: u64, deferred_sync: Duration, deferred: SharedQueue) -> io::Result<Self> {
         let file = OpenOptions::new()
             .create(true)
             .append(true)
@@ -309,7 +341,7 @@ impl Writer {
 
     /// Writes the queued deferred records; true if there were any.
     fn write_deferred(&mut self) -> bool {
-        let records = std::mem::take(&mut *self.deferred.lock());
+        let records = std::mem::take(&mut *self.deferred.lock()).records;
         for record in &records {
             if let Err(err) = self.write_record(record) {
                 tracing::error!(segment = self.number, error = %err, "write-ahead log: writing a scraped profile failed");
@@ -356,7 +388,7 @@ mod tests {
     async fn append_rotate_replay_and_torn_tail() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let (wal, replay) = Wal::open(dir.path(), Duration::from_secs(1)).unwrap();
+            let (wal, replay) = Wal::open(dir.path(), deferred(Duration::from_secs(1), 1 << 20)).unwrap();
             assert!(replay.records.is_empty());
             let appends = (0..50u8).map(|i| wal.append(vec![i; i as usize + 1]));
             for result in futures::future::join_all(appends).await {
@@ -372,13 +404,13 @@ mod tests {
         file.write_all(&[200, 0, 0, 0, 1, 2]).unwrap();
         drop(file);
 
-        let (wal, replay) = Wal::open(dir.path(), Duration::from_secs(1)).unwrap();
+        let (wal, replay) = Wal::open(dir.path(), deferred(Duration::from_secs(1), 1 << 20)).unwrap();
         assert_eq!(replay.records.len(), 51);
         assert_eq!(replay.records[49], vec![49u8; 50]);
         assert_eq!(replay.records[50], b"after");
         assert_eq!(replay.torn_bytes, 6);
         wal.delete_through(1).unwrap();
-        let (_, replay) = Wal::open(dir.path(), Duration::from_secs(1)).unwrap();
+        let (_, replay) = Wal::open(dir.path(), deferred(Duration::from_secs(1), 1 << 20)).unwrap();
         assert_eq!(replay.records, vec![b"after".to_vec()]);
     }
 
@@ -386,9 +418,9 @@ mod tests {
     async fn deferred_appends_reach_the_disk_in_order() {
         // A long interval: deferred records wait for the next acknowledged append.
         let dir = tempfile::tempdir().unwrap();
-        let (wal, _) = Wal::open(dir.path(), Duration::from_secs(3600)).unwrap();
-        wal.append_deferred(b"scraped 1".to_vec());
-        wal.append_deferred(b"scraped 2".to_vec());
+        let (wal, _) = Wal::open(dir.path(), deferred(Duration::from_secs(3600), 1 << 20)).unwrap();
+        wal.append_deferred(b"scraped 1".to_vec()).await.unwrap();
+        wal.append_deferred(b"scraped 2".to_vec()).await.unwrap();
         std::thread::sleep(Duration::from_millis(100));
         assert!(
             Wal::read_only(dir.path()).unwrap().records.is_empty(),
@@ -403,17 +435,43 @@ mod tests {
 
         // A short interval: they reach the disk on their own.
         let dir = tempfile::tempdir().unwrap();
-        let (wal, _) = Wal::open(dir.path(), Duration::from_millis(50)).unwrap();
-        wal.append_deferred(b"scraped".to_vec());
+        let (wal, _) = Wal::open(dir.path(), deferred(Duration::from_millis(50), 1 << 20)).unwrap();
+        wal.append_deferred(b"scraped".to_vec()).await.unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while Wal::read_only(dir.path()).unwrap().records.is_empty() {
             assert!(std::time::Instant::now() < deadline, "deferred record never written");
             std::thread::sleep(Duration::from_millis(20));
         }
         // A rotation seals them in the sealed segment.
-        wal.append_deferred(b"before rotation".to_vec());
+        wal.append_deferred(b"before rotation".to_vec()).await.unwrap();
         let sealed = wal.rotate().await.unwrap();
         let segment = std::fs::read(segment_path(dir.path(), sealed)).unwrap();
         assert!(segment.windows(15).any(|window| window == b"before rotation"));
+    }
+
+    /// A full queue (the disk is behind) makes a deferred append wait for its fsync, and the
+    /// records still reach the disk in order.
+    #[tokio::test]
+    async fn a_full_deferred_queue_waits_for_the_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, _) = Wal::open(dir.path(), deferred(Duration::from_secs(3600), 20)).unwrap();
+        wal.append_deferred(b"scraped 1".to_vec()).await.unwrap();
+        wal.append_deferred(b"scraped 2".to_vec()).await.unwrap();
+        assert!(Wal::read_only(dir.path()).unwrap().records.is_empty(), "18 bytes fit");
+        wal.append_deferred(b"scraped 3".to_vec()).await.unwrap();
+        assert_eq!(
+            Wal::read_only(dir.path()).unwrap().records,
+            vec![b"scraped 1".to_vec(), b"scraped 2".to_vec(), b"scraped 3".to_vec()]
+        );
+        // The queue is empty again: the next record waits for nobody.
+        wal.append_deferred(b"scraped 4".to_vec()).await.unwrap();
+        assert_eq!(Wal::read_only(dir.path()).unwrap().records.len(), 3);
+    }
+
+    fn deferred(sync_interval: Duration, max_queued_bytes: usize) -> DeferredWrites {
+        DeferredWrites {
+            sync_interval,
+            max_queued_bytes,
+        }
     }
 }
