@@ -16,7 +16,7 @@ use crate::ingest::Ingester;
 use crate::model::{Labels, ProfileType, Selector, Tenant, parse_time_ms};
 use crate::proto::push::v1::{PushRequest, RawProfileSeries, RawSample};
 use crate::query::{Querier, SelectParams};
-use crate::render::{self, ExportContext, ExportFormat};
+use crate::render::{self, ExportFormat};
 use crate::storage::Storage;
 
 const DEFAULT_EXPORT_TYPE: &str = "process_cpu:cpu:nanoseconds:cpu:nanoseconds";
@@ -189,20 +189,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     let selector = Selector::parse(&query)?;
                     let params = SelectParams {
                         tenant,
-                        profile_type: profile_type.clone(),
+                        profile_type,
                         selector,
                         from_ms,
                         until_ms,
                     };
-                    let tree = open_read_only(&config)?.select_merge(&params).await?;
-                    let context = ExportContext {
-                        profile_type,
-                        query,
-                        from_ms,
-                        until_ms,
-                        max_nodes,
-                    };
-                    render::export(&tree, format, &context)?
+                    render::export_window(&open_read_only(&config)?, params, query, format, max_nodes).await?
                 }
                 (None, None) => bail!("give --url or --data-dir"),
             };

@@ -14,7 +14,7 @@ use super::querier::{max_nodes, parse_profile_type, parse_selector, query_error}
 use super::tenant::tenant_from_headers;
 use crate::model::parse_time_ms;
 use crate::query::SelectParams;
-use crate::render::{self, ExportContext, ExportFormat};
+use crate::render::{self, ExportFormat, ExportWindowError};
 
 /// Profile type of a render request that names none.
 pub const DEFAULT_PROFILE_TYPE: &str = "process_cpu:cpu:nanoseconds:cpu:nanoseconds";
@@ -55,19 +55,16 @@ pub async fn render(
     let max_nodes = max_nodes(&state, max_nodes_param(&params)?)?;
     let params = SelectParams {
         tenant,
-        profile_type: profile_type.clone(),
+        profile_type,
         selector,
         from_ms,
         until_ms,
     };
-    let tree = state.querier.select_merge(&params).await.map_err(query_error)?;
-    let context = ExportContext {
-        profile_type,
-        query: query.to_string(),
-        from_ms,
-        until_ms,
-        max_nodes: Some(max_nodes),
-    };
-    let body = render::export(&tree, format, &context).map_err(|err| ConnectError::internal(err.to_string()))?;
+    let body = render::export_window(&state.querier, params, query.to_string(), format, Some(max_nodes))
+        .await
+        .map_err(|err| match err {
+            ExportWindowError::Query(err) => query_error(err),
+            ExportWindowError::Render(err) => ConnectError::internal(err.to_string()),
+        })?;
     Ok(([(header::CONTENT_TYPE, format.media_type())], body).into_response())
 }

@@ -11,7 +11,7 @@ mod folded;
 mod pprof;
 mod svg;
 
-pub use export::{ExportContext, ExportFormat, export};
+pub use export::{ExportContext, ExportFormat, ExportWindowError, export, export_window};
 pub use flamebearer::{Timeline, flamebearer, flamebearer_diff};
 pub use flamegraph::{DEFAULT_MAX_NODES, OTHER_NAME, flamegraph, flamegraph_diff};
 pub use folded::folded;
