@@ -65,11 +65,20 @@ struct Store {
     querier: Querier,
 }
 
-fn store() -> Store {
+fn store(runtime: &tokio::runtime::Runtime) -> Store {
     let dir = tempfile::tempdir().unwrap();
     let storage = Storage::from_config(&StorageConfig::default(), dir.path()).unwrap();
     let limits = DecodeLimits::default();
-    let head = Arc::new(Head::open(HeadConfig::default(), storage.clone(), &dir.path().join("wal"), &limits).unwrap());
+    let head = Arc::new(
+        runtime
+            .block_on(Head::open(
+                HeadConfig::default(),
+                storage.clone(),
+                &dir.path().join("wal"),
+                &limits,
+            ))
+            .unwrap(),
+    );
     Store {
         ingester: Ingester::new(head.clone(), limits),
         querier: Querier::new(head.clone(), storage),
@@ -82,7 +91,7 @@ fn ingest(c: &mut Criterion) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let files = corpus_files();
     let large = read(files.iter().find(|p| p.ends_with(LARGE)).unwrap());
-    let store = store();
+    let store = store(&runtime);
     let tenant = Tenant::parse("bench").unwrap();
     let labels = Labels::new([("service_name".to_string(), "bench".to_string())]).unwrap();
     let mut group = c.benchmark_group("ingest");
@@ -121,7 +130,7 @@ fn ingest(c: &mut Criterion) {
 fn merge_and_render(c: &mut Criterion) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let files = corpus_files();
-    let store = store();
+    let store = store(&runtime);
     let tenant = Tenant::parse("bench").unwrap();
     let cpu_5s = read(files.iter().find(|p| p.ends_with("gotarget__cpu_5s.pb.gz")).unwrap());
     // 1,000 CPU profiles of one service, one per second: the `go tool pprof -proto` anchor.

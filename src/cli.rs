@@ -210,12 +210,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     let storage = Storage::from_config(&config.storage, &config.data_dir)?;
-    let head = Arc::new(Head::open(
-        config.head.clone(),
-        storage.clone(),
-        &config.wal_dir(),
-        &config.limits,
-    )?);
+    let head = Arc::new(Head::open(config.head.clone(), storage.clone(), &config.wal_dir(), &config.limits).await?);
     let ingester = Arc::new(Ingester::new(head.clone(), config.limits.clone()));
     let mut metrics = Metrics::default();
     let scrape_metrics = crate::scrape::ScrapeMetrics::register(metrics.registry_mut());

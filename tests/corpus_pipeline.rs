@@ -67,6 +67,7 @@ async fn every_corpus_file_round_trips_with_exact_totals() {
             &data.path().join("wal"),
             &limits,
         )
+        .await
         .unwrap(),
     );
     let ingester = Ingester::new(head.clone(), limits.clone());

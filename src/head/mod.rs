@@ -5,20 +5,26 @@
 //! segment, moves every live partition to "flushing" (still visible to queries), uploads each as
 //! a block, then publishes the block metas and drops the flushing partitions under the publish
 //! gate, so a query sees each row exactly once. Only then are the sealed segments deleted.
+//!
+//! Between the uploads and the first publication the flush writes its decision to the WAL
+//! directory ([`FlushCommit`]): these blocks hold the records of the segments up to this one.
+//! A restart that finds it finishes the flush (publishes the blocks, deletes the segments)
+//! before replaying; one that does not replays every segment and no block of theirs is visible.
+//! Either way a crash at any point neither loses an acknowledged profile nor shows it twice.
 
 mod wal;
 
 pub use wal::{Wal, WalError};
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use parking_lot::RwLock;
 use prost::Message;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::block::{self, BlockError, BlockMeta, Partition};
 use crate::model::{Labels, ProfileType, Tenant};
@@ -37,6 +43,8 @@ pub enum HeadError {
     ReadOnly,
     #[error("write-ahead log record {index}: {reason}")]
     Replay { index: usize, reason: String },
+    #[error("flush commit {path}: {reason}")]
+    Commit { path: PathBuf, reason: String },
 }
 
 /// When the head is cut into blocks.
@@ -97,6 +105,79 @@ struct Flushing {
     tenant: Tenant,
     bucket_start_ms: i64,
     partition: Partition,
+    /// Set once its block's data is in storage, so a flush retried after a failure does not
+    /// upload it again.
+    uploaded: parking_lot::Mutex<Option<BlockMeta>>,
+}
+
+/// A flush's decision, durable before any of its blocks is visible: `blocks` hold every record
+/// of the WAL segments numbered up to `sealed_segment`.
+#[derive(Debug, Serialize, Deserialize)]
+struct FlushCommit {
+    sealed_segment: u64,
+    blocks: Vec<BlockMeta>,
+}
+
+impl FlushCommit {
+    const FILE: &str = "flush-commit.json";
+
+    fn path(wal_dir: &Path) -> PathBuf {
+        wal_dir.join(Self::FILE)
+    }
+
+    fn error(wal_dir: &Path, reason: impl ToString) -> HeadError {
+        HeadError::Commit {
+            path: Self::path(wal_dir),
+            reason: reason.to_string(),
+        }
+    }
+
+    fn read(wal_dir: &Path) -> Result<Option<Self>, HeadError> {
+        match std::fs::read(Self::path(wal_dir)) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|err| Self::error(wal_dir, err)),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(Self::error(wal_dir, err)),
+        }
+    }
+
+    /// Writes the commit atomically: a temporary file, fsynced, renamed over the old one, and
+    /// the directory fsynced.
+    fn write(&self, wal_dir: &Path) -> Result<(), HeadError> {
+        let write = || -> std::io::Result<()> {
+            let temporary = wal_dir.join(format!("{}.tmp", Self::FILE));
+            let mut file = std::fs::File::create(&temporary)?;
+            std::io::Write::write_all(&mut file, &serde_json::to_vec(self).expect("commit serializes"))?;
+            file.sync_all()?;
+            std::fs::rename(&temporary, Self::path(wal_dir))?;
+            std::fs::File::open(wal_dir)?.sync_all()
+        };
+        write().map_err(|err| Self::error(wal_dir, err))
+    }
+
+    fn remove(wal_dir: &Path) -> Result<(), HeadError> {
+        match std::fs::remove_file(Self::path(wal_dir)) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(Self::error(wal_dir, err)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Finishes the flush this commit records: publishes its blocks (again, if they already
+    /// were: a meta is the same object each time) and deletes the segments they hold.
+    async fn roll_forward(self, storage: &Storage, wal_dir: &Path) -> Result<(), HeadError> {
+        for meta in &self.blocks {
+            block::publish(storage, meta).await?;
+        }
+        wal::delete_segments_through(wal_dir, self.sealed_segment)?;
+        Self::remove(wal_dir)?;
+        tracing::info!(
+            blocks = self.blocks.len(),
+            segment = self.sealed_segment,
+            "finished a flush a restart interrupted"
+        );
+        Ok(())
+    }
 }
 
 /// Counts of one flush.
@@ -125,13 +206,16 @@ pub struct Head {
 }
 
 impl Head {
-    /// Opens the WAL under `wal_dir` and replays it.
-    pub fn open(
+    /// Finishes a flush a restart interrupted, opens the WAL under `wal_dir` and replays it.
+    pub async fn open(
         config: HeadConfig,
         storage: Storage,
         wal_dir: &Path,
         decode_limits: &DecodeLimits,
     ) -> Result<Self, HeadError> {
+        if let Some(commit) = FlushCommit::read(wal_dir)? {
+            commit.roll_forward(&storage, wal_dir).await?;
+        }
         let deferred = wal::DeferredWrites {
             sync_interval: config.scraped_sync_interval,
             max_queued_bytes: config.max_scraped_queue_bytes,
@@ -141,14 +225,16 @@ impl Head {
     }
 
     /// A head holding what the WAL under `wal_dir` holds, that never writes: for reading a data
-    /// directory while a server may still own it.
+    /// directory while a server may still own it. Segments a flush commit covers are skipped:
+    /// their blocks are published, or will be when the server restarts.
     pub fn open_read_only(
         config: HeadConfig,
         storage: Storage,
         wal_dir: &Path,
         decode_limits: &DecodeLimits,
     ) -> Result<Self, HeadError> {
-        let replay = Wal::read_only(wal_dir)?;
+        let committed = FlushCommit::read(wal_dir)?.map_or(0, |commit| commit.sealed_segment);
+        let replay = Wal::read_only_after(wal_dir, committed)?;
         Self::from_replay(config, storage, None, replay, decode_limits)
     }
 
@@ -297,42 +383,12 @@ impl Head {
     pub async fn flush(&self) -> Result<FlushStats, HeadError> {
         let wal = self.wal.as_ref().ok_or(HeadError::ReadOnly)?;
         let _one_flush = self.flush_lock.lock().await;
-        let sealed_segment = {
-            let _cut = self.cut.write().await;
-            let nothing_to_flush = {
-                // Lock order live → flushing, as in `visit`: a query sees every partition in
-                // exactly one of the two lists.
-                let mut live = self.live.write();
-                let mut flushing = self.flushing.write();
-                self.live_bytes.store(0, Ordering::Relaxed);
-                for (tenant, buckets) in live.drain() {
-                    let buckets = std::mem::take(&mut *buckets.write());
-                    for (bucket_start_ms, partition) in buckets {
-                        flushing.push(Arc::new(Flushing {
-                            tenant: tenant.clone(),
-                            bucket_start_ms,
-                            partition,
-                        }));
-                    }
-                }
-                flushing.is_empty()
-            };
-            if nothing_to_flush {
-                return Ok(FlushStats::default());
-            }
-            wal.rotate().await?
+        let Some(sealed_segment) = self.cut(wal).await? else {
+            return Ok(FlushStats::default());
         };
-        let pending: Vec<Arc<Flushing>> = self.flushing.read().clone();
+        let pending = self.upload_and_commit(wal, sealed_segment).await?;
         let mut stats = FlushStats::default();
-        for part in pending {
-            let meta = block::upload(
-                &self.storage,
-                &part.tenant,
-                part.bucket_start_ms,
-                self.bucket_ms(),
-                &part.partition,
-            )
-            .await?;
+        for (part, meta) in pending {
             let _gate = self.publish_gate.write().await;
             block::publish(&self.storage, &meta).await?;
             self.flushing.write().retain(|other| !Arc::ptr_eq(other, &part));
@@ -341,7 +397,73 @@ impl Head {
             log_published(&meta);
         }
         wal.delete_through(sealed_segment)?;
+        FlushCommit::remove(wal.dir())?;
         Ok(stats)
+    }
+
+    /// Moves every live partition to the flushing list and seals the WAL segment holding
+    /// their records; `None` when there is nothing to flush.
+    async fn cut(&self, wal: &Wal) -> Result<Option<u64>, HeadError> {
+        let _cut = self.cut.write().await;
+        let nothing_to_flush = {
+            // Lock order live → flushing, as in `visit`: a query sees every partition in
+            // exactly one of the two lists.
+            let mut live = self.live.write();
+            let mut flushing = self.flushing.write();
+            self.live_bytes.store(0, Ordering::Relaxed);
+            for (tenant, buckets) in live.drain() {
+                let buckets = std::mem::take(&mut *buckets.write());
+                for (bucket_start_ms, partition) in buckets {
+                    flushing.push(Arc::new(Flushing {
+                        tenant: tenant.clone(),
+                        bucket_start_ms,
+                        partition,
+                        uploaded: parking_lot::Mutex::new(None),
+                    }));
+                }
+            }
+            flushing.is_empty()
+        };
+        if nothing_to_flush {
+            return Ok(None);
+        }
+        Ok(Some(wal.rotate().await?))
+    }
+
+    /// Uploads the data of every flushing partition not uploaded yet (an earlier flush may have
+    /// failed half-way), then commits them as holding the segments through `sealed_segment`.
+    async fn upload_and_commit(
+        &self,
+        wal: &Wal,
+        sealed_segment: u64,
+    ) -> Result<Vec<(Arc<Flushing>, BlockMeta)>, HeadError> {
+        let pending: Vec<Arc<Flushing>> = self.flushing.read().clone();
+        let mut uploaded = Vec::with_capacity(pending.len());
+        for part in pending {
+            let earlier = part.uploaded.lock().clone();
+            let meta = match earlier {
+                Some(meta) => meta,
+                None => {
+                    let meta = block::upload(
+                        &self.storage,
+                        &part.tenant,
+                        part.bucket_start_ms,
+                        self.bucket_ms(),
+                        &part.partition,
+                    )
+                    .await?;
+                    *part.uploaded.lock() = Some(meta.clone());
+                    meta
+                }
+            };
+            uploaded.push((part, meta));
+        }
+        FlushCommit {
+            sealed_segment,
+            blocks: uploaded.iter().map(|(_, meta)| meta.clone()).collect(),
+        }
+        .write(wal.dir())?;
+        Ok(uploaded)
     }
 
     /// Holds off publication while a query lists blocks and reads the head.
@@ -394,4 +516,156 @@ fn log_published(meta: &BlockMeta) {
         bytes = meta.size_bytes,
         "published block"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    //! A crash at each step of a flush, played by dropping the head after that step and opening
+    //! its directory again: every acknowledged profile must be counted exactly once.
+
+    use super::*;
+    use crate::ingest::Ingester;
+    use crate::model::Selector;
+    use crate::query::{Querier, SelectParams};
+    use crate::storage::StorageConfig;
+
+    /// 16 CPU samples, 160 ms in all (MANIFEST.tsv).
+    const CORPUS_FILE: &str = "ddnotes_cpu-profiler-labels.pprof";
+    const CPU_NANOS: i64 = 160_000_000;
+    const AT_MS: i64 = 1_700_000_000_000;
+
+    struct Store {
+        dir: tempfile::TempDir,
+        storage: Storage,
+    }
+
+    impl Store {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let storage = Storage::from_config(&StorageConfig::default(), dir.path()).unwrap();
+            Self { dir, storage }
+        }
+
+        async fn open(&self) -> Arc<Head> {
+            let head = Head::open(
+                HeadConfig::default(),
+                self.storage.clone(),
+                &self.dir.path().join("wal"),
+                &DecodeLimits::default(),
+            )
+            .await
+            .unwrap();
+            Arc::new(head)
+        }
+
+        /// Pushes the corpus file `times` times, one millisecond apart.
+        async fn push(&self, head: &Arc<Head>, times: i64) {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../shared/corpus/files")
+                .join(CORPUS_FILE);
+            let raw = bytes::Bytes::from(std::fs::read(path).unwrap());
+            let ingester = Ingester::new(head.clone(), DecodeLimits::default());
+            for offset in 0..times {
+                let labels = Labels::new([("service_name".to_string(), "crash".to_string())]).unwrap();
+                ingester
+                    .push_pprof(&tenant(), labels, raw.clone(), Some(AT_MS + offset))
+                    .await
+                    .unwrap();
+            }
+        }
+
+        /// CPU time the query API reports, and how many blocks are visible.
+        async fn seen(&self, head: &Arc<Head>) -> (i64, usize) {
+            let params = SelectParams {
+                tenant: tenant(),
+                profile_type: ProfileType::parse("process_cpu:cpu:nanoseconds:cpu:nanoseconds").unwrap(),
+                selector: Selector::parse(r#"{service_name="crash"}"#).unwrap(),
+                from_ms: AT_MS - 1,
+                until_ms: AT_MS + 1000,
+            };
+            let querier = Querier::new(head.clone(), self.storage.clone());
+            let total = querier.select_merge(&params).await.unwrap().total();
+            let blocks = block::list(&self.storage, &tenant(), i64::MIN, i64::MAX)
+                .await
+                .unwrap()
+                .len();
+            (total, blocks)
+        }
+    }
+
+    fn tenant() -> Tenant {
+        Tenant::parse("crash").unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_crash_before_the_commit_replays_the_log() {
+        let store = Store::new();
+        let head = store.open().await;
+        store.push(&head, 2).await;
+        let wal = head.wal.as_ref().unwrap();
+        head.cut(wal).await.unwrap().unwrap();
+        // Half the uploads made it; nothing was committed.
+        let part = head.flushing.read()[0].clone();
+        block::upload(
+            &store.storage,
+            &part.tenant,
+            part.bucket_start_ms,
+            head.bucket_ms(),
+            &part.partition,
+        )
+        .await
+        .unwrap();
+        drop((part, head));
+
+        let head = store.open().await;
+        assert_eq!(store.seen(&head).await, (2 * CPU_NANOS, 0));
+        head.flush().await.unwrap();
+        assert_eq!(store.seen(&head).await, (2 * CPU_NANOS, 1));
+    }
+
+    #[tokio::test]
+    async fn a_crash_after_the_commit_finishes_the_flush() {
+        let store = Store::new();
+        let head = store.open().await;
+        store.push(&head, 3).await;
+        let wal = head.wal.as_ref().unwrap();
+        let sealed = head.cut(wal).await.unwrap().unwrap();
+        head.upload_and_commit(wal, sealed).await.unwrap();
+        drop(head);
+        assert!(FlushCommit::read(&store.dir.path().join("wal")).unwrap().is_some());
+
+        // The restart publishes the committed block and does not replay its records.
+        let head = store.open().await;
+        assert_eq!(store.seen(&head).await, (3 * CPU_NANOS, 1));
+        assert!(FlushCommit::read(&store.dir.path().join("wal")).unwrap().is_none());
+        assert_eq!(head.live_bytes(), 0);
+
+        // A read-only copy of a directory with a commit skips the committed segments.
+        let wal_dir = store.dir.path().join("wal");
+        store.push(&head, 1).await;
+        let wal = head.wal.as_ref().unwrap();
+        let sealed = head.cut(wal).await.unwrap().unwrap();
+        head.upload_and_commit(wal, sealed).await.unwrap();
+        let copy = Head::open_read_only(
+            HeadConfig::default(),
+            store.storage.clone(),
+            &wal_dir,
+            &DecodeLimits::default(),
+        )
+        .unwrap();
+        assert_eq!(copy.live_bytes(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_complete_flush_leaves_no_commit_and_nothing_to_replay() {
+        let store = Store::new();
+        let head = store.open().await;
+        store.push(&head, 2).await;
+        assert_eq!(head.flush().await.unwrap().blocks, 1);
+        drop(head);
+        assert!(FlushCommit::read(&store.dir.path().join("wal")).unwrap().is_none());
+        let head = store.open().await;
+        assert_eq!(head.live_bytes(), 0);
+        assert_eq!(store.seen(&head).await, (2 * CPU_NANOS, 1));
+    }
 }

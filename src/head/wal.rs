@@ -116,6 +116,11 @@ impl Wal {
     /// Reads every intact record under `dir` without starting a writer, for read-only tools
     /// (`pyrite export --data-dir`) that may run beside a live server.
     pub fn read_only(dir: &Path) -> Result<Replay, WalError> {
+        Self::read_only_after(dir, 0)
+    }
+
+    /// As [`Wal::read_only`], without the segments numbered at most `skip_through`.
+    pub fn read_only_after(dir: &Path, skip_through: u64) -> Result<Replay, WalError> {
         let mut replay = Replay {
             records: Vec::new(),
             torn_bytes: 0,
@@ -127,7 +132,7 @@ impl Wal {
             path: dir.to_path_buf(),
             source,
         })?;
-        for (_, path) in &segments {
+        for (_, path) in segments.iter().filter(|(number, _)| *number > skip_through) {
             read_segment(path, &mut replay).map_err(|source| WalError::Io {
                 path: path.clone(),
                 source,
@@ -187,17 +192,26 @@ impl Wal {
 
     /// Deletes sealed segments up to and including `number`: their records are in published blocks.
     pub fn delete_through(&self, number: u64) -> Result<(), WalError> {
-        let io_err = |source| WalError::Io {
-            path: self.dir.clone(),
-            source,
-        };
-        for (segment, path) in list_segments(&self.dir).map_err(io_err)? {
-            if segment <= number {
-                std::fs::remove_file(&path).map_err(|source| WalError::Io { path, source })?;
-            }
-        }
-        Ok(())
+        delete_segments_through(&self.dir, number)
     }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// Deletes the segments numbered at most `number` under `dir`.
+pub fn delete_segments_through(dir: &Path, number: u64) -> Result<(), WalError> {
+    let io_err = |source| WalError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    for (segment, path) in list_segments(dir).map_err(io_err)? {
+        if segment <= number {
+            std::fs::remove_file(&path).map_err(|source| WalError::Io { path, source })?;
+        }
+    }
+    Ok(())
 }
 
 fn list_segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
