@@ -741,6 +741,7 @@ scrape_configs:
       - role: pod
         namespaces: [shop]
         kubeconfig_file: {}
+        label_selector: app=cart
     relabel_configs:
       - source_labels: [__meta_kubernetes_pod_label_app]
         target_label: app
@@ -796,7 +797,8 @@ scrape_configs:
     assert_eq!(lists_before, lists_after, "{requests:?}");
     assert!(requests.iter().any(|(t, _)| t.contains("watch=")), "{requests:?}");
     for (target, authorization) in &requests {
-        assert!(target.starts_with("/api/v1/namespaces/shop/pods"), "{target}");
+        assert!(target.starts_with("/api/v1/namespaces/shop/pods?"), "{target}");
+        assert!(target.contains("labelSelector=app%3Dcart"), "{target}");
         assert_eq!(authorization, "Bearer pyrite-test-token");
     }
 }

@@ -301,6 +301,12 @@ pub struct KubernetesSdConfig {
     pub api_server: Option<String>,
     /// Cluster and credentials from this kubeconfig (its current context).
     pub kubeconfig_file: Option<PathBuf>,
+    /// Only pods matching this label selector (`app=cart,tier!=batch`), filtered by the API
+    /// server.
+    pub label_selector: Option<String>,
+    /// Only pods matching this field selector, e.g. `spec.nodeName=node-a` to split a cluster
+    /// between Pyrite replicas node by node.
+    pub field_selector: Option<String>,
 }
 
 impl Default for KubernetesSdConfig {
@@ -310,6 +316,8 @@ impl Default for KubernetesSdConfig {
             namespaces: Vec::new(),
             api_server: None,
             kubeconfig_file: None,
+            label_selector: None,
+            field_selector: None,
         }
     }
 }

@@ -269,7 +269,14 @@ async fn watch_pods(
         Some(namespace) => kube::Api::namespaced(client, namespace),
         None => kube::Api::all(client),
     };
-    watcher(api, watcher::Config::default())
+    let mut watch = watcher::Config::default();
+    if let Some(selector) = &config.label_selector {
+        watch = watch.labels(selector);
+    }
+    if let Some(selector) = &config.field_selector {
+        watch = watch.fields(selector);
+    }
+    watcher(api, watch)
         .default_backoff()
         // Managed fields are most of a pod's bytes and never a label.
         .modify(|pod| pod.metadata.managed_fields = None)
