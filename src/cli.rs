@@ -211,7 +211,17 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     let storage = Storage::from_config(&config.storage, &config.data_dir)?;
     let head = Arc::new(Head::open(config.head.clone(), storage.clone(), &config.wal_dir(), &config.limits).await?);
-    let ingester = Arc::new(Ingester::new(head.clone(), config.limits.clone()));
+    let tenant_limits = Arc::new(crate::limits::Limits::load(
+        config.tenant_limits.clone(),
+        config.runtime_config.clone(),
+    )?);
+    let overrides_watch = tokio::spawn(tenant_limits.clone().watch());
+    let retention = tokio::spawn(crate::retention::run(
+        storage.clone(),
+        tenant_limits.clone(),
+        config.retention.clone(),
+    ));
+    let ingester = Arc::new(Ingester::new(head.clone(), config.limits.clone()).with_tenant_limits(tenant_limits));
     let mut metrics = Metrics::default();
     let scrape_metrics = crate::scrape::ScrapeMetrics::register(metrics.registry_mut());
     let state = Arc::new(AppState {
@@ -247,6 +257,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         })
         .await?;
     flusher.abort();
+    overrides_watch.abort();
+    retention.abort();
     tracing::info!("shutting down: flushing the head");
     head.flush().await?;
     Ok(())

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::head::HeadConfig;
+use crate::limits::{RuntimeConfig, TenantLimits};
 use crate::pprof::DecodeLimits;
+use crate::retention::RetentionConfig;
 use crate::scrape::ScrapeConfig;
 use crate::storage::StorageConfig;
 
@@ -34,6 +36,11 @@ pub struct Config {
     /// Limits applied while decoding every incoming profile.
     pub limits: DecodeLimits,
     pub api: ApiConfig,
+    /// Limits of every tenant the overrides file does not name (Mimir's `limits`).
+    pub tenant_limits: TenantLimits,
+    /// The per-tenant overrides file, re-read when it changes (Mimir's `runtime_config`).
+    pub runtime_config: RuntimeConfig,
+    pub retention: RetentionConfig,
     /// Targets Pyrite pulls profiles from. Default: itself (`/debug/pprof/profile` at the listen
     /// address); `scrape_configs: []` turns scraping off.
     pub scrape_configs: Vec<ScrapeConfig>,
@@ -48,6 +55,9 @@ impl Default for Config {
             head: HeadConfig::default(),
             limits: DecodeLimits::default(),
             api: ApiConfig::default(),
+            tenant_limits: TenantLimits::default(),
+            runtime_config: RuntimeConfig::default(),
+            retention: RetentionConfig::default(),
             scrape_configs: vec![ScrapeConfig::self_scrape()],
         }
     }
@@ -127,6 +137,12 @@ impl Config {
         if self.api.default_max_nodes == 0 || self.api.default_max_nodes > self.api.max_nodes_limit {
             return invalid("api.default_max_nodes must be between 1 and api.max_nodes_limit");
         }
+        self.tenant_limits
+            .validate()
+            .map_err(|err| ConfigError::Invalid(format!("tenant_limits: {err}")))?;
+        if self.runtime_config.period.is_zero() || self.retention.sweep_interval.is_zero() {
+            return invalid("runtime_config.period and retention.sweep_interval must be positive");
+        }
         let mut jobs = std::collections::BTreeSet::new();
         for scrape in &self.scrape_configs {
             scrape.validate().map_err(ConfigError::Invalid)?;
@@ -168,6 +184,21 @@ mod tests {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
         let example = Config::load(&root.join("deploy/pyrite.example.yaml")).unwrap();
         assert_eq!(example.head, HeadConfig::default());
+        assert_eq!(example.tenant_limits, TenantLimits::default());
+        let overrides = crate::limits::Limits::load(
+            example.tenant_limits.clone(),
+            RuntimeConfig {
+                file: Some(root.join("deploy/overrides.example.yaml")),
+                ..example.runtime_config.clone()
+            },
+        )
+        .unwrap();
+        let platform = overrides.for_tenant(&crate::model::Tenant::parse("platform").unwrap());
+        assert_eq!(platform.max_global_series_per_user, 5_000_000);
+        assert_eq!(
+            platform.ingestion_burst_size,
+            TenantLimits::default().ingestion_burst_size
+        );
         let manifest = std::fs::read_to_string(root.join("deploy/kubernetes/pyrite.yaml")).unwrap();
         let config_map: serde_yaml::Value = serde_yaml::from_str(manifest.split("\n---\n").next().unwrap()).unwrap();
         let embedded = Config::parse(config_map["data"]["pyrite.yaml"].as_str().unwrap()).unwrap();

@@ -3,7 +3,9 @@
 //!
 //! Data path, one module per stage (imports point down this list, never up):
 //! `api` → `ingest` / `query` → `head` → `block` → `storage` → `symbols` → `pprof` → `model`.
-//! `render` turns a [`query::FlameTree`] into every output format.
+//! `render` turns a [`query::FlameTree`] into every output format. `limits` (per-tenant limits
+//! and their overrides file) imports only `model`; `ingest` enforces them and `retention`
+//! deletes blocks past a tenant's retention period.
 
 pub mod api;
 pub mod block;
@@ -11,11 +13,13 @@ pub mod cli;
 pub mod config;
 pub mod head;
 pub mod ingest;
+pub mod limits;
 pub mod model;
 pub mod pprof;
 pub mod proto;
 pub mod query;
 pub mod render;
+pub mod retention;
 pub mod scrape;
 pub mod storage;
 pub mod symbols;

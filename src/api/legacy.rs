@@ -42,6 +42,9 @@ fn time_param(params: &HashMap<String, String>, name: &str, default_ms: i64) -> 
 
 /// An `/ingest` error with Pyroscope's status rules (invalid pprof on the pprof path is 422).
 fn ingest_status(err: IngestError, status_for_invalid: StatusCode) -> Response {
+    if let IngestError::Refused(refusal) = &err {
+        return ConnectError::resource_exhausted(refusal.to_string()).into_response();
+    }
     if !err.is_client_error() {
         return server_error(err).into_response();
     }

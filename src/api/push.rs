@@ -45,6 +45,11 @@ pub async fn push(State(state): State<SharedState>, headers: HeaderMap, body: Bo
                 Ok(ingested) => state
                     .metrics
                     .record_ingest(tenant.as_str(), "accepted", size, ingested.samples),
+                // Over a limit: the whole request is to be retried later (Alloy retries 429s).
+                Err(IngestError::Refused(refusal)) => {
+                    state.metrics.record_ingest(tenant.as_str(), refusal.reason(), size, 0);
+                    return Err(ConnectError::resource_exhausted(refusal.to_string()));
+                }
                 Err(err) if err.is_client_error() => {
                     state.metrics.record_ingest(tenant.as_str(), "invalid", size, 0);
                     client_errors.push(format!("series {series_index} sample {sample_index}: {err}"));

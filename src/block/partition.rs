@@ -85,6 +85,15 @@ impl Partition {
         }
     }
 
+    /// Whether a series with these labels (which include `__profile_type__`) exists.
+    pub fn contains_series(&self, labels: &Labels) -> bool {
+        if self.index.len() == self.series.len() {
+            self.index.contains_key(labels)
+        } else {
+            self.series.iter().any(|series| &series.labels == labels)
+        }
+    }
+
     /// Index of the series with these labels, created if new. The labels include
     /// `__profile_type__`, so they identify the series on their own.
     pub fn series_index(&mut self, labels: &Labels, profile_type: &ProfileType) -> usize {

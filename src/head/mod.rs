@@ -371,6 +371,26 @@ impl Head {
             .fetch_add(after.saturating_sub(before), Ordering::Relaxed);
     }
 
+    /// Whether appending `series` at `time_ms` keeps the tenant within `max_series` distinct
+    /// series in the head (0: no limit). Series in different time buckets count apart.
+    pub fn within_series_limit(&self, tenant: &Tenant, time_ms: i64, series: &[SeriesSpec], max_series: usize) -> bool {
+        if max_series == 0 {
+            return true;
+        }
+        let buckets = self.live.read().get(tenant).cloned();
+        let Some(buckets) = buckets else {
+            return series.len() <= max_series;
+        };
+        let buckets = buckets.read();
+        let bucket = buckets.get(&block::bucket_start(time_ms, self.bucket_ms()));
+        let new = series
+            .iter()
+            .filter(|spec| !bucket.is_some_and(|partition| partition.contains_series(&spec.labels)))
+            .count();
+        let existing: usize = buckets.values().map(|partition| partition.series.len()).sum();
+        new == 0 || existing + new <= max_series
+    }
+
     /// Waits until the head should be flushed: the interval passed or it grew too large.
     pub async fn wait_for_flush(&self) {
         tokio::select! {

@@ -15,6 +15,7 @@ use bytes::Bytes;
 use prost::Message;
 
 use crate::head::{Durability, Head, HeadError, SeriesSpec};
+use crate::limits::{Limits, Refusal};
 use crate::model::{
     LABEL_DELTA, LABEL_NAME, LABEL_PROFILE_TYPE, LABEL_SERVICE_NAME, LabelError, Labels, ProfileType, Tenant,
 };
@@ -34,6 +35,9 @@ pub enum IngestError {
     Name(String),
     #[error("storing profile: {0}")]
     Head(#[from] HeadError),
+    /// The tenant is over one of its limits: a 429, to be retried later.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
 }
 
 impl IngestError {
@@ -61,6 +65,7 @@ pub const MAX_DELTA_SERIES: usize = 1024;
 pub struct Ingester {
     head: Arc<Head>,
     limits: DecodeLimits,
+    tenant_limits: Arc<Limits>,
     /// Per tenant and pushed series labels: the previous cumulative profile (see
     /// [`Ingester::push_series`]).
     deltas: parking_lot::Mutex<HashMap<(Tenant, Labels), delta::CumulativeDelta>>,
@@ -71,8 +76,15 @@ impl Ingester {
         Self {
             head,
             limits,
+            tenant_limits: Arc::new(Limits::unlimited()),
             deltas: parking_lot::Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Enforces per-tenant ingestion rates and series limits (none by default).
+    pub fn with_tenant_limits(mut self, tenant_limits: Arc<Limits>) -> Self {
+        self.tenant_limits = tenant_limits;
+        self
     }
 
     pub fn head(&self) -> &Head {
@@ -251,6 +263,18 @@ impl Ingester {
         } else {
             crate::now_ms()
         });
+        let limits = self.tenant_limits.for_tenant(tenant);
+        if !self
+            .head
+            .within_series_limit(tenant, time_ms, &series, limits.max_global_series_per_user)
+        {
+            return Err(Refusal::Series {
+                tenant: tenant.to_string(),
+                limit: limits.max_global_series_per_user,
+            }
+            .into());
+        }
+        self.tenant_limits.admit(tenant, profile.sample.len())?;
         self.head
             .append(tenant, time_ms, raw, profile, &series, durability)
             .await?;

@@ -458,9 +458,10 @@ impl ScrapeTarget {
                 .push_scraped(&self.tenant, self.labels.clone(), raw, &delta, time_ms)
                 .await
         };
-        ingested
-            .map(|ingested| ingested.samples)
-            .map_err(|err| Failure::new("ingest", err.to_string()))
+        ingested.map(|ingested| ingested.samples).map_err(|err| match &err {
+            crate::ingest::IngestError::Refused(refusal) => Failure::new(refusal.reason(), err.to_string()),
+            _ => Failure::new("ingest", err.to_string()),
+        })
     }
 }
 

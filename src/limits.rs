@@ -1,0 +1,393 @@
+//! Per-tenant limits: defaults from the main config (`tenant_limits`), overridden per tenant by a
+//! Mimir-shaped runtime file (`runtime_config.file`, `overrides: {tenant: {...}}`) that is re-read
+//! when it changes, without a restart. Owns the ingestion rate limiter: one token bucket per
+//! tenant, so a tenant over its rate is refused (429) while every other tenant goes on as before.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use parking_lot::{Mutex, RwLock};
+use serde::Deserialize;
+
+use crate::model::Tenant;
+
+/// What one tenant may do. Names follow Mimir's overrides (with Pyroscope's as aliases where
+/// they mean the same), so an existing overrides file carries over.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TenantLimits {
+    /// Profile samples per second, sustained; 0: unlimited.
+    pub ingestion_rate: f64,
+    /// Samples accepted at once above the sustained rate; a profile with more samples than
+    /// this is always refused.
+    pub ingestion_burst_size: f64,
+    /// Distinct series (label set × profile type) in the head, which holds everything since the
+    /// last flush; 0: unlimited.
+    #[serde(alias = "max_global_series_per_tenant")]
+    pub max_global_series_per_user: usize,
+    /// Blocks whose time range ended longer ago than this are deleted; 0: kept forever.
+    #[serde(with = "humantime_serde")]
+    pub compactor_blocks_retention_period: Duration,
+}
+
+impl Default for TenantLimits {
+    fn default() -> Self {
+        Self {
+            ingestion_rate: 100_000.0,
+            ingestion_burst_size: 1_000_000.0,
+            max_global_series_per_user: 100_000,
+            compactor_blocks_retention_period: Duration::ZERO,
+        }
+    }
+}
+
+impl TenantLimits {
+    pub fn validate(&self) -> Result<(), String> {
+        if !(self.ingestion_rate >= 0.0 && self.ingestion_rate.is_finite()) {
+            return Err("ingestion_rate must be a number of samples per second, 0 or more".into());
+        }
+        if self.ingestion_rate > 0.0 && !(self.ingestion_burst_size >= 1.0 && self.ingestion_burst_size.is_finite()) {
+            return Err("ingestion_burst_size must be at least 1 when ingestion_rate is set".into());
+        }
+        Ok(())
+    }
+}
+
+/// Where the overrides file is and how often it is checked for changes.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// YAML with `overrides: {<tenant>: {<limit>: value}}`; none: every tenant has the defaults.
+    pub file: Option<PathBuf>,
+    #[serde(with = "humantime_serde")]
+    pub period: Duration,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            file: None,
+            period: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LimitsError {
+    #[error("overrides file {path}: {reason}")]
+    File { path: PathBuf, reason: String },
+}
+
+/// Why a profile was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Refusal {
+    #[error(
+        "tenant {tenant} is over its ingestion rate of {rate} samples/s (burst {burst}): \
+         {samples} samples refused, retry later"
+    )]
+    Rate {
+        tenant: String,
+        rate: f64,
+        burst: f64,
+        samples: usize,
+    },
+    #[error("tenant {tenant} has reached its limit of {limit} series; a new series was refused")]
+    Series { tenant: String, limit: usize },
+}
+
+impl Refusal {
+    /// Short reason for metrics: `rate_limited` or `series_limit`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Rate { .. } => "rate_limited",
+            Self::Series { .. } => "series_limit",
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OverridesFile {
+    #[serde(default)]
+    overrides: HashMap<String, PartialLimits>,
+}
+
+/// A tenant's entry in the overrides file: what it names replaces the default.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+struct PartialLimits {
+    ingestion_rate: Option<f64>,
+    ingestion_burst_size: Option<f64>,
+    #[serde(alias = "max_global_series_per_tenant")]
+    max_global_series_per_user: Option<usize>,
+    #[serde(default, with = "humantime_serde")]
+    compactor_blocks_retention_period: Option<Duration>,
+}
+
+impl PartialLimits {
+    fn over(&self, defaults: &TenantLimits) -> TenantLimits {
+        TenantLimits {
+            ingestion_rate: self.ingestion_rate.unwrap_or(defaults.ingestion_rate),
+            ingestion_burst_size: self.ingestion_burst_size.unwrap_or(defaults.ingestion_burst_size),
+            max_global_series_per_user: self
+                .max_global_series_per_user
+                .unwrap_or(defaults.max_global_series_per_user),
+            compactor_blocks_retention_period: self
+                .compactor_blocks_retention_period
+                .unwrap_or(defaults.compactor_blocks_retention_period),
+        }
+    }
+}
+
+/// Parses an overrides file's text into complete limits per tenant.
+fn parse_overrides(text: &str, defaults: &TenantLimits) -> Result<HashMap<Tenant, TenantLimits>, String> {
+    let file: OverridesFile = if text.trim().is_empty() {
+        OverridesFile::default()
+    } else {
+        serde_yaml::from_str(text).map_err(|err| err.to_string())?
+    };
+    let mut limits = HashMap::new();
+    for (tenant, partial) in file.overrides {
+        let tenant = Tenant::parse(&tenant).map_err(|err| format!("tenant {tenant:?}: {err}"))?;
+        let complete = partial.over(defaults);
+        complete.validate().map_err(|err| format!("tenant {tenant}: {err}"))?;
+        limits.insert(tenant, complete);
+    }
+    Ok(limits)
+}
+
+struct TokenBucket {
+    tokens: f64,
+    updated: Instant,
+}
+
+/// The limits in force, and the rate limiter's state.
+pub struct Limits {
+    defaults: TenantLimits,
+    runtime: RuntimeConfig,
+    overrides: RwLock<Arc<HashMap<Tenant, TenantLimits>>>,
+    /// Modification time of the overrides file as last read.
+    loaded: Mutex<Option<SystemTime>>,
+    buckets: Mutex<HashMap<Tenant, TokenBucket>>,
+}
+
+impl Limits {
+    /// Defaults for every tenant, nothing overridden, no file.
+    pub fn unlimited() -> Self {
+        Self::new(
+            TenantLimits {
+                ingestion_rate: 0.0,
+                max_global_series_per_user: 0,
+                ..TenantLimits::default()
+            },
+            RuntimeConfig::default(),
+        )
+    }
+
+    fn new(defaults: TenantLimits, runtime: RuntimeConfig) -> Self {
+        Self {
+            defaults,
+            runtime,
+            overrides: RwLock::new(Arc::new(HashMap::new())),
+            loaded: Mutex::new(None),
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Limits from the main config; reads the overrides file once, so a broken file stops the
+    /// start with a clear error instead of running on defaults.
+    pub fn load(defaults: TenantLimits, runtime: RuntimeConfig) -> Result<Self, LimitsError> {
+        let limits = Self::new(defaults, runtime);
+        limits.reload()?;
+        Ok(limits)
+    }
+
+    pub fn for_tenant(&self, tenant: &Tenant) -> TenantLimits {
+        self.overrides
+            .read()
+            .get(tenant)
+            .cloned()
+            .unwrap_or_else(|| self.defaults.clone())
+    }
+
+    /// Tenants the overrides file names.
+    pub fn overridden_tenants(&self) -> Vec<Tenant> {
+        self.overrides.read().keys().cloned().collect()
+    }
+
+    /// Re-reads the overrides file if its modification time changed; true if it was read.
+    /// A file that does not parse keeps the limits in force.
+    pub fn reload(&self) -> Result<bool, LimitsError> {
+        let Some(path) = &self.runtime.file else {
+            return Ok(false);
+        };
+        let error = |reason: String| LimitsError::File {
+            path: path.clone(),
+            reason,
+        };
+        let modified = std::fs::metadata(path)
+            .and_then(|meta| meta.modified())
+            .map_err(|err| error(err.to_string()))?;
+        if *self.loaded.lock() == Some(modified) {
+            return Ok(false);
+        }
+        let text = std::fs::read_to_string(path).map_err(|err| error(err.to_string()))?;
+        let overrides = parse_overrides(&text, &self.defaults).map_err(error)?;
+        *self.overrides.write() = Arc::new(overrides);
+        *self.loaded.lock() = Some(modified);
+        Ok(true)
+    }
+
+    /// Re-reads the overrides file every `runtime_config.period` until the task is dropped.
+    pub async fn watch(self: Arc<Self>) {
+        let Some(path) = self.runtime.file.clone() else {
+            return;
+        };
+        let mut ticks = tokio::time::interval(self.runtime.period);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            match self.reload() {
+                Ok(true) => tracing::info!(file = %path.display(), "reloaded per-tenant overrides"),
+                Ok(false) => {}
+                Err(err) => tracing::warn!(error = %err, "keeping the per-tenant overrides in force"),
+            }
+        }
+    }
+
+    /// Takes `samples` from the tenant's token bucket, or refuses them all (taking nothing).
+    pub fn admit(&self, tenant: &Tenant, samples: usize) -> Result<(), Refusal> {
+        self.admit_at(tenant, samples, Instant::now())
+    }
+
+    fn admit_at(&self, tenant: &Tenant, samples: usize, now: Instant) -> Result<(), Refusal> {
+        let limits = self.for_tenant(tenant);
+        if limits.ingestion_rate <= 0.0 {
+            return Ok(());
+        }
+        let mut buckets = self.buckets.lock();
+        let bucket = buckets.entry(tenant.clone()).or_insert(TokenBucket {
+            tokens: limits.ingestion_burst_size,
+            updated: now,
+        });
+        let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
+        bucket.tokens = (bucket.tokens + elapsed * limits.ingestion_rate).min(limits.ingestion_burst_size);
+        bucket.updated = now;
+        let wanted = samples as f64;
+        if wanted > bucket.tokens {
+            return Err(Refusal::Rate {
+                tenant: tenant.to_string(),
+                rate: limits.ingestion_rate,
+                burst: limits.ingestion_burst_size,
+                samples,
+            });
+        }
+        bucket.tokens -= wanted;
+        Ok(())
+    }
+
+    pub fn overrides_file(&self) -> Option<&Path> {
+        self.runtime.file.as_deref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tenant(name: &str) -> Tenant {
+        Tenant::parse(name).unwrap()
+    }
+
+    #[test]
+    fn overrides_replace_only_what_they_name() {
+        let defaults = TenantLimits::default();
+        let parsed = parse_overrides(
+            "overrides:\n  platform: { ingestion_rate: 5, max_global_series_per_user: 7, compactor_blocks_retention_period: 90d }\n  agents: { max_global_series_per_tenant: 3 }\n",
+            &defaults,
+        )
+        .unwrap();
+        let platform = &parsed[&tenant("platform")];
+        assert_eq!(platform.ingestion_rate, 5.0);
+        assert_eq!(platform.ingestion_burst_size, defaults.ingestion_burst_size);
+        assert_eq!(platform.max_global_series_per_user, 7);
+        assert_eq!(
+            platform.compactor_blocks_retention_period,
+            Duration::from_secs(90 * 86_400)
+        );
+        assert_eq!(parsed[&tenant("agents")].max_global_series_per_user, 3);
+        assert!(parse_overrides("", &defaults).unwrap().is_empty());
+        assert!(parse_overrides("overrides: { a: { ingestion_rat: 1 } }", &defaults).is_err());
+        assert!(parse_overrides("overrides: { 'a/b': {} }", &defaults).is_err());
+        assert!(parse_overrides("overrides: { a: { ingestion_rate: -1 } }", &defaults).is_err());
+    }
+
+    #[test]
+    fn a_tenant_over_its_rate_is_refused_and_the_others_are_not() {
+        let limits = Limits::unlimited();
+        *limits.overrides.write() = Arc::new(HashMap::from([(
+            tenant("small"),
+            TenantLimits {
+                ingestion_rate: 10.0,
+                ingestion_burst_size: 100.0,
+                ..TenantLimits::default()
+            },
+        )]));
+        let start = Instant::now();
+        limits.admit_at(&tenant("small"), 60, start).unwrap();
+        let refused = limits.admit_at(&tenant("small"), 60, start).unwrap_err();
+        assert!(matches!(refused, Refusal::Rate { samples: 60, .. }), "{refused}");
+        // Nothing was taken by the refusal: 40 are left.
+        limits.admit_at(&tenant("small"), 40, start).unwrap();
+        // Refilled at 10/s: after 3 s, 30 more.
+        assert!(
+            limits
+                .admit_at(&tenant("small"), 31, start + Duration::from_secs(3))
+                .is_err()
+        );
+        limits
+            .admit_at(&tenant("small"), 30, start + Duration::from_secs(3))
+            .unwrap();
+        // Never more than the burst, however long the pause.
+        assert!(
+            limits
+                .admit_at(&tenant("small"), 101, start + Duration::from_secs(3600))
+                .is_err()
+        );
+        // Another tenant is untouched.
+        limits.admit_at(&tenant("other"), 1_000_000, start).unwrap();
+    }
+
+    #[test]
+    fn the_file_is_reread_when_it_changes_and_a_broken_one_keeps_the_old_limits() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("overrides.yaml");
+        std::fs::write(&path, "overrides:\n  a: { ingestion_rate: 1 }\n").unwrap();
+        let limits = Limits::load(
+            TenantLimits::default(),
+            RuntimeConfig {
+                file: Some(path.clone()),
+                ..RuntimeConfig::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(limits.for_tenant(&tenant("a")).ingestion_rate, 1.0);
+        assert_eq!(limits.for_tenant(&tenant("b")), TenantLimits::default());
+        assert!(!limits.reload().unwrap(), "unchanged");
+
+        let touch = |text: &str, seconds: u64| {
+            std::fs::write(&path, text).unwrap();
+            let file = std::fs::File::options().write(true).open(&path).unwrap();
+            file.set_modified(SystemTime::now() + Duration::from_secs(seconds))
+                .unwrap();
+        };
+        touch("overrides:\n  a: { ingestion_rate: 2 }\n", 5);
+        assert!(limits.reload().unwrap());
+        assert_eq!(limits.for_tenant(&tenant("a")).ingestion_rate, 2.0);
+        touch("overrides: [", 10);
+        assert!(limits.reload().is_err());
+        assert_eq!(limits.for_tenant(&tenant("a")).ingestion_rate, 2.0);
+    }
+}

@@ -1,0 +1,245 @@
+//! Per-tenant limits on a running `pyrite serve`, from a Mimir-shaped overrides file: a tenant
+//! over its ingestion rate or series limit gets 429 (connect `resource_exhausted`, and on the
+//! legacy `/ingest`) while another tenant goes on, a changed file applies without a restart, and
+//! blocks past a tenant's retention period are deleted while another tenant's stay.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::Server;
+use prost::Message;
+use pyrite::proto::push::v1::{PushRequest, RawProfileSeries, RawSample};
+use pyrite::proto::types::v1::LabelPair;
+
+/// A Go CPU profile: 6 pprof samples, two sample types (so two series per label set).
+const CPU_FILE: &str = "ddnotes_cpu-profiler-labels.pprof";
+
+fn corpus_file(name: &str) -> PathBuf {
+    common::corpus_dir().join("files").join(name)
+}
+
+fn push(server: &Server, tenant: &str, service: &str) -> (u16, serde_json::Value) {
+    let request = PushRequest {
+        series: vec![RawProfileSeries {
+            labels: vec![LabelPair {
+                name: "service_name".into(),
+                value: service.into(),
+            }],
+            samples: vec![RawSample {
+                raw_profile: std::fs::read(corpus_file(CPU_FILE)).unwrap().into(),
+                id: String::new(),
+            }],
+            annotations: Vec::new(),
+        }],
+    };
+    let response = reqwest::blocking::Client::new()
+        .post(format!("{}/push.v1.PusherService/Push", server.url))
+        .header("Content-Type", "application/proto")
+        .header("X-Scope-OrgID", tenant)
+        .body(request.encode_to_vec())
+        .send()
+        .unwrap();
+    let status = response.status().as_u16();
+    let body = if status == 200 {
+        serde_json::Value::Null
+    } else {
+        response.json().unwrap()
+    };
+    (status, body)
+}
+
+fn legacy_ingest(server: &Server, tenant: &str) -> u16 {
+    reqwest::blocking::Client::new()
+        .post(format!("{}/ingest?name=legacy&format=pprof", server.url))
+        .header("X-Scope-OrgID", tenant)
+        .body(std::fs::read(corpus_file(CPU_FILE)).unwrap())
+        .send()
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+fn wait_for(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn write_overrides(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+}
+
+fn start(dir: &Path, extra: &str) -> Server {
+    let config = dir.join("pyrite.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "scrape_configs: []\nruntime_config:\n  file: {}\n  period: 200ms\n{extra}",
+            dir.join("overrides.yaml").display()
+        ),
+    )
+    .unwrap();
+    Server::start_with_config(&dir.join("data"), Some(&config))
+}
+
+#[test]
+fn a_tenant_over_its_rate_gets_429_and_the_others_do_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let overrides = dir.path().join("overrides.yaml");
+    // 10 samples of burst and almost no refill: one 6-sample profile passes, the next does not.
+    write_overrides(
+        &overrides,
+        "overrides:\n  small: { ingestion_rate: 0.001, ingestion_burst_size: 10 }\n",
+    );
+    let server = start(dir.path(), "");
+
+    assert_eq!(push(&server, "small", "app").0, 200);
+    let (status, body) = push(&server, "small", "app");
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["code"], "resource_exhausted");
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains("ingestion rate") && message.contains("small"),
+        "{message}"
+    );
+    assert_eq!(legacy_ingest(&server, "small"), 429);
+
+    // Another tenant, with the defaults, is not held back.
+    for _ in 0..20 {
+        assert_eq!(push(&server, "big", "app").0, 200);
+    }
+    assert_eq!(legacy_ingest(&server, "big"), 200);
+
+    // Only the accepted profile of `small` is stored: 16 CPU samples' worth, once.
+    let (status, tree) = common::querier(
+        &server,
+        "small",
+        "SelectMergeStacktraces",
+        serde_json::json!({
+            "profileTypeID": "process_cpu:cpu:nanoseconds:cpu:nanoseconds",
+            "labelSelector": "{service_name=\"app\"}",
+            "start": 1, "end": pyrite::now_ms() + 3_600_000,
+        }),
+    );
+    assert_eq!(status, 200, "{tree}");
+    assert_eq!(tree["flamegraph"]["total"], "160000000");
+
+    // A raised limit applies without a restart.
+    write_overrides(
+        &overrides,
+        "overrides:\n  small: { ingestion_rate: 1000, ingestion_burst_size: 1000 }\n",
+    );
+    wait_for("the raised limit", Duration::from_secs(10), || {
+        push(&server, "small", "app").0 == 200
+    });
+    let scraped = reqwest::blocking::get(format!("{}/metrics", server.url))
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        scraped
+            .lines()
+            .any(|line| line.contains("outcome=\"rate_limited\"") && line.contains("tenant=\"small\"")),
+        "refusals are counted per tenant"
+    );
+}
+
+#[test]
+fn a_tenant_at_its_series_limit_may_add_to_its_series_but_not_start_new_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    write_overrides(
+        &dir.path().join("overrides.yaml"),
+        "overrides:\n  few: { max_global_series_per_user: 2 }\n",
+    );
+    let server = start(dir.path(), "");
+
+    assert_eq!(push(&server, "few", "a").0, 200, "two series: samples and cpu");
+    let (status, body) = push(&server, "few", "b");
+    assert_eq!(status, 429, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("limit of 2 series"),
+        "{body}"
+    );
+    assert_eq!(push(&server, "few", "a").0, 200, "existing series still take profiles");
+    assert_eq!(push(&server, "other", "b").0, 200);
+}
+
+/// Paths of the block metas under the data directory whose path names `tenant`.
+fn block_metas(data_dir: &Path, tenant: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![data_dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.ends_with("meta.json")
+                && path.components().any(|c| c.as_os_str() == tenant)
+                && !path.components().any(|c| c.as_os_str() == "wal")
+            {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn blocks_past_a_tenants_retention_are_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    write_overrides(
+        &dir.path().join("overrides.yaml"),
+        "overrides:\n  short: { compactor_blocks_retention_period: 1d }\n",
+    );
+    let server = start(
+        dir.path(),
+        "head: { flush_interval: 1s }\nretention: { sweep_interval: 300ms }\n",
+    );
+    let file = corpus_file(CPU_FILE);
+    for (tenant, at) in [("short", "now-72h"), ("short", "now"), ("keep", "now-72h")] {
+        common::pyrite(&[
+            "push",
+            "--url",
+            &server.url,
+            "--tenant",
+            tenant,
+            "--name",
+            "app",
+            "--at",
+            at,
+            file.to_str().unwrap(),
+        ]);
+    }
+    let data = dir.path().join("data");
+    // The old block of `short` goes, its recent one and `keep`'s old one stay.
+    wait_for("the recent and kept blocks", Duration::from_secs(20), || {
+        !block_metas(&data, "keep").is_empty() && !block_metas(&data, "short").is_empty()
+    });
+    wait_for("the expired block to go", Duration::from_secs(20), || {
+        let total = |tenant: &str, from_ms: i64, until_ms: i64| {
+            let (status, tree) = common::querier(
+                &server,
+                tenant,
+                "SelectMergeStacktraces",
+                serde_json::json!({
+                    "profileTypeID": "process_cpu:cpu:nanoseconds:cpu:nanoseconds",
+                    "labelSelector": "{service_name=\"app\"}",
+                    "start": from_ms, "end": until_ms,
+                }),
+            );
+            assert_eq!(status, 200, "{tree}");
+            tree["flamegraph"]["total"].as_str().unwrap_or("0").to_string()
+        };
+        let now = pyrite::now_ms();
+        let old = (now - 80 * 3_600_000, now - 60 * 3_600_000);
+        total("short", old.0, old.1) == "0"
+            && total("short", now - 3_600_000, now + 60_000) == "160000000"
+            && total("keep", old.0, old.1) == "160000000"
+    });
+    assert_eq!(block_metas(&data, "short").len(), 1);
+}
