@@ -35,8 +35,8 @@ pub struct TenantLimits {
 impl Default for TenantLimits {
     fn default() -> Self {
         Self {
-            ingestion_rate: 100_000.0,
-            ingestion_burst_size: 1_000_000.0,
+            ingestion_rate: 500_000.0,
+            ingestion_burst_size: 5_000_000.0,
             max_global_series_per_user: 100_000,
             compactor_blocks_retention_period: Duration::ZERO,
         }
