@@ -221,6 +221,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         tenant_limits.clone(),
         config.retention.clone(),
     ));
+    let compactor = tokio::spawn(crate::compactor::run(storage.clone(), config.compactor.clone()));
     let ingester = Arc::new(Ingester::new(head.clone(), config.limits.clone()).with_tenant_limits(tenant_limits));
     let mut metrics = Metrics::default();
     let scrape_metrics = crate::scrape::ScrapeMetrics::register(metrics.registry_mut());
@@ -259,6 +260,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     flusher.abort();
     overrides_watch.abort();
     retention.abort();
+    compactor.abort();
     tracing::info!("shutting down: flushing the head");
     head.flush().await?;
     Ok(())

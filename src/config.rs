@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::compactor::CompactorConfig;
 use crate::head::HeadConfig;
 use crate::limits::{RuntimeConfig, TenantLimits};
 use crate::pprof::DecodeLimits;
@@ -41,6 +42,7 @@ pub struct Config {
     /// The per-tenant overrides file, re-read when it changes (Mimir's `runtime_config`).
     pub runtime_config: RuntimeConfig,
     pub retention: RetentionConfig,
+    pub compactor: CompactorConfig,
     /// Targets Pyrite pulls profiles from. Default: itself (`/debug/pprof/profile` at the listen
     /// address); `scrape_configs: []` turns scraping off.
     pub scrape_configs: Vec<ScrapeConfig>,
@@ -58,6 +60,7 @@ impl Default for Config {
             tenant_limits: TenantLimits::default(),
             runtime_config: RuntimeConfig::default(),
             retention: RetentionConfig::default(),
+            compactor: CompactorConfig::default(),
             scrape_configs: vec![ScrapeConfig::self_scrape()],
         }
     }
@@ -140,8 +143,11 @@ impl Config {
         self.tenant_limits
             .validate()
             .map_err(|err| ConfigError::Invalid(format!("tenant_limits: {err}")))?;
-        if self.runtime_config.period.is_zero() || self.retention.sweep_interval.is_zero() {
-            return invalid("runtime_config.period and retention.sweep_interval must be positive");
+        if self.runtime_config.period.is_zero()
+            || self.retention.sweep_interval.is_zero()
+            || self.compactor.interval.is_zero()
+        {
+            return invalid("runtime_config.period, retention.sweep_interval and compactor.interval must be positive");
         }
         let mut jobs = std::collections::BTreeSet::new();
         for scrape in &self.scrape_configs {
@@ -185,6 +191,8 @@ mod tests {
         let example = Config::load(&root.join("deploy/pyrite.example.yaml")).unwrap();
         assert_eq!(example.head, HeadConfig::default());
         assert_eq!(example.tenant_limits, TenantLimits::default());
+        assert_eq!(example.compactor, CompactorConfig::default());
+        assert_eq!(example.retention, RetentionConfig::default());
         let overrides = crate::limits::Limits::load(
             example.tenant_limits.clone(),
             RuntimeConfig {

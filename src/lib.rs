@@ -5,11 +5,12 @@
 //! `api` → `ingest` / `query` → `head` → `block` → `storage` → `symbols` → `pprof` → `model`.
 //! `render` turns a [`query::FlameTree`] into every output format. `limits` (per-tenant limits
 //! and their overrides file) imports only `model`; `ingest` enforces them and `retention`
-//! deletes blocks past a tenant's retention period.
+//! deletes blocks past a tenant's retention period. `compactor` merges a bucket's blocks.
 
 pub mod api;
 pub mod block;
 pub mod cli;
+pub mod compactor;
 pub mod config;
 pub mod head;
 pub mod ingest;

@@ -50,12 +50,13 @@ pub async fn sweep(storage: &Storage, limits: &Limits, now_ms: i64) -> Result<Sw
         }
         let cutoff_ms = now_ms.saturating_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX));
         let mut deleted = 0;
-        for meta in block::list(storage, &tenant, i64::MIN, cutoff_ms).await? {
+        // Replaced blocks too: left behind, they would show again once their replacement went.
+        let (visible, replaced) = block::list_with_replaced(storage, &tenant, i64::MIN, cutoff_ms).await?;
+        for meta in visible.iter().chain(&replaced) {
             if meta.max_time_ms >= cutoff_ms {
                 continue;
             }
-            storage.delete(&meta.meta_key()).await?;
-            storage.delete(&meta.data_key()).await?;
+            block::delete(storage, meta).await?;
             tracing::info!(%tenant, block = %meta.id, max_time_ms = meta.max_time_ms, "deleted a block past retention");
             deleted += 1;
         }

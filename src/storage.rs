@@ -159,6 +159,21 @@ impl Storage {
         Ok(())
     }
 
+    /// Writes `key` only if no object has that key (a create-only put: RGW and S3 honour
+    /// `If-None-Match: *`); false if one already existed.
+    pub async fn put_new(&self, key: &str, data: Bytes) -> Result<bool, StorageError> {
+        let options = object_store::PutOptions::from(object_store::PutMode::Create);
+        match self
+            .store
+            .put_opts(&self.path(key), PutPayload::from_bytes(data), options)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+            Err(err) => Err(err.into()),
+        }
+    }
+
     pub async fn get(&self, key: &str) -> Result<Bytes, StorageError> {
         Ok(self.store.get(&self.path(key)).await?.bytes().await?)
     }

@@ -196,6 +196,83 @@ impl SymbolTable {
         ProfileSymbols { locations }
     }
 
+    /// Interns every symbol and stack of `other` (a block being merged into this table) and
+    /// returns, for each of `other`'s stack ids, the id of the same stack here.
+    pub fn import(&mut self, other: &SymbolTable) -> Vec<u32> {
+        let strings: Vec<u32> = other
+            .strings
+            .values
+            .iter()
+            .map(|value| {
+                let before = self.strings.values.len();
+                let id = self.strings.intern_str(value);
+                if self.strings.values.len() > before {
+                    self.string_bytes += value.len();
+                }
+                id
+            })
+            .collect();
+        let mappings: Vec<u32> = other
+            .mappings
+            .values
+            .iter()
+            .map(|mapping| {
+                self.mappings.intern(Mapping {
+                    filename: strings[mapping.filename as usize],
+                    build_id: strings[mapping.build_id as usize],
+                    ..*mapping
+                })
+            })
+            .collect();
+        let functions: Vec<u32> = other
+            .functions
+            .values
+            .iter()
+            .map(|function| {
+                self.functions.intern(Function {
+                    name: strings[function.name as usize],
+                    system_name: strings[function.system_name as usize],
+                    filename: strings[function.filename as usize],
+                    start_line: function.start_line,
+                })
+            })
+            .collect();
+        let locations: Vec<u32> = other
+            .locations
+            .values
+            .iter()
+            .map(|location| {
+                self.locations.intern(Location {
+                    // Mapping index + 1, 0 for none.
+                    mapping: match location.mapping {
+                        0 => 0,
+                        index => mappings[index as usize - 1] + 1,
+                    },
+                    address: location.address,
+                    lines: location
+                        .lines
+                        .iter()
+                        .map(|line| Line {
+                            function: functions[line.function as usize],
+                            line: line.line,
+                        })
+                        .collect(),
+                })
+            })
+            .collect();
+        // A stack is interned after its parent, so parents come first in id order.
+        let mut stacks = Vec::with_capacity(other.stacks.values.len());
+        stacks.push(ROOT_STACK);
+        for node in &other.stacks.values[1..] {
+            let stack = self.stacks.intern(StackNode {
+                parent: stacks[node.parent as usize],
+                location: locations[node.location as usize],
+            });
+            stacks.push(stack);
+        }
+        stacks
+    }
+
     /// Interns a pprof stack (location ids, leaf first) and returns its stack id.
     pub fn add_stack(&mut self, symbols: &ProfileSymbols, location_ids_leaf_first: &[u64]) -> u32 {
         let mut stack = ROOT_STACK;

@@ -142,3 +142,104 @@ fn blocks_round_trip_through_ceph_rgw() {
     ]);
     assert!(std::fs::read_to_string(svg).unwrap().contains("cpuHashLoop"));
 }
+
+/// Compaction against RGW: three flushes of an old bucket become one block (the compacted data
+/// object is created with `If-None-Match: *`), listed with its sources hidden, then deleted, and
+/// the query reads every sample once throughout.
+#[test]
+fn compaction_on_ceph_rgw() {
+    let bucket = fresh_bucket();
+    let dir = tempfile::tempdir().unwrap();
+    let storage_yaml = format!(
+        "backend: s3\nbucket: {bucket}\nendpoint: {ENDPOINT}\naccess_key_id: {ACCESS_KEY}\n\
+         secret_access_key: {SECRET_KEY}\nallow_http: true\npath_style: true\n"
+    );
+    let config = dir.path().join("pyrite.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "scrape_configs: []\nhead: {{ flush_interval: 300ms }}\n\
+             compactor: {{ interval: 300ms, min_age: 0s, delete_delay: 1s }}\nstorage:\n{}",
+            storage_yaml
+                .lines()
+                .map(|line| format!("  {line}\n"))
+                .collect::<String>()
+        ),
+    )
+    .unwrap();
+    let storage_config: pyrite::storage::StorageConfig = serde_yaml::from_str(&storage_yaml).unwrap();
+    let data = dir.path().join("data");
+    let storage = pyrite::storage::Storage::from_config(&storage_config, &data).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let tenant = pyrite::model::Tenant::parse("ops").unwrap();
+    let listed = || {
+        runtime
+            .block_on(pyrite::block::list_with_replaced(&storage, &tenant, i64::MIN, i64::MAX))
+            .unwrap()
+    };
+
+    let server = Server::start_with_config(&data, Some(&config));
+    let file = common::corpus_dir().join("files/gotarget__cpu_5s.pb.gz");
+    let total = || {
+        let (status, body) = common::querier(
+            &server,
+            "ops",
+            "SelectMergeStacktraces",
+            serde_json::json!({
+                "profileTypeID": "process_cpu:cpu:nanoseconds:cpu:nanoseconds",
+                "labelSelector": "{service_name=\"s3-compact\"}",
+                "start": pyrite::now_ms() - 4 * 3_600_000, "end": pyrite::now_ms(),
+            }),
+        );
+        assert_eq!(status, 200, "{body}");
+        body["flamegraph"]["total"]
+            .as_str()
+            .unwrap_or("0")
+            .parse::<i64>()
+            .unwrap()
+    };
+    // Each push waits for its own block, so compaction has blocks of several flushes to merge
+    // (merged blocks included: a later flush is merged with the earlier compaction).
+    let visible_rows = || listed().0.iter().map(|meta| meta.samples).sum::<u64>();
+    let mut rows_per_profile = 0;
+    for flush in 1..=3u64 {
+        pyrite(&[
+            "push",
+            "--url",
+            &server.url,
+            "--tenant",
+            "ops",
+            "--name",
+            "s3-compact",
+            "--at",
+            "now-2h",
+            file.to_str().unwrap(),
+        ]);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let rows = visible_rows();
+            if flush == 1 && rows > 0 {
+                rows_per_profile = rows;
+            }
+            if rows_per_profile > 0 && rows == flush * rows_per_profile {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "no block for push {flush}");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        assert_eq!(total(), 3 * 3_900_000_000, "every sample once, at every step");
+        let (visible, replaced) = listed();
+        if visible.len() == 1 && !visible[0].compacted_from.is_empty() && replaced.is_empty() {
+            assert_eq!(visible[0].samples, 3 * rows_per_profile);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not compacted: {visible:?} {replaced:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}

@@ -52,6 +52,9 @@ pub struct BlockMeta {
     pub index_length: u64,
     pub profile_types: Vec<String>,
     pub created_at_ms: i64,
+    /// Blocks this one was compacted from; a listing hides them while they still exist.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub compacted_from: Vec<String>,
 }
 
 impl BlockMeta {
@@ -142,18 +145,78 @@ pub async fn upload(
     bucket_duration_ms: i64,
     partition: &Partition,
 ) -> Result<BlockMeta, BlockError> {
-    let EncodedBlock {
-        data,
-        symbols_length,
-        index_offset,
-        index_length,
-    } = encode(partition);
+    let now = crate::now_ms();
+    let meta = describe(
+        partition,
+        format!("{now:013}-{}", uuid::Uuid::new_v4().simple()),
+        tenant,
+        bucket_start_ms,
+        bucket_duration_ms,
+    );
+    let (meta, data) = meta.with_data(partition);
+    storage.put(&meta.data_key(), data).await?;
+    Ok(meta)
+}
+
+/// Uploads the data object of a block compacted from `sources` under an id derived from their
+/// ids. Merging the same sources gives the same bytes, so a data object already there (another
+/// compactor's, or one a stopped compaction left without its meta) is this block: it is kept
+/// and its meta returned, if its layout matches; `None` if it does not.
+pub async fn upload_compacted(
+    storage: &Storage,
+    sources: &[BlockMeta],
+    partition: &Partition,
+) -> Result<Option<BlockMeta>, BlockError> {
+    let first = &sources[0];
+    let mut source_ids: Vec<String> = sources.iter().map(|meta| meta.id.clone()).collect();
+    source_ids.sort();
+    // Ids sort by their time prefix: the compacted block sorts with its newest source.
+    let newest = source_ids
+        .iter()
+        .map(|id| id.split('-').next().unwrap_or(""))
+        .max()
+        .unwrap_or("");
+    let digest = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, source_ids.join(",").as_bytes());
+    let tenant = Tenant::parse(&first.tenant).map_err(|err| BlockError::Corrupt {
+        key: first.meta_key(),
+        reason: err.to_string(),
+    })?;
+    let mut meta = describe(
+        partition,
+        format!("{newest}-c{}", digest.simple()),
+        &tenant,
+        first.bucket_start_ms,
+        first.bucket_duration_ms,
+    );
+    meta.compacted_from = source_ids;
+    let (meta, data) = meta.with_data(partition);
+    let key = meta.data_key();
+    let trailer = data.len() as u64 - 16..data.len() as u64;
+    let expected = data.slice(trailer.start as usize..);
+    if storage.put_new(&key, data).await? {
+        return Ok(Some(meta));
+    }
+    let found = storage.get_range(&key, trailer).await?;
+    if found != expected {
+        tracing::warn!(%key, "a different compacted block exists under this id; leaving it");
+        return Ok(None);
+    }
+    Ok(Some(meta))
+}
+
+/// The meta of `partition` as block `id`, before its data layout is known.
+fn describe(
+    partition: &Partition,
+    id: String,
+    tenant: &Tenant,
+    bucket_start_ms: i64,
+    bucket_duration_ms: i64,
+) -> BlockMeta {
     let mut profile_types: Vec<String> = partition.series.iter().map(|s| s.profile_type.id()).collect();
     profile_types.sort();
     profile_types.dedup();
-    let now = crate::now_ms();
-    let meta = BlockMeta {
-        id: format!("{now:013}-{}", uuid::Uuid::new_v4().simple()),
+    BlockMeta {
+        id,
         tenant: tenant.to_string(),
         bucket_start_ms,
         bucket_duration_ms,
@@ -175,15 +238,38 @@ pub async fn upload(
             .filter(|series| !series.times.is_empty())
             .count() as u64,
         samples: partition.series.iter().map(|s| s.times.len() as u64).sum(),
-        size_bytes: data.len() as u64,
-        symbols_length,
-        index_offset,
-        index_length,
+        size_bytes: 0,
+        symbols_length: 0,
+        index_offset: 0,
+        index_length: 0,
         profile_types,
-        created_at_ms: now,
-    };
-    storage.put(&meta.data_key(), Bytes::from(data)).await?;
-    Ok(meta)
+        created_at_ms: crate::now_ms(),
+        compacted_from: Vec::new(),
+    }
+}
+
+impl BlockMeta {
+    /// Encodes `partition` and fills in the layout fields.
+    fn with_data(mut self, partition: &Partition) -> (Self, Bytes) {
+        let EncodedBlock {
+            data,
+            symbols_length,
+            index_offset,
+            index_length,
+        } = encode(partition);
+        self.size_bytes = data.len() as u64;
+        self.symbols_length = symbols_length;
+        self.index_offset = index_offset;
+        self.index_length = index_length;
+        (self, Bytes::from(data))
+    }
+}
+
+/// Deletes a block, meta first: a listing never offers a block whose data is gone.
+pub async fn delete(storage: &Storage, meta: &BlockMeta) -> Result<(), BlockError> {
+    storage.delete(&meta.meta_key()).await?;
+    storage.delete(&meta.data_key()).await?;
+    Ok(())
 }
 
 /// Makes an uploaded block visible to queries by writing its meta.
@@ -213,6 +299,18 @@ pub async fn list(
     from_ms: i64,
     until_ms: i64,
 ) -> Result<Vec<BlockMeta>, BlockError> {
+    Ok(list_with_replaced(storage, tenant, from_ms, until_ms).await?.0)
+}
+
+/// The blocks of `tenant` that may hold samples in `[from, until)`: those a query reads, and
+/// those replaced by a compacted block but not deleted yet (a compactor stopped between
+/// publishing and deleting), which a query must not read twice.
+pub async fn list_with_replaced(
+    storage: &Storage,
+    tenant: &Tenant,
+    from_ms: i64,
+    until_ms: i64,
+) -> Result<(Vec<BlockMeta>, Vec<BlockMeta>), BlockError> {
     let mut metas = Vec::new();
     for bucket in storage.list_dirs(tenant.as_str()).await? {
         let Ok(bucket_start) = bucket.parse::<i64>() else {
@@ -235,13 +333,63 @@ pub async fn list(
                 key: key.clone(),
                 reason: format!("meta.json: {err}"),
             })?;
-            if meta.overlaps(from_ms, until_ms) {
-                metas.push(meta);
-            }
+            // Compaction stays within a bucket, so its sources are listed with it.
+            metas.push(meta);
         }
     }
     metas.sort_by(|a, b| a.id.cmp(&b.id));
-    Ok(metas)
+    let (visible, replaced) = split_replaced(metas);
+    let overlapping = |metas: Vec<BlockMeta>| -> Vec<BlockMeta> {
+        metas
+            .into_iter()
+            .filter(|meta| meta.overlaps(from_ms, until_ms))
+            .collect()
+    };
+    Ok((overlapping(visible), overlapping(replaced)))
+}
+
+/// Splits listed metas into the blocks to read and those another listed block replaces: the
+/// sources of a compacted block, and a compacted block whose sources another compacted block
+/// covers as well (two compactions that raced; the one with more sources, else the smaller id,
+/// stays).
+#[cfg(test)]
+pub(crate) fn split_replaced_for_test(metas: Vec<BlockMeta>) -> (Vec<BlockMeta>, Vec<BlockMeta>) {
+    split_replaced(metas)
+}
+
+fn split_replaced(metas: Vec<BlockMeta>) -> (Vec<BlockMeta>, Vec<BlockMeta>) {
+    use std::collections::{BTreeSet, HashSet};
+    let sources: HashSet<&str> = metas
+        .iter()
+        .flat_map(|meta| meta.compacted_from.iter().map(String::as_str))
+        .collect();
+    let source_sets: Vec<(&str, BTreeSet<&str>)> = metas
+        .iter()
+        .filter(|meta| !meta.compacted_from.is_empty())
+        .map(|meta| {
+            (
+                meta.id.as_str(),
+                meta.compacted_from.iter().map(String::as_str).collect(),
+            )
+        })
+        .collect();
+    let superseded = |meta: &BlockMeta| -> bool {
+        if meta.compacted_from.is_empty() {
+            return false;
+        }
+        let mine: BTreeSet<&str> = meta.compacted_from.iter().map(String::as_str).collect();
+        source_sets.iter().any(|(id, theirs)| {
+            *id != meta.id
+                && !mine.is_disjoint(theirs)
+                && (theirs.len() > mine.len() || (theirs.len() == mine.len() && *id < meta.id.as_str()))
+        })
+    };
+    let hidden: HashSet<String> = metas
+        .iter()
+        .filter(|meta| sources.contains(meta.id.as_str()) || superseded(meta))
+        .map(|meta| meta.id.clone())
+        .collect();
+    metas.into_iter().partition(|meta| !hidden.contains(&meta.id))
 }
 
 /// A block's index entry for one series, without its rows.

@@ -155,6 +155,24 @@ impl Partition {
         self.push_row(index, time_ms, stack, value);
     }
 
+    /// Appends every row of `other` (another block of the same tenant and bucket), its stacks
+    /// re-interned into this partition's symbols.
+    pub fn absorb(&mut self, other: &Partition) {
+        let stacks = self.symbols.import(&other.symbols);
+        for series in &other.series {
+            let index = self.series_index(&series.labels, &series.profile_type);
+            for row in 0..series.times.len() {
+                self.push_row_with_span(
+                    index,
+                    series.times[row],
+                    stacks[series.stacks[row] as usize],
+                    series.values[row],
+                    series.span_id(row),
+                );
+            }
+        }
+    }
+
     pub fn sample_count(&self) -> usize {
         self.rows
     }

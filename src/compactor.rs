@@ -1,0 +1,391 @@
+//! Compaction: merges the blocks of one tenant and time bucket into one, once the bucket is
+//! past its last flush. A flush writes a block per bucket every few minutes, so an hour holds a
+//! dozen blocks; merged, a query opens one index and one symbol table instead of twelve, and
+//! stacks shared between flushes are stored once.
+//!
+//! Crash-safe without locks: the merged block's id derives from its sources' ids and merging the
+//! same sources gives the same bytes, so two compactors of the same blocks (or a compaction
+//! retried after a crash) make one block; its meta names
+//! the sources, which [`block::list`] hides from then on. The sources are deleted a pass later,
+//! `delete_delay` after the merged block appeared, so a query that listed them just before
+//! still finds their data. Run one compactor per bucket (`compactor.enabled` on one replica):
+//! two compactors listing different sets of the same bucket at the same moment are resolved by
+//! [`block::list`], but only sets that contain one another resolve without loss.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::block::{self, BlockError, BlockMeta, Partition};
+use crate::model::Tenant;
+use crate::storage::Storage;
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CompactorConfig {
+    /// Whether this process compacts; with several replicas on one bucket, turn it on in one.
+    pub enabled: bool,
+    /// How often buckets are checked.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// A bucket is compacted once it ended at least this long ago, so the head's last flush of
+    /// it (every `head.flush_interval`) is in.
+    #[serde(with = "humantime_serde")]
+    pub min_age: Duration,
+    /// How long replaced blocks stay after the merged block is published: longer than any
+    /// query that listed them before runs.
+    #[serde(with = "humantime_serde")]
+    pub delete_delay: Duration,
+    /// Largest merged data object; blocks are merged in groups up to this size, as merging
+    /// holds them in memory.
+    pub max_block_bytes: u64,
+}
+
+impl Default for CompactorConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval: Duration::from_secs(300),
+            min_age: Duration::from_secs(900),
+            delete_delay: Duration::from_secs(300),
+            max_block_bytes: 512 * 1024 * 1024,
+        }
+    }
+}
+
+/// What one compaction pass did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CompactionStats {
+    /// Blocks written.
+    pub compacted: usize,
+    /// Replaced blocks deleted.
+    pub deleted: usize,
+}
+
+/// Compacts every bucket of every tenant that ended `config.min_age` before `now_ms`.
+pub async fn compact_all(
+    storage: &Storage,
+    config: &CompactorConfig,
+    now_ms: i64,
+) -> Result<CompactionStats, BlockError> {
+    let mut stats = CompactionStats::default();
+    for name in storage.list_dirs("").await? {
+        let Ok(tenant) = Tenant::parse(&name) else {
+            continue;
+        };
+        let millis = |duration: Duration| i64::try_from(duration.as_millis()).unwrap_or(i64::MAX);
+        let (visible, replaced) = block::list_with_replaced(storage, &tenant, i64::MIN, i64::MAX).await?;
+        // Replaced blocks go once their replacement is older than the delete delay.
+        let replaced_at: std::collections::HashMap<&str, i64> = visible
+            .iter()
+            .flat_map(|meta| meta.compacted_from.iter().map(|id| (id.as_str(), meta.created_at_ms)))
+            .collect();
+        for meta in &replaced {
+            let since = replaced_at.get(meta.id.as_str()).copied().unwrap_or(meta.created_at_ms);
+            if since <= now_ms.saturating_sub(millis(config.delete_delay)) {
+                block::delete(storage, meta).await?;
+                stats.deleted += 1;
+            }
+        }
+        let min_age_ms = millis(config.min_age);
+        let mut buckets: std::collections::BTreeMap<i64, Vec<BlockMeta>> = Default::default();
+        for meta in visible {
+            if meta.bucket_start_ms.saturating_add(meta.bucket_duration_ms) <= now_ms.saturating_sub(min_age_ms) {
+                buckets.entry(meta.bucket_start_ms).or_default().push(meta);
+            }
+        }
+        for metas in buckets.into_values() {
+            for group in groups(metas, config.max_block_bytes) {
+                let outcome = compact(storage, &group).await?;
+                stats.compacted += outcome.compacted;
+                stats.deleted += outcome.deleted;
+            }
+        }
+    }
+    Ok(stats)
+}
+
+/// Consecutive blocks (by id, so by age) whose data stays under `max_bytes` together; only
+/// groups of two or more are worth merging.
+fn groups(metas: Vec<BlockMeta>, max_bytes: u64) -> Vec<Vec<BlockMeta>> {
+    let mut groups: Vec<Vec<BlockMeta>> = Vec::new();
+    let mut size = 0u64;
+    for meta in metas {
+        match groups.last_mut() {
+            Some(group) if size.saturating_add(meta.size_bytes) <= max_bytes => {
+                size += meta.size_bytes;
+                group.push(meta);
+            }
+            _ => {
+                size = meta.size_bytes;
+                groups.push(vec![meta]);
+            }
+        }
+    }
+    groups.retain(|group| group.len() > 1);
+    groups
+}
+
+/// Merges `sources` (blocks of one tenant and bucket) into one block and publishes it; from then
+/// on listings hide the sources, which a later pass deletes.
+pub async fn compact(storage: &Storage, sources: &[BlockMeta]) -> Result<CompactionStats, BlockError> {
+    let mut merged = Partition::default();
+    for meta in sources {
+        let headers = block::read_index(storage, meta).await?;
+        let partition = block::load(storage, meta, &headers).await?;
+        merged.absorb(&partition);
+    }
+    let Some(meta) = block::upload_compacted(storage, sources, &merged).await? else {
+        return Ok(CompactionStats::default());
+    };
+    block::publish(storage, &meta).await?;
+    tracing::info!(
+        tenant = %meta.tenant,
+        bucket = meta.bucket_start_ms,
+        block = %meta.id,
+        sources = sources.len(),
+        samples = meta.samples,
+        bytes = meta.size_bytes,
+        "compacted blocks"
+    );
+    Ok(CompactionStats {
+        compacted: 1,
+        deleted: 0,
+    })
+}
+
+/// Compacts every `config.interval` until the task is dropped.
+pub async fn run(storage: Storage, config: CompactorConfig) {
+    if !config.enabled {
+        return;
+    }
+    let mut ticks = tokio::time::interval(config.interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        if let Err(err) = compact_all(&storage, &config, crate::now_ms()).await {
+            tracing::warn!(error = %err, "compaction failed; retrying at the next pass");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::head::{Head, HeadConfig};
+    use crate::ingest::Ingester;
+    use crate::model::{Labels, Selector};
+    use crate::pprof::DecodeLimits;
+    use crate::query::{Querier, SelectParams};
+    use crate::storage::StorageConfig;
+
+    const AT_MS: i64 = 1_700_000_000_000;
+    /// Profiles of several kinds (CPU, heap, block, goroutine), so symbols of different blocks
+    /// overlap in part.
+    const FILES: [&str; 4] = [
+        "gotarget__cpu_5s.pb.gz",
+        "gotarget__heap_t1.pb.gz",
+        "gotarget__block_t1.pb.gz",
+        "gotarget__goroutine.pb.gz",
+    ];
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        storage: Storage,
+        head: Arc<Head>,
+    }
+
+    /// Three flushes of the same bucket: three blocks, each with every file, at different times.
+    async fn three_blocks() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::from_config(&StorageConfig::default(), dir.path()).unwrap();
+        let limits = DecodeLimits::default();
+        let head = Arc::new(
+            Head::open(HeadConfig::default(), storage.clone(), &dir.path().join("wal"), &limits)
+                .await
+                .unwrap(),
+        );
+        let ingester = Ingester::new(head.clone(), limits);
+        let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/files");
+        for flush in 0..3i64 {
+            for (index, file) in FILES.iter().enumerate() {
+                let raw = bytes::Bytes::from(std::fs::read(corpus.join(file)).unwrap());
+                let service = format!("service-{}", (index + flush as usize) % 3);
+                let labels = Labels::new([("service_name".to_string(), service)]).unwrap();
+                ingester
+                    .push_pprof(&tenant(), labels, raw, Some(AT_MS + flush * 60_000))
+                    .await
+                    .unwrap();
+            }
+            head.flush().await.unwrap();
+        }
+        Fixture {
+            _dir: dir,
+            storage,
+            head,
+        }
+    }
+
+    fn tenant() -> Tenant {
+        Tenant::parse("compact").unwrap()
+    }
+
+    /// Every profile type's merged stacks, as folded text, per service and overall.
+    async fn everything(fixture: &Fixture) -> BTreeMap<String, String> {
+        let querier = Querier::new(fixture.head.clone(), fixture.storage.clone());
+        let mut seen = BTreeMap::new();
+        for profile_type in querier
+            .profile_types(&tenant(), AT_MS, AT_MS + 3_600_000)
+            .await
+            .unwrap()
+        {
+            for selector in ["{}", "{service_name=\"service-1\"}"] {
+                let params = SelectParams {
+                    tenant: tenant(),
+                    profile_type: profile_type.clone(),
+                    selector: Selector::parse(selector).unwrap(),
+                    from_ms: AT_MS,
+                    until_ms: AT_MS + 3_600_000,
+                };
+                let tree = querier.select_merge(&params).await.unwrap();
+                seen.insert(
+                    format!("{} {selector}", profile_type.id()),
+                    crate::render::folded(&tree),
+                );
+            }
+        }
+        seen
+    }
+
+    fn now_config() -> CompactorConfig {
+        CompactorConfig {
+            min_age: Duration::ZERO,
+            delete_delay: Duration::ZERO,
+            ..CompactorConfig::default()
+        }
+    }
+
+    async fn blocks(fixture: &Fixture) -> (Vec<BlockMeta>, Vec<BlockMeta>) {
+        block::list_with_replaced(&fixture.storage, &tenant(), i64::MIN, i64::MAX)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn compaction_keeps_every_stack_and_value() {
+        let fixture = three_blocks().await;
+        let before = everything(&fixture).await;
+        assert!(before.len() >= 8 && before.values().all(|folded| !folded.is_empty()));
+        let (visible, _) = blocks(&fixture).await;
+        assert_eq!(visible.len(), 3);
+        let samples: u64 = visible.iter().map(|meta| meta.samples).sum();
+        let bytes: u64 = visible.iter().map(|meta| meta.size_bytes).sum();
+
+        // A bucket that has not ended min_age ago is left alone.
+        let stats = compact_all(&fixture.storage, &CompactorConfig::default(), AT_MS)
+            .await
+            .unwrap();
+        assert_eq!(stats, CompactionStats::default());
+
+        let stats = compact_all(&fixture.storage, &now_config(), crate::now_ms())
+            .await
+            .unwrap();
+        assert_eq!(
+            stats,
+            CompactionStats {
+                compacted: 1,
+                deleted: 0
+            }
+        );
+        let (visible, replaced) = blocks(&fixture).await;
+        assert_eq!(visible.len(), 1);
+        assert_eq!(visible[0].compacted_from.len(), 3);
+        assert_eq!(visible[0].samples, samples);
+        assert!(
+            visible[0].size_bytes < bytes * 2 / 3,
+            "symbols shared by the blocks are stored once"
+        );
+        assert_eq!(replaced.len(), 3, "sources stay, hidden, until the next pass");
+        assert_eq!(everything(&fixture).await, before);
+
+        let stats = compact_all(&fixture.storage, &now_config(), crate::now_ms())
+            .await
+            .unwrap();
+        assert_eq!(
+            stats,
+            CompactionStats {
+                compacted: 0,
+                deleted: 3
+            }
+        );
+        assert_eq!(blocks(&fixture).await.1.len(), 0);
+        assert_eq!(everything(&fixture).await, before);
+    }
+
+    #[tokio::test]
+    async fn racing_or_interrupted_compactions_make_one_block() {
+        let fixture = three_blocks().await;
+        let before = everything(&fixture).await;
+        let (sources, _) = blocks(&fixture).await;
+
+        // A compaction stopped after its data object: the next pass publishes the same block.
+        let merged = {
+            let mut merged = Partition::default();
+            for meta in &sources {
+                let headers = block::read_index(&fixture.storage, meta).await.unwrap();
+                merged.absorb(&block::load(&fixture.storage, meta, &headers).await.unwrap());
+            }
+            merged
+        };
+        let orphan = block::upload_compacted(&fixture.storage, &sources, &merged)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(blocks(&fixture).await.0.len(), 3, "no meta, not visible");
+
+        // Two compactors of the same blocks at once.
+        let (first, second) = tokio::join!(compact(&fixture.storage, &sources), compact(&fixture.storage, &sources));
+        assert_eq!(first.unwrap().compacted + second.unwrap().compacted, 2);
+        let (visible, replaced) = blocks(&fixture).await;
+        assert_eq!(visible.len(), 1);
+        assert_eq!(visible[0].id, orphan.id);
+        assert_eq!(replaced.len(), 3);
+        assert_eq!(everything(&fixture).await, before);
+    }
+
+    #[test]
+    fn a_listing_prefers_the_compaction_with_more_sources() {
+        let meta = |id: &str, sources: &[&str]| BlockMeta {
+            id: id.into(),
+            tenant: "t".into(),
+            bucket_start_ms: 0,
+            bucket_duration_ms: 1,
+            min_time_ms: 0,
+            max_time_ms: 0,
+            series: 0,
+            samples: 0,
+            size_bytes: 0,
+            symbols_length: 0,
+            index_offset: 0,
+            index_length: 0,
+            profile_types: Vec::new(),
+            created_at_ms: 0,
+            compacted_from: sources.iter().map(|s| s.to_string()).collect(),
+        };
+        let listed = vec![
+            meta("1-a", &[]),
+            meta("2-b", &[]),
+            meta("3-c", &[]),
+            meta("4-x", &["1-a", "2-b"]),
+            meta("5-y", &["1-a", "2-b", "3-c"]),
+            meta("6-d", &[]),
+        ];
+        let (visible, replaced) = block::split_replaced_for_test(listed);
+        let ids = |metas: &[BlockMeta]| metas.iter().map(|m| m.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&visible), ["5-y", "6-d"]);
+        assert_eq!(ids(&replaced), ["1-a", "2-b", "3-c", "4-x"]);
+    }
+}
