@@ -60,6 +60,7 @@ fn decode(c: &mut Criterion) {
 
 struct Store {
     _dir: tempfile::TempDir,
+    storage: Storage,
     head: Arc<Head>,
     ingester: Ingester,
     querier: Querier,
@@ -81,7 +82,8 @@ fn store(runtime: &tokio::runtime::Runtime) -> Store {
     );
     Store {
         ingester: Ingester::new(head.clone(), limits),
-        querier: Querier::new(head.clone(), storage),
+        querier: Querier::new(head.clone(), storage.clone()),
+        storage,
         head,
         _dir: dir,
     }
@@ -188,5 +190,71 @@ fn merge_and_render(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, decode, ingest, merge_and_render);
+/// An hour of one service as the head writes it (12 flushes of 100 CPU profiles each, one block
+/// per flush), merged by a query, compacted into one block, and merged again.
+fn compaction(c: &mut Criterion) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let files = corpus_files();
+    let store = store(&runtime);
+    let tenant = Tenant::parse("bench").unwrap();
+    let cpu_5s = read(files.iter().find(|p| p.ends_with("gotarget__cpu_5s.pb.gz")).unwrap());
+    let hour = AT_MS - AT_MS % 3_600_000;
+    runtime.block_on(async {
+        for flush in 0..12i64 {
+            for profile in 0..100i64 {
+                let labels = Labels::new([("service_name".to_string(), "bench".to_string())]).unwrap();
+                let at = hour + (flush * 100 + profile) * 3000;
+                store
+                    .ingester
+                    .push_pprof(&tenant, labels, cpu_5s.clone(), Some(at))
+                    .await
+                    .unwrap();
+            }
+            store.head.flush().await.unwrap();
+        }
+    });
+    let storage = store.storage.clone();
+    let sources = runtime
+        .block_on(pyrite::block::list(&storage, &tenant, i64::MIN, i64::MAX))
+        .unwrap();
+    assert_eq!(sources.len(), 12);
+    let params = SelectParams {
+        tenant: tenant.clone(),
+        profile_type: ProfileType::parse("process_cpu:cpu:nanoseconds:cpu:nanoseconds").unwrap(),
+        selector: Selector::parse(r#"{service_name="bench"}"#).unwrap(),
+        from_ms: hour,
+        until_ms: hour + 3_600_000,
+    };
+    let mut group = c.benchmark_group("compaction");
+    group.sample_size(10);
+    group.bench_function("merge_query_12_blocks", |b| {
+        b.iter(|| black_box(runtime.block_on(store.querier.select_merge(&params)).unwrap()))
+    });
+    group.bench_function("compact_12_blocks_of_100_cpu_profiles", |b| {
+        b.iter(|| {
+            black_box(
+                runtime
+                    .block_on(pyrite::compactor::compact(&storage, &sources))
+                    .unwrap(),
+            )
+        })
+    });
+    let compacted = runtime
+        .block_on(pyrite::block::list(&storage, &tenant, i64::MIN, i64::MAX))
+        .unwrap();
+    assert_eq!(compacted.len(), 1);
+    group.bench_function("merge_query_1_compacted_block", |b| {
+        b.iter(|| black_box(runtime.block_on(store.querier.select_merge(&params)).unwrap()))
+    });
+    group.finish();
+    let bytes = |metas: &[pyrite::block::BlockMeta]| metas.iter().map(|meta| meta.size_bytes).sum::<u64>();
+    eprintln!(
+        "compaction: {} blocks, {} bytes -> 1 block, {} bytes",
+        sources.len(),
+        bytes(&sources),
+        bytes(&compacted)
+    );
+}
+
+criterion_group!(benches, decode, ingest, merge_and_render, compaction);
 criterion_main!(benches);

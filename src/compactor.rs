@@ -129,6 +129,12 @@ fn groups(metas: Vec<BlockMeta>, max_bytes: u64) -> Vec<Vec<BlockMeta>> {
 /// Merges `sources` (blocks of one tenant and bucket) into one block and publishes it; from then
 /// on listings hide the sources, which a later pass deletes.
 pub async fn compact(storage: &Storage, sources: &[BlockMeta]) -> Result<CompactionStats, BlockError> {
+    assert!(
+        sources
+            .windows(2)
+            .all(|pair| pair[0].tenant == pair[1].tenant && pair[0].bucket_start_ms == pair[1].bucket_start_ms),
+        "compaction sources must share a tenant and a bucket"
+    );
     let mut merged = Partition::default();
     for meta in sources {
         let headers = block::read_index(storage, meta).await?;

@@ -9,9 +9,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::Server;
-use prost::Message;
-use pyrite::proto::push::v1::{PushRequest, RawProfileSeries, RawSample};
-use pyrite::proto::types::v1::LabelPair;
 
 /// A Go CPU profile: 6 pprof samples, two sample types (so two series per label set).
 const CPU_FILE: &str = "ddnotes_cpu-profiler-labels.pprof";
@@ -21,31 +18,12 @@ fn corpus_file(name: &str) -> PathBuf {
 }
 
 fn push(server: &Server, tenant: &str, service: &str) -> (u16, serde_json::Value) {
-    let request = PushRequest {
-        series: vec![RawProfileSeries {
-            labels: vec![LabelPair {
-                name: "service_name".into(),
-                value: service.into(),
-            }],
-            samples: vec![RawSample {
-                raw_profile: std::fs::read(corpus_file(CPU_FILE)).unwrap().into(),
-                id: String::new(),
-            }],
-            annotations: Vec::new(),
-        }],
-    };
-    let response = reqwest::blocking::Client::new()
-        .post(format!("{}/push.v1.PusherService/Push", server.url))
-        .header("Content-Type", "application/proto")
-        .header("X-Scope-OrgID", tenant)
-        .body(request.encode_to_vec())
-        .send()
-        .unwrap();
-    let status = response.status().as_u16();
+    let raw = std::fs::read(corpus_file(CPU_FILE)).unwrap();
+    let (status, _, body) = common::push_v1(server, tenant, &[("service_name", service)], raw);
     let body = if status == 200 {
         serde_json::Value::Null
     } else {
-        response.json().unwrap()
+        serde_json::from_str(&body).unwrap()
     };
     (status, body)
 }

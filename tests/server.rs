@@ -226,39 +226,12 @@ fn gzip(data: &[u8]) -> Vec<u8> {
 }
 
 fn push_raw(server: &Server, tenant: &str, raw_profile: Vec<u8>) -> (u16, String, String) {
-    let request = pyrite::proto::push::v1::PushRequest {
-        series: vec![pyrite::proto::push::v1::RawProfileSeries {
-            labels: vec![
-                pyrite::proto::types::v1::LabelPair {
-                    name: "__name__".into(),
-                    value: "process_cpu".into(),
-                },
-                pyrite::proto::types::v1::LabelPair {
-                    name: "service_name".into(),
-                    value: "bad".into(),
-                },
-            ],
-            samples: vec![pyrite::proto::push::v1::RawSample {
-                raw_profile: raw_profile.into(),
-                id: String::new(),
-            }],
-            annotations: vec![],
-        }],
-    };
-    let response = client()
-        .post(format!("{}/push.v1.PusherService/Push", server.url))
-        .header("Content-Type", "application/proto")
-        .header("X-Scope-OrgID", tenant)
-        .body(request.encode_to_vec())
-        .send()
-        .unwrap();
-    let status = response.status().as_u16();
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default();
-    (status, content_type, response.text().unwrap())
+    common::push_v1(
+        server,
+        tenant,
+        &[("__name__", "process_cpu"), ("service_name", "bad")],
+        raw_profile,
+    )
 }
 
 fn assert_still_serving(server: &Server) {

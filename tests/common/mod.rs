@@ -238,3 +238,39 @@ pub fn folded_total(text: &str) -> i64 {
         .map(|line| line.rsplit_once(' ').unwrap().1.parse::<i64>().unwrap())
         .sum()
 }
+
+/// Pushes one profile with push.v1 (binary protobuf); returns the status, content type and body.
+pub fn push_v1(server: &Server, tenant: &str, labels: &[(&str, &str)], raw_profile: Vec<u8>) -> (u16, String, String) {
+    use prost::Message;
+    use pyrite::proto::push::v1::{PushRequest, RawProfileSeries, RawSample};
+    let request = PushRequest {
+        series: vec![RawProfileSeries {
+            labels: labels
+                .iter()
+                .map(|(name, value)| pyrite::proto::types::v1::LabelPair {
+                    name: name.to_string(),
+                    value: value.to_string(),
+                })
+                .collect(),
+            samples: vec![RawSample {
+                raw_profile: raw_profile.into(),
+                id: String::new(),
+            }],
+            annotations: Vec::new(),
+        }],
+    };
+    let response = reqwest::blocking::Client::new()
+        .post(format!("{}/push.v1.PusherService/Push", server.url))
+        .header("Content-Type", "application/proto")
+        .header("X-Scope-OrgID", tenant)
+        .body(request.encode_to_vec())
+        .send()
+        .unwrap();
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    (status, content_type, response.text().unwrap())
+}
