@@ -222,12 +222,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         config.retention.clone(),
     ));
     let compactor = tokio::spawn(crate::compactor::run(storage.clone(), config.compactor.clone()));
-    let ingester = Arc::new(Ingester::new(head.clone(), config.limits.clone()).with_tenant_limits(tenant_limits));
+    let ingester =
+        Arc::new(Ingester::new(head.clone(), config.limits.clone()).with_tenant_limits(tenant_limits.clone()));
     let mut metrics = Metrics::default();
     let scrape_metrics = crate::scrape::ScrapeMetrics::register(metrics.registry_mut());
     let state = Arc::new(AppState {
         ingester: ingester.clone(),
-        querier: Querier::new(head.clone(), storage),
+        querier: Querier::new(head.clone(), storage).with_tenant_limits(tenant_limits.clone()),
         config: config.api.clone(),
         metrics,
     });

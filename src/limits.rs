@@ -30,6 +30,12 @@ pub struct TenantLimits {
     /// Blocks whose time range ended longer ago than this are deleted; 0: kept forever.
     #[serde(with = "humantime_serde")]
     pub compactor_blocks_retention_period: Duration,
+    /// Longest time range one query may read (Pyroscope's name); 0: any.
+    #[serde(with = "humantime_serde")]
+    pub max_query_length: Duration,
+    /// How far back queries see: earlier parts of a range are left out; 0: all of it.
+    #[serde(with = "humantime_serde")]
+    pub max_query_lookback: Duration,
 }
 
 impl Default for TenantLimits {
@@ -39,6 +45,8 @@ impl Default for TenantLimits {
             ingestion_burst_size: 5_000_000.0,
             max_global_series_per_user: 100_000,
             compactor_blocks_retention_period: Duration::ZERO,
+            max_query_length: Duration::ZERO,
+            max_query_lookback: Duration::ZERO,
         }
     }
 }
@@ -124,6 +132,10 @@ struct PartialLimits {
     max_global_series_per_user: Option<usize>,
     #[serde(default, with = "humantime_serde")]
     compactor_blocks_retention_period: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    max_query_length: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    max_query_lookback: Option<Duration>,
 }
 
 impl PartialLimits {
@@ -137,6 +149,8 @@ impl PartialLimits {
             compactor_blocks_retention_period: self
                 .compactor_blocks_retention_period
                 .unwrap_or(defaults.compactor_blocks_retention_period),
+            max_query_length: self.max_query_length.unwrap_or(defaults.max_query_length),
+            max_query_lookback: self.max_query_lookback.unwrap_or(defaults.max_query_lookback),
         }
     }
 }

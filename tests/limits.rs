@@ -226,3 +226,61 @@ fn blocks_past_a_tenants_retention_are_deleted() {
     });
     assert_eq!(block_metas(&data, "short").len(), 1);
 }
+
+#[test]
+fn queries_keep_to_the_tenants_length_and_lookback() {
+    let dir = tempfile::tempdir().unwrap();
+    write_overrides(
+        &dir.path().join("overrides.yaml"),
+        "overrides:\n  narrow: { max_query_length: 1h }\n  recent: { max_query_lookback: 24h }\n",
+    );
+    let server = start(dir.path(), "");
+    let file = corpus_file(CPU_FILE);
+    for (tenant, at) in [("narrow", "now-10m"), ("recent", "now-48h"), ("recent", "now-10m")] {
+        common::pyrite(&[
+            "push",
+            "--url",
+            &server.url,
+            "--tenant",
+            tenant,
+            "--name",
+            "app",
+            "--at",
+            at,
+            file.to_str().unwrap(),
+        ]);
+    }
+    let select = |tenant: &str, hours_back: i64| {
+        let now = pyrite::now_ms();
+        common::querier(
+            &server,
+            tenant,
+            "SelectMergeStacktraces",
+            serde_json::json!({
+                "profileTypeID": "process_cpu:cpu:nanoseconds:cpu:nanoseconds",
+                "labelSelector": "{service_name=\"app\"}",
+                "start": now - hours_back * 3_600_000, "end": now,
+            }),
+        )
+    };
+    let (status, body) = select("narrow", 2);
+    assert_eq!(status, 400, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("max_query_length"), "{body}");
+    let (status, body) = select("narrow", 1);
+    assert_eq!(
+        (status, &body["flamegraph"]["total"]),
+        (200, &serde_json::json!("160000000"))
+    );
+    // The profile of 48 hours ago is out of sight; the recent one is there.
+    let (status, body) = select("recent", 72);
+    assert_eq!(
+        (status, &body["flamegraph"]["total"]),
+        (200, &serde_json::json!("160000000"))
+    );
+    let (status, body) = select("other", 72);
+    assert_eq!(
+        (status, body["flamegraph"]["total"].as_str()),
+        (200, None),
+        "no data: {body}"
+    );
+}

@@ -126,7 +126,9 @@ where
 
 pub fn query_error(err: QueryError) -> ConnectError {
     match err {
-        QueryError::EmptyWindow { .. } | QueryError::Step => ConnectError::invalid_argument(err.to_string()),
+        QueryError::EmptyWindow { .. } | QueryError::Step | QueryError::TooLong { .. } => {
+            ConnectError::invalid_argument(err.to_string())
+        }
         QueryError::Block(_) => {
             tracing::error!(error = %err, "query failed");
             ConnectError::internal(err.to_string())

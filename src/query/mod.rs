@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use crate::block::{self, BlockError, BlockMeta, Series, SeriesHeader};
 use crate::head::Head;
+use crate::limits::Limits;
 use crate::model::{Labels, ProfileType, Selector, Tenant};
 use crate::storage::Storage;
 use crate::symbols::SymbolTable;
@@ -25,6 +26,15 @@ pub enum QueryError {
     Step,
     #[error(transparent)]
     Block(#[from] BlockError),
+    #[error(
+        "the query covers {length_ms} ms, more than tenant {tenant}'s max_query_length of {limit_ms} ms: \
+         narrow the time range"
+    )]
+    TooLong {
+        tenant: String,
+        length_ms: i64,
+        limit_ms: i64,
+    },
 }
 
 /// Which series and rows a query reads.
@@ -74,6 +84,7 @@ pub struct TimeSeries {
 pub struct Querier {
     head: Arc<Head>,
     storage: Storage,
+    tenant_limits: Arc<Limits>,
     indexes: BlockCache<Vec<SeriesHeader>>,
     symbols: BlockCache<SymbolTable>,
 }
@@ -116,9 +127,42 @@ impl Querier {
         Self {
             head,
             storage,
+            tenant_limits: Arc::new(Limits::unlimited()),
             indexes: BlockCache::new(MAX_CACHED_INDEXES),
             symbols: BlockCache::new(MAX_CACHED_SYMBOLS),
         }
+    }
+
+    /// Enforces per-tenant `max_query_length` and `max_query_lookback` (none by default).
+    pub fn with_tenant_limits(mut self, tenant_limits: Arc<Limits>) -> Self {
+        self.tenant_limits = tenant_limits;
+        self
+    }
+
+    /// The part of `[from, until)` the tenant may read: refused past `max_query_length`, its
+    /// start moved up to `max_query_lookback` before now; `None` when nothing is left.
+    fn allowed_window(&self, tenant: &Tenant, from_ms: i64, until_ms: i64) -> Result<Option<(i64, i64)>, QueryError> {
+        let limits = self.tenant_limits.for_tenant(tenant);
+        let millis = |duration: std::time::Duration| i64::try_from(duration.as_millis()).unwrap_or(i64::MAX);
+        let from_ms = if limits.max_query_lookback.is_zero() {
+            from_ms
+        } else {
+            from_ms.max(crate::now_ms().saturating_sub(millis(limits.max_query_lookback)))
+        };
+        if from_ms >= until_ms {
+            return Ok(None);
+        }
+        // From the first to the last readable millisecond: `[start, end]` of a querier.v1 request
+        // reads `[start, end + 1)`, and an hour from `start` to `end` is an hour.
+        let length_ms = until_ms.saturating_sub(from_ms).saturating_sub(1);
+        if !limits.max_query_length.is_zero() && length_ms > millis(limits.max_query_length) {
+            return Err(QueryError::TooLong {
+                tenant: tenant.to_string(),
+                length_ms,
+                limit_ms: millis(limits.max_query_length),
+            });
+        }
+        Ok(Some((from_ms, until_ms)))
     }
 
     async fn index(&self, meta: &BlockMeta) -> Result<Arc<Vec<SeriesHeader>>, QueryError> {
@@ -152,6 +196,9 @@ impl Querier {
         if from_ms >= until_ms {
             return Err(QueryError::EmptyWindow { from_ms, until_ms });
         }
+        let Some((from_ms, until_ms)) = self.allowed_window(tenant, from_ms, until_ms)? else {
+            return Ok(());
+        };
         let metas = {
             let _gate = self.head.read_gate().await;
             let metas = block::list(&self.storage, tenant, from_ms, until_ms).await?;
@@ -336,6 +383,9 @@ impl Querier {
     ) -> Result<Vec<Labels>, QueryError> {
         let matches = |labels: &Labels| selectors.is_empty() || selectors.iter().any(|s| s.matches(labels));
         let mut found: BTreeSet<Labels> = BTreeSet::new();
+        let Some((from_ms, until_ms)) = self.allowed_window(tenant, from_ms, until_ms)? else {
+            return Ok(Vec::new());
+        };
         {
             let _gate = self.head.read_gate().await;
             self.head.visit(tenant, from_ms, until_ms, |partition| {
