@@ -210,7 +210,15 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     let storage = Storage::from_config(&config.storage, &config.data_dir)?;
-    let head = Arc::new(Head::open(config.head.clone(), storage.clone(), &config.wal_dir(), &config.limits).await?);
+    let peers = crate::cluster::Peers::from_config(&config.cluster)
+        .map_err(anyhow::Error::msg)?
+        .map(Arc::new);
+    let mut head_config = config.head.clone();
+    if peers.is_some() {
+        // Peers read a flushed partition here until they see its block.
+        head_config.published_grace = config.cluster.published_grace;
+    }
+    let head = Arc::new(Head::open(head_config, storage.clone(), &config.wal_dir(), &config.limits).await?);
     let tenant_limits = Arc::new(crate::limits::Limits::load(
         config.tenant_limits.clone(),
         config.runtime_config.clone(),
@@ -221,14 +229,28 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         tenant_limits.clone(),
         config.retention.clone(),
     ));
-    let compactor = tokio::spawn(crate::compactor::run(storage.clone(), config.compactor.clone()));
+    // One replica of a cluster compacts; the others would only race it.
+    let compacts = peers.as_ref().is_none_or(|peers| peers.owns("compactor"));
+    let compactor = tokio::spawn(crate::compactor::run(
+        storage.clone(),
+        crate::compactor::CompactorConfig {
+            enabled: config.compactor.enabled && compacts,
+            ..config.compactor.clone()
+        },
+    ));
     let ingester =
         Arc::new(Ingester::new(head.clone(), config.limits.clone()).with_tenant_limits(tenant_limits.clone()));
     let mut metrics = Metrics::default();
     let scrape_metrics = crate::scrape::ScrapeMetrics::register(metrics.registry_mut());
     let state = Arc::new(AppState {
         ingester: ingester.clone(),
-        querier: Querier::new(head.clone(), storage).with_tenant_limits(tenant_limits.clone()),
+        querier: {
+            let querier = Querier::new(head.clone(), storage).with_tenant_limits(tenant_limits.clone());
+            match &peers {
+                Some(peers) => querier.with_peers(peers.clone()),
+                None => querier,
+            }
+        },
         config: config.api.clone(),
         metrics,
     });
@@ -250,7 +272,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!(%address, data_dir = %config.data_dir.display(), "pyrite is serving");
     // Scrapes ingest through the same Ingester as pushes; the self-scrape job follows `address`.
     let mut scraper =
-        crate::scrape::ScrapeManager::start(config.scrape_configs.clone(), address, ingester, scrape_metrics)?;
+        crate::scrape::ScrapeManager::start(config.scrape_configs.clone(), address, ingester, scrape_metrics, peers)?;
     axum::serve(listener, api::router(state))
         .with_graceful_shutdown(async move {
             shutdown_signal().await;

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::cluster::ClusterConfig;
 use crate::compactor::CompactorConfig;
 use crate::head::HeadConfig;
 use crate::limits::{RuntimeConfig, TenantLimits};
@@ -43,6 +44,8 @@ pub struct Config {
     pub runtime_config: RuntimeConfig,
     pub retention: RetentionConfig,
     pub compactor: CompactorConfig,
+    /// Several replicas on one bucket; none by default.
+    pub cluster: ClusterConfig,
     /// Targets Pyrite pulls profiles from. Default: itself (`/debug/pprof/profile` at the listen
     /// address); `scrape_configs: []` turns scraping off.
     pub scrape_configs: Vec<ScrapeConfig>,
@@ -61,6 +64,7 @@ impl Default for Config {
             runtime_config: RuntimeConfig::default(),
             retention: RetentionConfig::default(),
             compactor: CompactorConfig::default(),
+            cluster: ClusterConfig::default(),
             scrape_configs: vec![ScrapeConfig::self_scrape()],
         }
     }
@@ -149,6 +153,7 @@ impl Config {
         {
             return invalid("runtime_config.period, retention.sweep_interval and compactor.interval must be positive");
         }
+        self.cluster.validate().map_err(ConfigError::Invalid)?;
         let mut jobs = std::collections::BTreeSet::new();
         for scrape in &self.scrape_configs {
             scrape.validate().map_err(ConfigError::Invalid)?;
@@ -211,6 +216,23 @@ mod tests {
         let config_map: serde_yaml::Value = serde_yaml::from_str(manifest.split("\n---\n").next().unwrap()).unwrap();
         let embedded = Config::parse(config_map["data"]["pyrite.yaml"].as_str().unwrap()).unwrap();
         assert!(matches!(embedded.storage, StorageConfig::S3(ref s3) if s3.path_style && s3.allow_http));
+        // Every replica of the StatefulSet is a peer, under its pod name.
+        let stateful_set: serde_yaml::Value = manifest
+            .split("\n---\n")
+            .map(|doc| serde_yaml::from_str::<serde_yaml::Value>(doc).unwrap())
+            .find(|doc| doc["kind"] == "StatefulSet")
+            .unwrap();
+        let replicas = stateful_set["spec"]["replicas"].as_u64().unwrap();
+        let names: Vec<String> = (0..replicas).map(|i| format!("pyrite-{i}")).collect();
+        assert_eq!(embedded.cluster.peers.keys().cloned().collect::<Vec<_>>(), names);
+        let headless = stateful_set["spec"]["serviceName"].as_str().unwrap();
+        assert!(
+            embedded
+                .cluster
+                .peers
+                .values()
+                .all(|address| address.contains(headless))
+        );
     }
 
     #[test]

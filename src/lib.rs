@@ -10,6 +10,7 @@
 pub mod api;
 pub mod block;
 pub mod cli;
+pub mod cluster;
 pub mod compactor;
 pub mod config;
 pub mod head;

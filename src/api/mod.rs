@@ -6,6 +6,7 @@ pub mod connect;
 pub mod debug_pprof;
 mod legacy;
 mod metrics;
+mod peer;
 mod push;
 mod querier;
 mod render_http;
@@ -53,6 +54,7 @@ pub fn router(state: SharedState) -> Router {
         .route("/pyroscope/label-values", get(legacy::label_values))
         .route("/pyroscope/labels", get(legacy::labels))
         .route("/api/v1/render", get(render_http::render))
+        .route(crate::cluster::HEAD_ROUTE, post(peer::head))
         .route("/", get(ui))
         .route("/ready", get(|| async { "ready\n" }))
         .route("/metrics", get(metrics::serve))

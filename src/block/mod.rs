@@ -82,10 +82,15 @@ pub struct EncodedBlock {
 }
 
 pub fn encode(partition: &Partition) -> EncodedBlock {
-    let mut data = partition.symbols.to_proto().encode_to_vec();
+    encode_parts(&partition.symbols, partition.series.iter())
+}
+
+/// Encodes the chosen `series` of a partition with its whole symbol table.
+pub fn encode_parts<'a>(symbols: &SymbolTable, series: impl Iterator<Item = &'a Series>) -> EncodedBlock {
+    let mut data = symbols.to_proto().encode_to_vec();
     let symbols_length = data.len() as u64;
-    let mut entries = Vec::with_capacity(partition.series.len());
-    for series in partition.series.iter().filter(|series| !series.times.is_empty()) {
+    let mut entries = Vec::new();
+    for series in series.filter(|series| !series.times.is_empty()) {
         let mut order: Vec<usize> = (0..series.times.len()).collect();
         order.sort_by_key(|&row| series.times[row]);
         let mut previous = 0i64;
@@ -474,44 +479,98 @@ pub async fn load_series(
         key: key.clone(),
         reason,
     };
-    let stack_count = symbols.stack_count() as u32;
     let mut loaded = Vec::with_capacity(headers.len());
     for header in headers {
         let raw = storage
             .get_range(&key, header.offset..header.offset + header.length)
             .await?;
-        let rows = block_proto::SeriesSamples::decode(raw).map_err(|err| corrupt(format!("series rows: {err}")))?;
-        if rows.stacks.len() != rows.time_deltas_ms.len()
-            || rows.values.len() != rows.time_deltas_ms.len()
-            || (!rows.span_ids.is_empty() && rows.span_ids.len() != rows.time_deltas_ms.len())
-        {
-            return Err(corrupt("series row columns differ in length".into()));
-        }
-        if let Some(&bad) = rows.stacks.iter().find(|&&stack| stack >= stack_count) {
-            return Err(corrupt(format!("stack {bad} out of range ({stack_count} stacks)")));
-        }
-        let mut time = 0i64;
-        let times = rows
-            .time_deltas_ms
-            .iter()
-            .map(|delta| {
-                time = time.wrapping_add(*delta);
-                time
-            })
-            .collect();
-        loaded.push(Series {
-            labels: header.labels.clone(),
-            profile_type: header.profile_type.clone(),
-            min_time_ms: header.min_time_ms,
-            max_time_ms: header.max_time_ms,
-            total: header.total,
-            times,
-            stacks: rows.stacks,
-            values: rows.values,
-            span_ids: rows.span_ids,
-        });
+        loaded.push(decode_rows(&raw, header, symbols).map_err(corrupt)?);
     }
     Ok(loaded)
+}
+
+/// One series' rows from their encoded form, checked against the block's symbols.
+fn decode_rows(raw: &[u8], header: &SeriesHeader, symbols: &SymbolTable) -> Result<Series, String> {
+    let stack_count = symbols.stack_count() as u32;
+    let rows = block_proto::SeriesSamples::decode(raw).map_err(|err| format!("series rows: {err}"))?;
+    if rows.stacks.len() != rows.time_deltas_ms.len()
+        || rows.values.len() != rows.time_deltas_ms.len()
+        || (!rows.span_ids.is_empty() && rows.span_ids.len() != rows.time_deltas_ms.len())
+    {
+        return Err("series row columns differ in length".into());
+    }
+    if let Some(&bad) = rows.stacks.iter().find(|&&stack| stack >= stack_count) {
+        return Err(format!("stack {bad} out of range ({stack_count} stacks)"));
+    }
+    let mut time = 0i64;
+    let times = rows
+        .time_deltas_ms
+        .iter()
+        .map(|delta| {
+            time = time.wrapping_add(*delta);
+            time
+        })
+        .collect();
+    Ok(Series {
+        labels: header.labels.clone(),
+        profile_type: header.profile_type.clone(),
+        min_time_ms: header.min_time_ms,
+        max_time_ms: header.max_time_ms,
+        total: header.total,
+        times,
+        stacks: rows.stacks,
+        values: rows.values,
+        span_ids: rows.span_ids,
+    })
+}
+
+/// A whole block held in memory (as a peer sends its head), checked as a stored one is.
+pub fn decode(data: &[u8]) -> Result<Partition, BlockError> {
+    let corrupt = |reason: String| BlockError::Corrupt {
+        key: "(in memory)".into(),
+        reason,
+    };
+    let trailer = data
+        .len()
+        .checked_sub(16)
+        .filter(|&at| &data[at + 8..] == MAGIC)
+        .ok_or_else(|| corrupt("no block trailer".into()))?;
+    let index_length = u64::from_le_bytes(data[trailer..trailer + 8].try_into().expect("8 bytes")) as usize;
+    let index_offset = trailer
+        .checked_sub(index_length)
+        .ok_or_else(|| corrupt("index longer than the block".into()))?;
+    let index = block_proto::BlockIndex::decode(&data[index_offset..trailer])
+        .map_err(|err| corrupt(format!("index: {err}")))?;
+    let symbols_length = usize::try_from(index.symbols_length).unwrap_or(usize::MAX);
+    if symbols_length > index_offset {
+        return Err(corrupt("symbols section overlaps the index".into()));
+    }
+    let symbols =
+        block_proto::Symbols::decode(&data[..symbols_length]).map_err(|err| corrupt(format!("symbols: {err}")))?;
+    let symbols = SymbolTable::from_proto(symbols).map_err(|source| BlockError::Symbols {
+        key: "(in memory)".into(),
+        source,
+    })?;
+    let mut series = Vec::with_capacity(index.series.len());
+    for entry in index.series {
+        let range = usize::try_from(entry.offset)
+            .ok()
+            .zip(usize::try_from(entry.length).ok())
+            .and_then(|(offset, length)| Some(offset..offset.checked_add(length)?))
+            .filter(|range| range.end <= index_offset)
+            .ok_or_else(|| corrupt("series range outside the data section".into()))?;
+        let header = SeriesHeader {
+            labels: Labels::from_pairs(&entry.labels).map_err(|err| corrupt(err.to_string()))?,
+            profile_type: ProfileType::parse(&entry.profile_type).map_err(|err| corrupt(err.to_string()))?,
+            min_time_ms: entry.min_time_ms,
+            max_time_ms: entry.max_time_ms,
+            total: entry.total,
+            offset: entry.offset,
+            length: entry.length,
+        };
+        series.push(decode_rows(&data[range], &header, &symbols).map_err(corrupt)?);
+    }
+    Ok(Partition::from_parts(symbols, series))
 }
 
 /// Loads the symbols and the rows of the chosen series of a block.

@@ -67,6 +67,10 @@ pub struct HeadConfig {
     /// Bytes of scraped profiles that may wait for that fsync; past it (a slow or stuck disk)
     /// scrapes wait for the disk like pushes do, so memory stays bounded.
     pub max_scraped_queue_bytes: usize,
+    /// How long a published partition stays readable by peers' queries (see
+    /// [`Head::snapshot_for_peer`]); set from `cluster.published_grace`, 0 without a cluster.
+    #[serde(skip)]
+    pub published_grace: Duration,
 }
 
 impl Default for HeadConfig {
@@ -77,6 +81,7 @@ impl Default for HeadConfig {
             max_head_bytes: 64 * 1024 * 1024,
             scraped_sync_interval: Duration::from_secs(1),
             max_scraped_queue_bytes: 16 * 1024 * 1024,
+            published_grace: Duration::ZERO,
         }
     }
 }
@@ -201,6 +206,8 @@ pub struct Head {
     flush_lock: tokio::sync::Mutex<()>,
     live: RwLock<HashMap<Tenant, TenantBuckets>>,
     flushing: RwLock<Vec<Arc<Flushing>>>,
+    /// Partitions whose block was published less than `published_grace` ago, with when.
+    published: RwLock<Vec<(std::time::Instant, Arc<Flushing>)>>,
     live_bytes: AtomicUsize,
     flush_wanted: tokio::sync::Notify,
 }
@@ -254,6 +261,7 @@ impl Head {
             flush_lock: tokio::sync::Mutex::new(()),
             live: RwLock::new(HashMap::new()),
             flushing: RwLock::new(Vec::new()),
+            published: RwLock::new(Vec::new()),
             live_bytes: AtomicUsize::new(0),
             flush_wanted: tokio::sync::Notify::new(),
         };
@@ -411,7 +419,16 @@ impl Head {
         for (part, meta) in pending {
             let _gate = self.publish_gate.write().await;
             block::publish(&self.storage, &meta).await?;
-            self.flushing.write().retain(|other| !Arc::ptr_eq(other, &part));
+            {
+                // Lock order flushing → published, as in `snapshot_for_peer`.
+                let mut flushing = self.flushing.write();
+                flushing.retain(|other| !Arc::ptr_eq(other, &part));
+                if !self.config.published_grace.is_zero() {
+                    let mut published = self.published.write();
+                    published.retain(|(at, _)| at.elapsed() < self.config.published_grace);
+                    published.push((std::time::Instant::now(), part.clone()));
+                }
+            }
             stats.blocks += 1;
             stats.samples += meta.samples as usize;
             log_published(&meta);
@@ -500,6 +517,51 @@ impl Head {
         let live = self.live.read();
         for part in self.flushing.read().iter() {
             if &part.tenant == tenant && overlaps(part.bucket_start_ms) {
+                visit(&part.partition);
+            }
+        }
+        if let Some(buckets) = live.get(tenant) {
+            for (&start, partition) in buckets.read().iter() {
+                if overlaps(start) {
+                    visit(partition);
+                }
+            }
+        }
+    }
+
+    /// For a peer's query: the partitions of `tenant` overlapping the window that the peer does
+    /// not read from storage. Live ones always; flushing and lately published ones unless their
+    /// block is in `listed` (the blocks the peer listed before asking). A partition moves between
+    /// these lists only under their write locks, all held here for reading, so the peer gets
+    /// every row exactly once: from its listing or from here.
+    pub fn snapshot_for_peer(
+        &self,
+        tenant: &Tenant,
+        from_ms: i64,
+        until_ms: i64,
+        listed: &std::collections::HashSet<String>,
+        mut visit: impl FnMut(&Partition),
+    ) {
+        let bucket_ms = self.bucket_ms();
+        let overlaps = |start: i64| start < until_ms && start + bucket_ms > from_ms;
+        let unlisted = |part: &Flushing| {
+            part.uploaded
+                .lock()
+                .as_ref()
+                .is_none_or(|meta| !listed.contains(&meta.id))
+        };
+        let live = self.live.read();
+        let flushing = self.flushing.read();
+        let published = self.published.read();
+        let grace = self.config.published_grace;
+        let parts = flushing.iter().chain(
+            published
+                .iter()
+                .filter(|(at, _)| at.elapsed() < grace)
+                .map(|(_, part)| part),
+        );
+        for part in parts {
+            if &part.tenant == tenant && overlaps(part.bucket_start_ms) && unlisted(part) {
                 visit(&part.partition);
             }
         }

@@ -229,9 +229,53 @@ impl Parser<'_> {
     }
 }
 
+/// The selector in the syntax [`Selector::parse`] reads back to the same matchers.
+impl std::fmt::Display for Selector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::fmt::Write;
+        f.write_char('{')?;
+        for (index, matcher) in self.matchers.iter().enumerate() {
+            if index > 0 {
+                f.write_char(',')?;
+            }
+            let op = match matcher.op {
+                MatchOp::Equal => "=",
+                MatchOp::NotEqual => "!=",
+                MatchOp::RegexMatch => "=~",
+                MatchOp::RegexNoMatch => "!~",
+            };
+            write!(f, "{}{op}\"", matcher.name)?;
+            for c in matcher.value.chars() {
+                match c {
+                    '\\' => f.write_str("\\\\")?,
+                    '"' => f.write_str("\\\"")?,
+                    '\n' => f.write_str("\\n")?,
+                    '\t' => f.write_str("\\t")?,
+                    '\r' => f.write_str("\\r")?,
+                    c => f.write_char(c)?,
+                }
+            }
+            f.write_char('"')?;
+        }
+        f.write_char('}')
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn display_reads_back_to_the_same_selector() {
+        let text = "{service_name=\"a\\\"b\", env=~\"prod|st.*\", pod!=\"x\\ny\", zone!~\"eu-\\\\d\"}";
+        let selector = Selector::parse(text).unwrap();
+        let again = Selector::parse(&selector.to_string()).unwrap();
+        assert_eq!(again.to_string(), selector.to_string());
+        for (a, b) in selector.matchers.iter().zip(&again.matchers) {
+            assert_eq!((&a.name, a.op, &a.value), (&b.name, b.op, &b.value));
+        }
+        assert_eq!(Selector::parse("{}").unwrap().to_string(), "{}");
+    }
 
     fn labels(pairs: &[(&str, &str)]) -> Labels {
         Labels::new(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string()))).unwrap()

@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::block::{self, BlockError, BlockMeta, Series, SeriesHeader};
+use crate::cluster::{HeadRequest, Peers};
 use crate::head::Head;
 use crate::limits::Limits;
 use crate::model::{Labels, ProfileType, Selector, Tenant};
@@ -85,6 +86,8 @@ pub struct Querier {
     head: Arc<Head>,
     storage: Storage,
     tenant_limits: Arc<Limits>,
+    /// The other replicas, whose heads every read also covers.
+    peers: Option<Arc<Peers>>,
     indexes: BlockCache<Vec<SeriesHeader>>,
     symbols: BlockCache<SymbolTable>,
 }
@@ -128,6 +131,7 @@ impl Querier {
             head,
             storage,
             tenant_limits: Arc::new(Limits::unlimited()),
+            peers: None,
             indexes: BlockCache::new(MAX_CACHED_INDEXES),
             symbols: BlockCache::new(MAX_CACHED_SYMBOLS),
         }
@@ -137,6 +141,37 @@ impl Querier {
     pub fn with_tenant_limits(mut self, tenant_limits: Arc<Limits>) -> Self {
         self.tenant_limits = tenant_limits;
         self
+    }
+
+    /// Reads the other replicas' heads too.
+    pub fn with_peers(mut self, peers: Arc<Peers>) -> Self {
+        self.peers = Some(peers);
+        self
+    }
+
+    /// The other replicas' head data of a read, after this replica listed `listed` (blocks
+    /// and the ones they replace), so each row comes from exactly one place.
+    async fn peer_partitions(
+        &self,
+        tenant: &Tenant,
+        from_ms: i64,
+        until_ms: i64,
+        selectors: &[Selector],
+        profile_type: Option<&ProfileType>,
+        listed: &[&BlockMeta],
+    ) -> Vec<block::Partition> {
+        let Some(peers) = &self.peers else {
+            return Vec::new();
+        };
+        let request = HeadRequest {
+            tenant: tenant.to_string(),
+            from_ms,
+            until_ms,
+            selectors: selectors.iter().map(ToString::to_string).collect(),
+            profile_type: profile_type.map(ProfileType::id),
+            listed_blocks: listed.iter().map(|meta| meta.id.clone()).collect(),
+        };
+        peers.heads(&request).await
     }
 
     /// The part of `[from, until)` the tenant may read: refused past `max_query_length`, its
@@ -185,11 +220,14 @@ impl Querier {
 
     /// Visits every partition (head and blocks) with series wanted by `wants`, loading from
     /// blocks only the wanted series.
+    #[allow(clippy::too_many_arguments)]
     async fn visit_partitions(
         &self,
         tenant: &Tenant,
         from_ms: i64,
         until_ms: i64,
+        selector: &Selector,
+        profile_type: &ProfileType,
         wants: impl Fn(&Labels, &ProfileType, i64, i64) -> bool,
         mut visit: impl FnMut(&SymbolTable, &[Series]),
     ) -> Result<(), QueryError> {
@@ -199,14 +237,34 @@ impl Querier {
         let Some((from_ms, until_ms)) = self.allowed_window(tenant, from_ms, until_ms)? else {
             return Ok(());
         };
-        let metas = {
+        let (metas, replaced) = {
             let _gate = self.head.read_gate().await;
-            let metas = block::list(&self.storage, tenant, from_ms, until_ms).await?;
+            let listed = block::list_with_replaced(&self.storage, tenant, from_ms, until_ms).await?;
             self.head.visit(tenant, from_ms, until_ms, |partition| {
                 visit(&partition.symbols, &partition.series)
             });
-            metas
+            listed
         };
+        let listed: Vec<&BlockMeta> = metas.iter().chain(&replaced).collect();
+        let peer_heads = self
+            .peer_partitions(
+                tenant,
+                from_ms,
+                until_ms,
+                std::slice::from_ref(selector),
+                Some(profile_type),
+                &listed,
+            )
+            .await;
+        for partition in &peer_heads {
+            let wanted: Vec<Series> = partition
+                .series
+                .iter()
+                .filter(|s| wants(&s.labels, &s.profile_type, s.min_time_ms, s.max_time_ms))
+                .cloned()
+                .collect();
+            visit(&partition.symbols, &wanted);
+        }
         for meta in metas {
             let index = self.index(&meta).await?;
             let wanted: Vec<SeriesHeader> = index
@@ -249,6 +307,8 @@ impl Querier {
             &params.tenant,
             params.from_ms,
             params.until_ms,
+            &params.selector,
+            &params.profile_type,
             wants,
             |symbols, series| merge_partition(symbols, series, params, span_ids, &mut tree),
         )
@@ -325,6 +385,8 @@ impl Querier {
             &params.tenant,
             params.from_ms,
             params.until_ms,
+            &params.selector,
+            &params.profile_type,
             wants,
             |symbols, all_series| {
                 // Per stack of this partition: whether it starts with the call site.
@@ -386,7 +448,7 @@ impl Querier {
         let Some((from_ms, until_ms)) = self.allowed_window(tenant, from_ms, until_ms)? else {
             return Ok(Vec::new());
         };
-        {
+        let (metas, replaced) = {
             let _gate = self.head.read_gate().await;
             self.head.visit(tenant, from_ms, until_ms, |partition| {
                 for series in &partition.series {
@@ -395,11 +457,23 @@ impl Querier {
                     }
                 }
             });
-            for meta in block::list(&self.storage, tenant, from_ms, until_ms).await? {
-                for header in self.index(&meta).await?.iter() {
-                    if header.min_time_ms < until_ms && header.max_time_ms >= from_ms && matches(&header.labels) {
-                        found.insert(header.labels.clone());
-                    }
+            block::list_with_replaced(&self.storage, tenant, from_ms, until_ms).await?
+        };
+        for meta in &metas {
+            for header in self.index(meta).await?.iter() {
+                if header.min_time_ms < until_ms && header.max_time_ms >= from_ms && matches(&header.labels) {
+                    found.insert(header.labels.clone());
+                }
+            }
+        }
+        let listed: Vec<&BlockMeta> = metas.iter().chain(&replaced).collect();
+        for partition in self
+            .peer_partitions(tenant, from_ms, until_ms, selectors, None, &listed)
+            .await
+        {
+            for series in &partition.series {
+                if series.min_time_ms < until_ms && series.max_time_ms >= from_ms && matches(&series.labels) {
+                    found.insert(series.labels.clone());
                 }
             }
         }
@@ -460,14 +534,26 @@ impl Querier {
         let mut widen = |min: i64, max: i64| {
             range = Some(range.map_or((min, max), |(lo, hi)| (lo.min(min), hi.max(max))));
         };
-        let _gate = self.head.read_gate().await;
-        self.head.visit(tenant, from_ms, until_ms, |partition| {
+        let (metas, replaced) = {
+            let _gate = self.head.read_gate().await;
+            self.head.visit(tenant, from_ms, until_ms, |partition| {
+                for series in &partition.series {
+                    widen(series.min_time_ms, series.max_time_ms);
+                }
+            });
+            block::list_with_replaced(&self.storage, tenant, from_ms, until_ms).await?
+        };
+        for meta in &metas {
+            widen(meta.min_time_ms, meta.max_time_ms);
+        }
+        let listed: Vec<&BlockMeta> = metas.iter().chain(&replaced).collect();
+        for partition in self
+            .peer_partitions(tenant, from_ms, until_ms, &[], None, &listed)
+            .await
+        {
             for series in &partition.series {
                 widen(series.min_time_ms, series.max_time_ms);
             }
-        });
-        for meta in block::list(&self.storage, tenant, from_ms, until_ms).await? {
-            widen(meta.min_time_ms, meta.max_time_ms);
         }
         Ok(range)
     }

@@ -61,11 +61,14 @@ pub struct ScrapeManager {
 impl ScrapeManager {
     /// Starts one discovery loop per job. `self_address` is where this server listens: the
     /// default self-scrape job targets it.
+    /// With `peers`, this replica scrapes only the targets it owns among them (every replica
+    /// still scrapes itself).
     pub fn start(
         configs: Vec<ScrapeConfig>,
         self_address: SocketAddr,
         ingester: Arc<Ingester>,
         metrics: ScrapeMetrics,
+        peers: Option<Arc<crate::cluster::Peers>>,
     ) -> anyhow::Result<Self> {
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
@@ -86,7 +89,11 @@ impl ScrapeManager {
                     group.targets = vec![address.to_string()];
                 }
             }
-            jobs.push(Job::new(config)?);
+            let mut job = Job::new(config)?;
+            if !job.config.scrape_self {
+                job.peers = peers.clone();
+            }
+            jobs.push(job);
         }
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -141,6 +148,8 @@ struct Job {
     tenant: Tenant,
     endpoints: Vec<ProfileEndpoint>,
     relabeler: Relabeler,
+    /// The cluster this job's targets are split across; `None`: all of them are this replica's.
+    peers: Option<Arc<crate::cluster::Peers>>,
 }
 
 /// A scrape task's identity: a change of any of it is a different task.
@@ -169,6 +178,7 @@ impl Job {
             endpoints: config.endpoints().map_err(anyhow::Error::msg)?,
             relabeler: Relabeler::new(&config.relabel_configs).map_err(anyhow::Error::msg)?,
             config,
+            peers: None,
         })
     }
 
@@ -239,6 +249,11 @@ impl Job {
             let Some(address) = labels.get(ADDRESS).cloned().filter(|a| !a.is_empty()) else {
                 continue;
             };
+            if let Some(peers) = &self.peers
+                && !peers.owns(&format!("{}/{address}", self.config.job_name))
+            {
+                continue;
+            }
             labels.entry("instance".into()).or_insert_with(|| address.clone());
             let only = labels.get(PROFILE).map(|p| {
                 if p == "cpu" {

@@ -128,7 +128,11 @@ impl Server {
     }
 
     pub fn start_with_config(data_dir: &Path, config: Option<&Path>) -> Server {
-        let port = free_port();
+        Self::start_on(data_dir, config, free_port())
+    }
+
+    /// As [`Server::start_with_config`], on a port chosen beforehand (peers name each other).
+    pub fn start_on(data_dir: &Path, config: Option<&Path>, port: u16) -> Server {
         let mut command = Command::new(pyrite_binary());
         command
             .arg("serve")
