@@ -230,6 +230,12 @@ fn compaction(c: &mut Criterion) {
     group.bench_function("merge_query_12_blocks", |b| {
         b.iter(|| black_box(runtime.block_on(store.querier.select_merge(&params)).unwrap()))
     });
+    // A querier that has cached no block index or symbol table yet: what a first query pays.
+    let cold_merge = || {
+        let querier = Querier::new(store.head.clone(), storage.clone());
+        runtime.block_on(querier.select_merge(&params)).unwrap()
+    };
+    group.bench_function("merge_query_12_blocks_cold", |b| b.iter(|| black_box(cold_merge())));
     group.bench_function("compact_12_blocks_of_100_cpu_profiles", |b| {
         b.iter(|| {
             black_box(
@@ -245,6 +251,9 @@ fn compaction(c: &mut Criterion) {
     assert_eq!(compacted.len(), 1);
     group.bench_function("merge_query_1_compacted_block", |b| {
         b.iter(|| black_box(runtime.block_on(store.querier.select_merge(&params)).unwrap()))
+    });
+    group.bench_function("merge_query_1_compacted_block_cold", |b| {
+        b.iter(|| black_box(cold_merge()))
     });
     group.finish();
     let bytes = |metas: &[pyrite::block::BlockMeta]| metas.iter().map(|meta| meta.size_bytes).sum::<u64>();
