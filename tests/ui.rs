@@ -72,4 +72,82 @@ fn ui_shows_the_flame_graph_and_top_table_of_a_pushed_profile() {
         std::fs::metadata(&screenshot).unwrap().len() > 10_000,
         "a real screenshot was taken"
     );
+
+    // Against a baseline hour holding another program's CPU profile: the differential view.
+    let baseline = common::corpus_dir().join("files/ddnotes_pprof.samples.cpu.001.pb.gz");
+    pyrite(&[
+        "push",
+        "--url",
+        &server.url,
+        "--tenant",
+        "web",
+        "--name",
+        "shop",
+        "--at",
+        "now-90m",
+        baseline.to_str().unwrap(),
+    ]);
+    let diff_screenshot = data.path().join("diff.png");
+    let output = Command::new("node")
+        .arg(ui_dir.join("check.mjs"))
+        .args([
+            &server.url,
+            "web",
+            "shop",
+            diff_screenshot.to_str().unwrap(),
+            "now-2h",
+            "now-1h",
+        ])
+        .output()
+        .expect("running node");
+    assert!(
+        output.status.success(),
+        "browser check failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(seen["errors"], serde_json::json!([]));
+    assert_eq!(
+        seen["headings"],
+        serde_json::json!(["Function", "Baseline self", "Self", "Change"])
+    );
+    let rows = seen["rows"].as_array().unwrap();
+    let row = |name: &str| rows.iter().find(|row| row[0].as_str().unwrap().contains(name)).cloned();
+    // The window's hash loop is all new; the baseline program's functions are all gone.
+    let grew = row("sha256").expect("sha256 in the diff table");
+    assert_eq!(grew[1], "0", "{grew:?}");
+    assert!(grew[3].as_str().unwrap().starts_with('+'), "{grew:?}");
+    let shrank = rows.iter().find(|row| row[2] == "0").expect("a baseline-only function");
+    assert!(shrank[3].as_str().unwrap().starts_with('-'), "{shrank:?}");
+    assert!(
+        seen["status"].as_str().unwrap().contains("against 380,000,000"),
+        "{}",
+        seen["status"]
+    );
+    let frames = seen["frames"].as_array().unwrap();
+    assert!(
+        frames
+            .iter()
+            .any(|f| f.as_str().unwrap().starts_with("main.cpuHashLoop")),
+        "{frames:?}"
+    );
+
+    // The same diff over HTTP, as folded text: each column sums to its window's total.
+    let folded = reqwest::blocking::Client::new()
+        .get(format!(
+            "{}/api/v1/render-diff?query={{service_name=\"shop\"}}&from=now-1h&until=now&baseline_from=now-2h&baseline_until=now-1h&format=folded",
+            server.url
+        ))
+        .header("X-Scope-OrgID", "web")
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let (mut before, mut after) = (0i64, 0i64);
+    for line in folded.lines() {
+        let mut fields = line.rsplitn(3, ' ');
+        after += fields.next().unwrap().parse::<i64>().unwrap();
+        before += fields.next().unwrap().parse::<i64>().unwrap();
+    }
+    assert_eq!((before, after), (380_000_000, 3_900_000_000));
 }

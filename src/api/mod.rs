@@ -54,6 +54,7 @@ pub fn router(state: SharedState) -> Router {
         .route("/pyroscope/label-values", get(legacy::label_values))
         .route("/pyroscope/labels", get(legacy::labels))
         .route("/api/v1/render", get(render_http::render))
+        .route("/api/v1/render-diff", get(render_http::render_diff))
         .route(crate::cluster::HEAD_ROUTE, post(peer::head))
         .route("/", get(ui))
         .route("/ready", get(|| async { "ready\n" }))

@@ -17,6 +17,24 @@ pub fn folded(tree: &FlameTree) -> String {
     out
 }
 
+/// Differential folded stacks (`root;…;leaf before after` per line), the input of inferno's
+/// and Brendan Gregg's differential flame graphs: every stack with a positive self value in
+/// either tree, sorted.
+pub fn folded_diff(before: &FlameTree, after: &FlameTree) -> String {
+    let mut merged: std::collections::BTreeMap<String, (i64, i64)> = std::collections::BTreeMap::new();
+    for (stack, value) in stacks(before, |value| value > 0) {
+        merged.entry(stack).or_default().0 = value;
+    }
+    for (stack, value) in stacks(after, |value| value > 0) {
+        merged.entry(stack).or_default().1 = value;
+    }
+    let mut out = String::new();
+    for (stack, (before, after)) in merged {
+        out.push_str(&format!("{stack} {before} {after}\n"));
+    }
+    out
+}
+
 /// `(frames joined by ';', self value)` for every stack whose self value passes `keep`, sorted.
 /// The root's own self value has no frames to print and is left out.
 pub(super) fn stacks(tree: &FlameTree, keep: impl Fn(i64) -> bool) -> Vec<(String, i64)> {

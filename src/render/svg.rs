@@ -42,6 +42,25 @@ pub fn svg(tree: &FlameTree, options: &SvgOptions) -> Result<Vec<u8>, RenderErro
     Ok(out)
 }
 
+/// A differential flame graph: frames sized by `after`, red where they grew since `before`, blue
+/// where they shrank (inferno's colouring of two-count folded lines).
+pub fn svg_diff(before: &FlameTree, after: &FlameTree, options: &SvgOptions) -> Result<Vec<u8>, RenderError> {
+    let folded = super::folded::folded_diff(before, after);
+    if folded.is_empty() {
+        return Ok(empty_svg(options));
+    }
+    let (count_name, factor) = count_unit(&options.profile_type, after.total().max(before.total()));
+    let mut inferno_options = Options::default();
+    inferno_options.title = options.title.clone();
+    inferno_options.subtitle = options.subtitle.clone();
+    inferno_options.count_name = count_name;
+    inferno_options.factor = factor;
+    inferno_options.deterministic = true;
+    let mut out = Vec::new();
+    from_lines(&mut inferno_options, folded.lines(), &mut out)?;
+    Ok(out)
+}
+
 /// The label and scale factor of the counts. Nanosecond totals are shown in the largest of
 /// ms / µs / ns that still leaves the whole graph at least 1000 units wide.
 fn count_unit(profile_type: &ProfileType, total: i64) -> (String, f64) {
