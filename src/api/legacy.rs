@@ -31,7 +31,7 @@ fn param<'a>(params: &'a HashMap<String, String>, names: &[&str]) -> Option<&'a 
         .filter(|v| !v.is_empty())
 }
 
-fn time_param(params: &HashMap<String, String>, name: &str, default_ms: i64) -> Result<i64, ConnectError> {
+pub(super) fn time_param(params: &HashMap<String, String>, name: &str, default_ms: i64) -> Result<i64, ConnectError> {
     match param(params, &[name]) {
         None => Ok(default_ms),
         Some(text) => {

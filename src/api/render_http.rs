@@ -11,10 +11,9 @@ use axum::response::{IntoResponse, Response};
 
 use super::SharedState;
 use super::connect::ConnectError;
-use super::legacy::{max_nodes_param, parse_render_query};
+use super::legacy::{max_nodes_param, parse_render_query, time_param};
 use super::querier::{max_nodes, parse_profile_type, parse_selector, query_error};
 use super::tenant::tenant_from_headers;
-use crate::model::parse_time_ms;
 use crate::query::SelectParams;
 use crate::render::{self, ExportFormat, ExportWindowError};
 
@@ -48,12 +47,8 @@ fn window(
     } else {
         parse_render_query(query)?
     };
-    let time = |name: &str, default: i64| match get(name) {
-        None => Ok(default),
-        Some(text) => parse_time_ms(text, now).map_err(|err| ConnectError::invalid_argument(format!("{name}: {err}"))),
-    };
-    let from_ms = time(from_name, now - 3_600_000)?;
-    let until_ms = time(until_name, now)?;
+    let from_ms = time_param(params, from_name, now - 3_600_000)?;
+    let until_ms = time_param(params, until_name, now)?;
     if from_ms >= until_ms {
         return Err(ConnectError::invalid_argument(format!(
             "{from_name} ({from_ms}) must be before {until_name} ({until_ms})"

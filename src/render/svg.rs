@@ -29,7 +29,12 @@ pub fn svg(tree: &FlameTree, options: &SvgOptions) -> Result<Vec<u8>, RenderErro
     if lines.is_empty() {
         return Ok(empty_svg(options));
     }
-    let (count_name, factor) = count_unit(&options.profile_type, tree.total());
+    draw(lines.iter().map(String::as_str), options, tree.total())
+}
+
+/// Runs inferno over folded lines (one or two counts each), counts labelled for `total`.
+fn draw<'a>(lines: impl Iterator<Item = &'a str>, options: &SvgOptions, total: i64) -> Result<Vec<u8>, RenderError> {
+    let (count_name, factor) = count_unit(&options.profile_type, total);
     let mut inferno_options = Options::default();
     inferno_options.title = options.title.clone();
     inferno_options.subtitle = options.subtitle.clone();
@@ -38,7 +43,7 @@ pub fn svg(tree: &FlameTree, options: &SvgOptions) -> Result<Vec<u8>, RenderErro
     // Colours from name hashes: the same input gives the same bytes.
     inferno_options.deterministic = true;
     let mut out = Vec::new();
-    from_lines(&mut inferno_options, lines.iter().map(String::as_str), &mut out)?;
+    from_lines(&mut inferno_options, lines, &mut out)?;
     Ok(out)
 }
 
@@ -49,16 +54,7 @@ pub fn svg_diff(before: &FlameTree, after: &FlameTree, options: &SvgOptions) -> 
     if folded.is_empty() {
         return Ok(empty_svg(options));
     }
-    let (count_name, factor) = count_unit(&options.profile_type, after.total().max(before.total()));
-    let mut inferno_options = Options::default();
-    inferno_options.title = options.title.clone();
-    inferno_options.subtitle = options.subtitle.clone();
-    inferno_options.count_name = count_name;
-    inferno_options.factor = factor;
-    inferno_options.deterministic = true;
-    let mut out = Vec::new();
-    from_lines(&mut inferno_options, folded.lines(), &mut out)?;
-    Ok(out)
+    draw(folded.lines(), options, after.total().max(before.total()))
 }
 
 /// The label and scale factor of the counts. Nanosecond totals are shown in the largest of
