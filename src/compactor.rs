@@ -17,7 +17,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::block::{self, BlockError, BlockMeta, Partition};
-use crate::model::Tenant;
+use crate::model::duration_ms;
 use crate::storage::Storage;
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -69,11 +69,7 @@ pub async fn compact_all(
     now_ms: i64,
 ) -> Result<CompactionStats, BlockError> {
     let mut stats = CompactionStats::default();
-    for name in storage.list_dirs("").await? {
-        let Ok(tenant) = Tenant::parse(&name) else {
-            continue;
-        };
-        let millis = |duration: Duration| i64::try_from(duration.as_millis()).unwrap_or(i64::MAX);
+    for tenant in block::list_tenants(storage).await? {
         let (visible, replaced) = block::list_with_replaced(storage, &tenant, i64::MIN, i64::MAX).await?;
         // Replaced blocks go once their replacement is older than the delete delay.
         let replaced_at: std::collections::HashMap<&str, i64> = visible
@@ -82,12 +78,12 @@ pub async fn compact_all(
             .collect();
         for meta in &replaced {
             let since = replaced_at.get(meta.id.as_str()).copied().unwrap_or(meta.created_at_ms);
-            if since <= now_ms.saturating_sub(millis(config.delete_delay)) {
+            if since <= now_ms.saturating_sub(duration_ms(config.delete_delay)) {
                 block::delete(storage, meta).await?;
                 stats.deleted += 1;
             }
         }
-        let min_age_ms = millis(config.min_age);
+        let min_age_ms = duration_ms(config.min_age);
         let mut buckets: std::collections::BTreeMap<i64, Vec<BlockMeta>> = Default::default();
         for meta in visible {
             if meta.bucket_start_ms.saturating_add(meta.bucket_duration_ms) <= now_ms.saturating_sub(min_age_ms) {
@@ -183,7 +179,7 @@ mod tests {
     use super::*;
     use crate::head::{Head, HeadConfig};
     use crate::ingest::Ingester;
-    use crate::model::{Labels, Selector};
+    use crate::model::{Labels, Selector, Tenant};
     use crate::pprof::DecodeLimits;
     use crate::query::{Querier, SelectParams};
     use crate::storage::StorageConfig;

@@ -271,13 +271,13 @@ impl Limits {
         }
     }
 
-    /// Takes `samples` from the tenant's token bucket, or refuses them all (taking nothing).
-    pub fn admit(&self, tenant: &Tenant, samples: usize) -> Result<(), Refusal> {
-        self.admit_at(tenant, samples, Instant::now())
+    /// Takes `samples` from the tenant's token bucket, or refuses them all (taking nothing);
+    /// `limits` are the tenant's, as [`Limits::for_tenant`] gave them to the caller.
+    pub fn admit(&self, tenant: &Tenant, limits: &TenantLimits, samples: usize) -> Result<(), Refusal> {
+        self.admit_with(tenant, limits, samples, Instant::now())
     }
 
-    fn admit_at(&self, tenant: &Tenant, samples: usize, now: Instant) -> Result<(), Refusal> {
-        let limits = self.for_tenant(tenant);
+    fn admit_with(&self, tenant: &Tenant, limits: &TenantLimits, samples: usize, now: Instant) -> Result<(), Refusal> {
         if limits.ingestion_rate <= 0.0 {
             return Ok(());
         }
@@ -313,6 +313,12 @@ mod tests {
 
     fn tenant(name: &str) -> Tenant {
         Tenant::parse(name).unwrap()
+    }
+
+    impl Limits {
+        fn admit_at(&self, tenant: &Tenant, samples: usize, now: Instant) -> Result<(), Refusal> {
+            self.admit_with(tenant, &self.for_tenant(tenant), samples, now)
+        }
     }
 
     #[test]

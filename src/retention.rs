@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use crate::block::{self, BlockError};
 use crate::limits::Limits;
-use crate::model::Tenant;
+use crate::model::duration_ms;
 use crate::storage::Storage;
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -39,16 +39,12 @@ pub struct SweepStats {
 /// Deletes every expired block as of `now_ms`.
 pub async fn sweep(storage: &Storage, limits: &Limits, now_ms: i64) -> Result<SweepStats, BlockError> {
     let mut stats = SweepStats::default();
-    for name in storage.list_dirs("").await? {
-        // Other objects may share the bucket; only tenant directories hold blocks.
-        let Ok(tenant) = Tenant::parse(&name) else {
-            continue;
-        };
+    for tenant in block::list_tenants(storage).await? {
         let retention = limits.for_tenant(&tenant).compactor_blocks_retention_period;
         if retention.is_zero() {
             continue;
         }
-        let cutoff_ms = now_ms.saturating_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX));
+        let cutoff_ms = now_ms.saturating_sub(duration_ms(retention));
         let mut deleted = 0;
         // Replaced blocks too: left behind, they would show again once their replacement went.
         let (visible, replaced) = block::list_with_replaced(storage, &tenant, i64::MIN, cutoff_ms).await?;

@@ -28,6 +28,23 @@ fn push(server: &Server, tenant: &str, service: &str) -> (u16, serde_json::Value
     (status, body)
 }
 
+/// `pyrite push` of the CPU file as service `app`, stamped `at`.
+fn push_at(server: &Server, tenant: &str, at: &str) {
+    let file = corpus_file(CPU_FILE);
+    common::pyrite(&[
+        "push",
+        "--url",
+        &server.url,
+        "--tenant",
+        tenant,
+        "--name",
+        "app",
+        "--at",
+        at,
+        file.to_str().unwrap(),
+    ]);
+}
+
 fn legacy_ingest(server: &Server, tenant: &str) -> u16 {
     reqwest::blocking::Client::new()
         .post(format!("{}/ingest?name=legacy&format=pprof", server.url))
@@ -183,20 +200,8 @@ fn blocks_past_a_tenants_retention_are_deleted() {
         dir.path(),
         "head: { flush_interval: 1s }\nretention: { sweep_interval: 300ms }\n",
     );
-    let file = corpus_file(CPU_FILE);
     for (tenant, at) in [("short", "now-72h"), ("short", "now"), ("keep", "now-72h")] {
-        common::pyrite(&[
-            "push",
-            "--url",
-            &server.url,
-            "--tenant",
-            tenant,
-            "--name",
-            "app",
-            "--at",
-            at,
-            file.to_str().unwrap(),
-        ]);
+        push_at(&server, tenant, at);
     }
     let data = dir.path().join("data");
     // The old block of `short` goes, its recent one and `keep`'s old one stay.
@@ -235,20 +240,8 @@ fn queries_keep_to_the_tenants_length_and_lookback() {
         "overrides:\n  narrow: { max_query_length: 1h }\n  recent: { max_query_lookback: 24h }\n",
     );
     let server = start(dir.path(), "");
-    let file = corpus_file(CPU_FILE);
     for (tenant, at) in [("narrow", "now-10m"), ("recent", "now-48h"), ("recent", "now-10m")] {
-        common::pyrite(&[
-            "push",
-            "--url",
-            &server.url,
-            "--tenant",
-            tenant,
-            "--name",
-            "app",
-            "--at",
-            at,
-            file.to_str().unwrap(),
-        ]);
+        push_at(&server, tenant, at);
     }
     let select = |tenant: &str, hours_back: i64| {
         let now = pyrite::now_ms();

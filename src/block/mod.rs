@@ -298,6 +298,16 @@ pub async fn write(
 }
 
 /// Metas of the tenant's published blocks whose bucket overlaps `[from, until)`.
+/// The tenants with a directory in the bucket; other objects sharing it are left out.
+pub async fn list_tenants(storage: &Storage) -> Result<Vec<Tenant>, BlockError> {
+    Ok(storage
+        .list_dirs("")
+        .await?
+        .iter()
+        .filter_map(|name| Tenant::parse(name).ok())
+        .collect())
+}
+
 pub async fn list(
     storage: &Storage,
     tenant: &Tenant,
@@ -420,14 +430,26 @@ pub async fn read_index(storage: &Storage, meta: &BlockMeta) -> Result<Vec<Serie
         .get_range(&key, meta.index_offset..meta.index_offset + meta.index_length)
         .await?;
     let index = block_proto::BlockIndex::decode(raw).map_err(|err| corrupt(format!("index: {err}")))?;
-    index
-        .series
+    series_headers(index.series, meta.index_offset, &key)
+}
+
+/// The headers of a block's index entries, each row range checked to lie before the index.
+fn series_headers(
+    entries: Vec<block_proto::SeriesEntry>,
+    index_offset: u64,
+    key: &str,
+) -> Result<Vec<SeriesHeader>, BlockError> {
+    let corrupt = |reason: String| BlockError::Corrupt {
+        key: key.to_string(),
+        reason,
+    };
+    entries
         .into_iter()
         .map(|entry| {
             if entry
                 .offset
                 .checked_add(entry.length)
-                .is_none_or(|end| end > meta.index_offset)
+                .is_none_or(|end| end > index_offset)
             {
                 return Err(corrupt("series range outside the data section".into()));
             }
@@ -441,12 +463,19 @@ pub async fn read_index(storage: &Storage, meta: &BlockMeta) -> Result<Vec<Serie
                 length: entry.length,
             })
         })
-        .collect::<Result<Vec<_>, _>>()
-        .map(|mut headers| {
-            // Keep a stable order for callers that zip headers with loaded series.
-            headers.shrink_to_fit();
-            headers
-        })
+        .collect()
+}
+
+/// A block's symbol section, decoded and checked.
+fn decode_symbols(raw: &[u8], key: &str) -> Result<SymbolTable, BlockError> {
+    let symbols = block_proto::Symbols::decode(raw).map_err(|err| BlockError::Corrupt {
+        key: key.to_string(),
+        reason: format!("symbols: {err}"),
+    })?;
+    SymbolTable::from_proto(symbols).map_err(|source| BlockError::Symbols {
+        key: key.to_string(),
+        source,
+    })
 }
 
 /// Loads a block's symbol tables.
@@ -460,11 +489,7 @@ pub async fn load_symbols(storage: &Storage, meta: &BlockMeta) -> Result<SymbolT
         return Err(corrupt("symbols section overlaps the index".into()));
     }
     let raw_symbols = storage.get_range(&key, 0..meta.symbols_length).await?;
-    let symbols = block_proto::Symbols::decode(raw_symbols).map_err(|err| corrupt(format!("symbols: {err}")))?;
-    SymbolTable::from_proto(symbols).map_err(|source| BlockError::Symbols {
-        key: key.clone(),
-        source,
-    })
+    decode_symbols(&raw_symbols, &key)
 }
 
 /// Loads the rows of the chosen series of a block, checking them against its symbols.
@@ -526,8 +551,9 @@ fn decode_rows(raw: &[u8], header: &SeriesHeader, symbols: &SymbolTable) -> Resu
 
 /// A whole block held in memory (as a peer sends its head), checked as a stored one is.
 pub fn decode(data: &[u8]) -> Result<Partition, BlockError> {
+    const IN_MEMORY: &str = "(in memory)";
     let corrupt = |reason: String| BlockError::Corrupt {
-        key: "(in memory)".into(),
+        key: IN_MEMORY.into(),
         reason,
     };
     let trailer = data
@@ -545,30 +571,13 @@ pub fn decode(data: &[u8]) -> Result<Partition, BlockError> {
     if symbols_length > index_offset {
         return Err(corrupt("symbols section overlaps the index".into()));
     }
-    let symbols =
-        block_proto::Symbols::decode(&data[..symbols_length]).map_err(|err| corrupt(format!("symbols: {err}")))?;
-    let symbols = SymbolTable::from_proto(symbols).map_err(|source| BlockError::Symbols {
-        key: "(in memory)".into(),
-        source,
-    })?;
-    let mut series = Vec::with_capacity(index.series.len());
-    for entry in index.series {
-        let range = usize::try_from(entry.offset)
-            .ok()
-            .zip(usize::try_from(entry.length).ok())
-            .and_then(|(offset, length)| Some(offset..offset.checked_add(length)?))
-            .filter(|range| range.end <= index_offset)
-            .ok_or_else(|| corrupt("series range outside the data section".into()))?;
-        let header = SeriesHeader {
-            labels: Labels::from_pairs(&entry.labels).map_err(|err| corrupt(err.to_string()))?,
-            profile_type: ProfileType::parse(&entry.profile_type).map_err(|err| corrupt(err.to_string()))?,
-            min_time_ms: entry.min_time_ms,
-            max_time_ms: entry.max_time_ms,
-            total: entry.total,
-            offset: entry.offset,
-            length: entry.length,
-        };
-        series.push(decode_rows(&data[range], &header, &symbols).map_err(corrupt)?);
+    let symbols = decode_symbols(&data[..symbols_length], IN_MEMORY)?;
+    let headers = series_headers(index.series, index_offset as u64, IN_MEMORY)?;
+    let mut series = Vec::with_capacity(headers.len());
+    for header in &headers {
+        // Checked to end before the index, so within `data`.
+        let range = header.offset as usize..(header.offset + header.length) as usize;
+        series.push(decode_rows(&data[range], header, &symbols).map_err(corrupt)?);
     }
     Ok(Partition::from_parts(symbols, series))
 }

@@ -510,23 +510,8 @@ impl Head {
 
     /// Calls `visit` with every live or flushing partition of `tenant` whose bucket overlaps
     /// `[from, until)`. Call under [`Head::read_gate`].
-    pub fn visit(&self, tenant: &Tenant, from_ms: i64, until_ms: i64, mut visit: impl FnMut(&Partition)) {
-        let bucket_ms = self.bucket_ms();
-        let overlaps = |start: i64| start < until_ms && start + bucket_ms > from_ms;
-        // Held across both lists so a concurrent flush cannot move a partition out of sight.
-        let live = self.live.read();
-        for part in self.flushing.read().iter() {
-            if &part.tenant == tenant && overlaps(part.bucket_start_ms) {
-                visit(&part.partition);
-            }
-        }
-        if let Some(buckets) = live.get(tenant) {
-            for (&start, partition) in buckets.read().iter() {
-                if overlaps(start) {
-                    visit(partition);
-                }
-            }
-        }
+    pub fn visit(&self, tenant: &Tenant, from_ms: i64, until_ms: i64, visit: impl FnMut(&Partition)) {
+        self.visit_where(tenant, from_ms, until_ms, None, visit);
     }
 
     /// For a peer's query: the partitions of `tenant` overlapping the window that the peer does
@@ -540,28 +525,45 @@ impl Head {
         from_ms: i64,
         until_ms: i64,
         listed: &std::collections::HashSet<String>,
+        visit: impl FnMut(&Partition),
+    ) {
+        self.visit_where(tenant, from_ms, until_ms, Some(listed), visit);
+    }
+
+    /// Live and flushing partitions of `tenant` overlapping the window; with `listed`, also the
+    /// lately published ones, and only those flushing or published whose block is not listed.
+    fn visit_where(
+        &self,
+        tenant: &Tenant,
+        from_ms: i64,
+        until_ms: i64,
+        listed: Option<&std::collections::HashSet<String>>,
         mut visit: impl FnMut(&Partition),
     ) {
         let bucket_ms = self.bucket_ms();
         let overlaps = |start: i64| start < until_ms && start + bucket_ms > from_ms;
-        let unlisted = |part: &Flushing| {
-            part.uploaded
-                .lock()
-                .as_ref()
-                .is_none_or(|meta| !listed.contains(&meta.id))
+        let wanted = |part: &Flushing| {
+            &part.tenant == tenant
+                && overlaps(part.bucket_start_ms)
+                && listed.is_none_or(|listed| {
+                    part.uploaded
+                        .lock()
+                        .as_ref()
+                        .is_none_or(|meta| !listed.contains(&meta.id))
+                })
         };
+        // Held across the lists so a concurrent flush cannot move a partition out of sight
+        // (lock order live → flushing → published, as in `flush`).
         let live = self.live.read();
         let flushing = self.flushing.read();
         let published = self.published.read();
         let grace = self.config.published_grace;
-        let parts = flushing.iter().chain(
-            published
-                .iter()
-                .filter(|(at, _)| at.elapsed() < grace)
-                .map(|(_, part)| part),
-        );
-        for part in parts {
-            if &part.tenant == tenant && overlaps(part.bucket_start_ms) && unlisted(part) {
+        let lately_published = published
+            .iter()
+            .filter(|(at, _)| listed.is_some() && at.elapsed() < grace)
+            .map(|(_, part)| part);
+        for part in flushing.iter().chain(lately_published) {
+            if wanted(part) {
                 visit(&part.partition);
             }
         }

@@ -274,7 +274,7 @@ impl Ingester {
             }
             .into());
         }
-        self.tenant_limits.admit(tenant, profile.sample.len())?;
+        self.tenant_limits.admit(tenant, &limits, profile.sample.len())?;
         self.head
             .append(tenant, time_ms, raw, profile, &series, durability)
             .await?;

@@ -11,7 +11,7 @@ pub use labels::{LabelError, Labels};
 pub use profile_type::{ProfileType, ProfileTypeError};
 pub use selector::{MatchOp, Matcher, Selector, SelectorError};
 pub use tenant::{DEFAULT_TENANT, Tenant, TenantError};
-pub use time::{TimeError, parse_time_ms};
+pub use time::{TimeError, duration_ms, parse_time_ms};
 
 /// Label carrying the profile name (`process_cpu`, `memory`, …), first part of a profile type ID.
 pub const LABEL_NAME: &str = "__name__";

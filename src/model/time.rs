@@ -11,6 +11,11 @@ pub enum TimeError {
 ///
 /// Digit strings: 13 digits are milliseconds, 16 microseconds, 19 nanoseconds, anything else
 /// seconds (Pyroscope's rule, so `pyroscope-go`'s nanosecond `from` works).
+/// A duration in milliseconds, saturating at `i64::MAX` (for subtracting from a time).
+pub fn duration_ms(duration: std::time::Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
 pub fn parse_time_ms(input: &str, now_ms: i64) -> Result<i64, TimeError> {
     let text = input.trim();
     let fail = || TimeError::Unparsable(input.to_string());

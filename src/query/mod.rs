@@ -15,7 +15,7 @@ use crate::block::{self, BlockError, BlockMeta, Series, SeriesHeader};
 use crate::cluster::{HeadRequest, Peers};
 use crate::head::Head;
 use crate::limits::Limits;
-use crate::model::{Labels, ProfileType, Selector, Tenant};
+use crate::model::{Labels, ProfileType, Selector, Tenant, duration_ms};
 use crate::storage::Storage;
 use crate::symbols::SymbolTable;
 
@@ -178,11 +178,10 @@ impl Querier {
     /// start moved up to `max_query_lookback` before now; `None` when nothing is left.
     fn allowed_window(&self, tenant: &Tenant, from_ms: i64, until_ms: i64) -> Result<Option<(i64, i64)>, QueryError> {
         let limits = self.tenant_limits.for_tenant(tenant);
-        let millis = |duration: std::time::Duration| i64::try_from(duration.as_millis()).unwrap_or(i64::MAX);
         let from_ms = if limits.max_query_lookback.is_zero() {
             from_ms
         } else {
-            from_ms.max(crate::now_ms().saturating_sub(millis(limits.max_query_lookback)))
+            from_ms.max(crate::now_ms().saturating_sub(duration_ms(limits.max_query_lookback)))
         };
         if from_ms >= until_ms {
             return Ok(None);
@@ -190,11 +189,11 @@ impl Querier {
         // From the first to the last readable millisecond: `[start, end]` of a querier.v1 request
         // reads `[start, end + 1)`, and an hour from `start` to `end` is an hour.
         let length_ms = until_ms.saturating_sub(from_ms).saturating_sub(1);
-        if !limits.max_query_length.is_zero() && length_ms > millis(limits.max_query_length) {
+        if !limits.max_query_length.is_zero() && length_ms > duration_ms(limits.max_query_length) {
             return Err(QueryError::TooLong {
                 tenant: tenant.to_string(),
                 length_ms,
-                limit_ms: millis(limits.max_query_length),
+                limit_ms: duration_ms(limits.max_query_length),
             });
         }
         Ok(Some((from_ms, until_ms)))
