@@ -20,6 +20,10 @@ fn rgw_answers() -> bool {
 /// Starts micro-ceph unless an RGW already answers, then creates a fresh bucket (object_store
 /// cannot create buckets; curl signs the request with SigV4).
 fn fresh_bucket() -> String {
+    // The tests of this file run in parallel; two micro-ceph.sh runs at once tear down each
+    // other's daemons, so one test starts Ceph while the others wait for it.
+    static CEPH_START: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _starting = CEPH_START.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     if !rgw_answers() {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/tools/micro-ceph.sh");
         let status = Command::new("bash")
