@@ -9,8 +9,9 @@ use axum::response::Response;
 use super::SharedState;
 use super::connect::{self, ConnectError};
 use super::tenant::tenant_from_headers;
-use crate::ingest::IngestError;
+use crate::ingest::{Admission, IngestError};
 use crate::model::Labels;
+use crate::proto::google::v1::Profile;
 use crate::proto::push::v1::{PushRequest, PushResponse};
 
 pub async fn push(State(state): State<SharedState>, headers: HeaderMap, body: Body) -> Result<Response, ConnectError> {
@@ -22,7 +23,11 @@ pub async fn push(State(state): State<SharedState>, headers: HeaderMap, body: Bo
     if request.series.iter().all(|series| series.samples.is_empty()) {
         return Err(ConnectError::invalid_argument("no profiles received"));
     }
+    // Every profile is decoded before any is stored, so the request's samples are taken from
+    // the tenant's rate at once: a request is stored whole or refused whole, and the retry of
+    // a refused one stores nothing twice.
     let mut client_errors = Vec::new();
+    let mut decoded = Vec::new();
     for (series_index, series) in request.series.into_iter().enumerate() {
         let labels = match Labels::from_pairs(&series.labels) {
             Ok(labels) => labels,
@@ -32,30 +37,43 @@ pub async fn push(State(state): State<SharedState>, headers: HeaderMap, body: Bo
             }
         };
         for (sample_index, sample) in series.samples.into_iter().enumerate() {
+            let at = format!("series {series_index} sample {sample_index}");
             let size = sample.raw_profile.len();
             if size == 0 {
-                client_errors.push(format!("series {series_index} sample {sample_index}: empty profile"));
+                client_errors.push(format!("{at}: empty profile"));
                 continue;
             }
-            match state
-                .ingester
-                .push_series(&tenant, labels.clone(), sample.raw_profile)
-                .await
-            {
-                Ok(ingested) => state
-                    .metrics
-                    .record_ingest(tenant.as_str(), "accepted", size, ingested.samples),
-                // Over a limit: the whole request is to be retried later (Alloy retries 429s).
-                Err(IngestError::Refused(refusal)) => {
-                    state.metrics.record_ingest(tenant.as_str(), refusal.reason(), size, 0);
-                    return Err(ConnectError::resource_exhausted(refusal.to_string()));
-                }
-                Err(err) if err.is_client_error() => {
+            match state.ingester.decode(&sample.raw_profile) {
+                Ok(profile) => decoded.push((at, labels.clone(), sample.raw_profile, profile)),
+                Err(err) => {
                     state.metrics.record_ingest(tenant.as_str(), "invalid", size, 0);
-                    client_errors.push(format!("series {series_index} sample {sample_index}: {err}"));
+                    client_errors.push(format!("{at}: {err}"));
                 }
-                Err(err) => return Err(server_error(err)),
             }
+        }
+    }
+    let samples = decoded.iter().map(|(_, _, _, profile)| profile.sample.len()).sum();
+    if let Err(err) = state.ingester.admit_request(&tenant, samples) {
+        return Err(refused(&state, tenant.as_str(), &decoded, err));
+    }
+    for (index, (at, labels, raw, profile)) in decoded.iter().enumerate() {
+        let size = raw.len();
+        match state
+            .ingester
+            .push_series_decoded(&tenant, labels.clone(), raw.clone(), profile, Admission::Granted)
+            .await
+        {
+            Ok(ingested) => state
+                .metrics
+                .record_ingest(tenant.as_str(), "accepted", size, ingested.samples),
+            // Over the series limit: the rest of the request is to be retried later (Alloy
+            // retries 429s).
+            Err(err @ IngestError::Refused(_)) => return Err(refused(&state, tenant.as_str(), &decoded[index..], err)),
+            Err(err) if err.is_client_error() => {
+                state.metrics.record_ingest(tenant.as_str(), "invalid", size, 0);
+                client_errors.push(format!("{at}: {err}"));
+            }
+            Err(err) => return Err(server_error(err)),
         }
     }
     state.metrics.head_bytes.set(state.ingester.head().live_bytes() as i64);
@@ -63,6 +81,22 @@ pub async fn push(State(state): State<SharedState>, headers: HeaderMap, body: Bo
         return Err(ConnectError::invalid_argument(client_errors.join("; ")));
     }
     Ok(connect::encode_response(&PushResponse {}, codec))
+}
+
+/// A 429 for the profiles of `not_stored`, counted as refused.
+fn refused(
+    state: &SharedState,
+    tenant: &str,
+    not_stored: &[(String, Labels, bytes::Bytes, Profile)],
+    err: IngestError,
+) -> ConnectError {
+    let IngestError::Refused(refusal) = &err else {
+        return server_error(err);
+    };
+    for (_, _, raw, _) in not_stored {
+        state.metrics.record_ingest(tenant, refusal.reason(), raw.len(), 0);
+    }
+    ConnectError::resource_exhausted(refusal.to_string())
 }
 
 pub fn server_error(err: IngestError) -> ConnectError {

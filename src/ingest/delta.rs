@@ -18,6 +18,10 @@ use crate::proto::google::v1::{Profile, Sample};
 #[derive(Debug, Default)]
 pub struct CumulativeDelta {
     previous: Option<Previous>,
+    /// The baseline the latest [`apply`](Self::apply) replaced when it returned a delta.
+    replaced: Option<Previous>,
+    /// Counts applies, so an [`undo`](Self::undo) never reverts a later one.
+    generation: u64,
 }
 
 #[derive(Debug)]
@@ -43,6 +47,29 @@ impl CumulativeDelta {
     /// Forgets the baseline: the next profile primes again.
     pub fn reset(&mut self) {
         self.previous = None;
+        self.replaced = None;
+    }
+
+    /// Which [`apply`](Self::apply) was the latest; pass it to [`undo`](Self::undo).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Takes back the delta of apply number `generation`, if it was the latest and returned
+    /// one: the baseline goes back to the profile before, so the next delta also covers the
+    /// window of the undone one (a delta refused by a limit is not lost). A priming apply keeps
+    /// its baseline: it stored no delta that could be lost. Returns whether it undid anything.
+    pub fn undo(&mut self, generation: u64) -> bool {
+        if generation != self.generation {
+            return false;
+        }
+        match self.replaced.take() {
+            Some(replaced) => {
+                self.previous = Some(replaced);
+                true
+            }
+            None => false,
+        }
     }
 
     /// `cumulative` = indices of sample types that are cumulative (e.g. alloc_objects, alloc_space;
@@ -54,6 +81,8 @@ impl CumulativeDelta {
     /// restarted source re-primes, it never yields negative values or its whole history as one
     /// delta.
     pub fn apply(&mut self, profile: &Profile, cumulative: &[usize]) -> Option<Profile> {
+        self.generation += 1;
+        self.replaced = None;
         let cumulative: Vec<usize> = cumulative
             .iter()
             .copied()
@@ -140,6 +169,7 @@ impl CumulativeDelta {
         if previous.time_nanos > 0 && profile.time_nanos > previous.time_nanos {
             delta.duration_nanos = profile.time_nanos - previous.time_nanos;
         }
+        self.replaced = Some(previous);
         Some(delta)
     }
 }
@@ -354,6 +384,32 @@ mod tests {
         assert!(cumulative_indices(&goroutine, "goroutine").is_empty());
         let cpu = corpus("gotarget__cpu_5s.pb.gz");
         assert!(cumulative_indices(&cpu, "process_cpu").is_empty());
+    }
+
+    #[test]
+    fn an_undone_delta_is_covered_by_the_next_one() {
+        let t0 = corpus("gotarget__allocs_t0.pb.gz");
+        let t1 = corpus("gotarget__allocs_t1.pb.gz");
+        let cumulative = cumulative_indices(&t0, "memory");
+        let mut state = CumulativeDelta::new();
+        assert!(state.apply(&t0, &cumulative).is_none());
+        assert!(!state.undo(state.generation()), "a priming profile keeps its baseline");
+        let refused = state.apply(&t1, &cumulative).expect("delta t1 - t0");
+        let generation = state.generation();
+        assert!(totals(&refused).iter().any(|(_, total)| *total > 0));
+
+        // The delta t1 - t0 was refused: the baseline is t0 again, so nothing is lost.
+        assert!(state.undo(generation));
+        assert!(!state.undo(generation), "undone once");
+        let retried = state.apply(&t1, &cumulative).expect("delta t1 - t0 again");
+        assert_eq!(totals(&retried), totals(&refused));
+
+        // An undo for an earlier apply never reverts a later one.
+        let stale = state.generation();
+        state.apply(&t1, &cumulative).expect("empty delta t1 - t1");
+        assert!(!state.undo(stale));
+        let since_t1 = totals(&state.apply(&t1, &cumulative).unwrap());
+        assert!(cumulative.iter().all(|&index| since_t1[index].1 == 0), "{since_t1:?}");
     }
 
     #[test]

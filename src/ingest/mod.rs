@@ -55,6 +55,34 @@ pub struct Ingested {
     pub time_ms: i64,
 }
 
+/// Whether a profile's samples still have to be taken from its tenant's ingestion rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Checked as the profile is ingested.
+    Pending,
+    /// Taken already, with the rest of its request ([`Ingester::admit_request`]).
+    Granted,
+}
+
+/// How a profile reaches [`Ingester::ingest`].
+struct Delivery {
+    /// Overrides the profile's own time.
+    time_ms: Option<i64>,
+    durability: Durability,
+    admission: Admission,
+}
+
+impl Delivery {
+    /// A pushed profile: its client waits for the WAL's fsync.
+    fn pushed(time_ms: Option<i64>, admission: Admission) -> Self {
+        Self {
+            time_ms,
+            durability: Durability::Acknowledged,
+            admission,
+        }
+    }
+}
+
 /// Pushed series whose cumulative memory profiles are turned into deltas on the server, at
 /// most this many at once. Past it the states are dropped wholesale and every series primes
 /// again (one profile each without alloc_* values) — a bound on memory, since a state holds a
@@ -117,15 +145,41 @@ impl Ingester {
     /// values, its inuse_* ones kept as is. The stored (and write-ahead-logged) profile is the
     /// delta, so a replay reproduces exactly what was acknowledged.
     pub async fn push_series(&self, tenant: &Tenant, labels: Labels, raw: Bytes) -> Result<Ingested, IngestError> {
-        let profile = pprof::decode(&raw, &self.limits)?;
+        let profile = self.decode(&raw)?;
+        self.push_series_decoded(tenant, labels, raw, &profile, Admission::Pending)
+            .await
+    }
+
+    /// Decodes a pushed profile under this ingester's limits.
+    pub fn decode(&self, raw: &[u8]) -> Result<Profile, IngestError> {
+        Ok(pprof::decode(raw, &self.limits)?)
+    }
+
+    /// Takes a whole request's `samples` from the tenant's ingestion rate at once, so a request
+    /// is stored whole or refused whole (a retried request never stores its first profiles
+    /// twice). Its profiles then go in with [`Admission::Granted`].
+    pub fn admit_request(&self, tenant: &Tenant, samples: usize) -> Result<(), IngestError> {
+        let limits = self.tenant_limits.for_tenant(tenant);
+        Ok(self.tenant_limits.admit(tenant, &limits, samples)?)
+    }
+
+    /// [`Ingester::push_series`] of a profile the caller decoded with [`Ingester::decode`].
+    pub async fn push_series_decoded(
+        &self,
+        tenant: &Tenant,
+        labels: Labels,
+        raw: Bytes,
+        profile: &Profile,
+        admission: Admission,
+    ) -> Result<Ingested, IngestError> {
         let already_delta = labels.get(LABEL_DELTA) == Some("false");
         let name = labels
             .get(LABEL_NAME)
-            .map_or_else(|| metric_name(&profile), str::to_string);
+            .map_or_else(|| metric_name(profile), str::to_string);
         let cumulative = if already_delta || name != "memory" {
             Vec::new()
         } else {
-            delta::cumulative_indices(&profile, &name)
+            delta::cumulative_indices(profile, &name)
                 .into_iter()
                 .filter(|&index| {
                     let sample_type = &profile.sample_type[index];
@@ -135,24 +189,36 @@ impl Ingester {
                 .collect()
         };
         if cumulative.is_empty() {
-            return self.push_decoded(tenant, labels, raw, &profile, None).await;
+            return self
+                .ingest(tenant, labels, raw, profile, Delivery::pushed(None, admission))
+                .await;
         }
         let mut key_labels = labels.clone();
         key_labels.remove(LABEL_DELTA);
-        let stored = {
+        let key = (tenant.clone(), key_labels);
+        let (stored, generation) = {
             let mut deltas = self.deltas.lock();
-            let key = (tenant.clone(), key_labels);
             if !deltas.contains_key(&key) && deltas.len() >= MAX_DELTA_SERIES {
                 deltas.clear();
             }
-            let state = deltas.entry(key).or_default();
-            match state.apply(&profile, &cumulative) {
+            let state = deltas.entry(key.clone()).or_default();
+            let stored = match state.apply(profile, &cumulative) {
                 Some(delta) => delta,
-                None => without_columns(&profile, &cumulative),
-            }
+                None => without_columns(profile, &cumulative),
+            };
+            (stored, state.generation())
         };
         let raw = Bytes::from(stored.encode_to_vec());
-        self.push_decoded(tenant, labels, raw, &stored, None).await
+        let ingested = self
+            .ingest(tenant, labels, raw, &stored, Delivery::pushed(None, admission))
+            .await;
+        if let Err(IngestError::Refused(_)) = &ingested {
+            // Refused by a limit: the next profile's delta covers this window too.
+            if let Some(state) = self.deltas.lock().get_mut(&key) {
+                state.undo(generation);
+            }
+        }
+        ingested
     }
 
     /// Series whose cumulative profiles the server currently diffs.
@@ -170,8 +236,14 @@ impl Ingester {
         profile: &Profile,
         time_ms: Option<i64>,
     ) -> Result<Ingested, IngestError> {
-        self.ingest(tenant, labels, raw, profile, time_ms, Durability::Acknowledged)
-            .await
+        self.ingest(
+            tenant,
+            labels,
+            raw,
+            profile,
+            Delivery::pushed(time_ms, Admission::Pending),
+        )
+        .await
     }
 
     /// [`Ingester::push_decoded`] for a scraped profile: nobody waits for an acknowledgement, so
@@ -184,8 +256,18 @@ impl Ingester {
         profile: &Profile,
         time_ms: i64,
     ) -> Result<Ingested, IngestError> {
-        self.ingest(tenant, labels, raw, profile, Some(time_ms), Durability::Deferred)
-            .await
+        self.ingest(
+            tenant,
+            labels,
+            raw,
+            profile,
+            Delivery {
+                time_ms: Some(time_ms),
+                durability: Durability::Deferred,
+                admission: Admission::Pending,
+            },
+        )
+        .await
     }
 
     async fn ingest(
@@ -194,9 +276,13 @@ impl Ingester {
         mut labels: Labels,
         raw: Bytes,
         profile: &Profile,
-        time_ms: Option<i64>,
-        durability: Durability,
+        delivery: Delivery,
     ) -> Result<Ingested, IngestError> {
+        let Delivery {
+            time_ms,
+            durability,
+            admission,
+        } = delivery;
         let name = match labels.remove(LABEL_NAME) {
             Some(name) => name,
             None => metric_name(profile),
@@ -274,7 +360,9 @@ impl Ingester {
             }
             .into());
         }
-        self.tenant_limits.admit(tenant, &limits, profile.sample.len())?;
+        if admission == Admission::Pending {
+            self.tenant_limits.admit(tenant, &limits, profile.sample.len())?;
+        }
         self.head
             .append(tenant, time_ms, raw, profile, &series, durability)
             .await?;
@@ -340,4 +428,107 @@ pub fn metric_name(profile: &Profile) -> String {
         .last()
         .map(|name| name.to_string())
         .unwrap_or_else(|| "unknown".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+    use crate::head::HeadConfig;
+    use crate::limits::{RuntimeConfig, TenantLimits};
+    use crate::model::Selector;
+    use crate::query::{Querier, SelectParams};
+    use crate::storage::{Storage, StorageConfig};
+
+    fn corpus(name: &str) -> Bytes {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../shared/corpus/files")
+            .join(name);
+        Bytes::from(std::fs::read(path).unwrap())
+    }
+
+    /// alloc_space of a memory series as the query API reports it.
+    async fn alloc_space(head: &Arc<Head>, tenant: &Tenant) -> i64 {
+        let params = SelectParams {
+            tenant: tenant.clone(),
+            profile_type: ProfileType::parse("memory:alloc_space:bytes:space:bytes").unwrap(),
+            selector: Selector::parse(r#"{service_name="refused"}"#).unwrap(),
+            from_ms: 0,
+            until_ms: i64::MAX,
+        };
+        let querier = Querier::new(head.clone(), head.storage().clone());
+        querier.select_merge(&params).await.unwrap().total()
+    }
+
+    #[tokio::test]
+    async fn a_refused_cumulative_push_is_covered_by_the_next_delta() {
+        let dir = tempfile::tempdir().unwrap();
+        let overrides = dir.path().join("overrides.yaml");
+        let set_overrides = |text: &str, seconds: u64| {
+            std::fs::write(&overrides, text).unwrap();
+            let file = std::fs::File::options().write(true).open(&overrides).unwrap();
+            file.set_modified(SystemTime::now() + Duration::from_secs(seconds))
+                .unwrap();
+        };
+        set_overrides("overrides: {}\n", 0);
+        let tenant_limits = Arc::new(
+            Limits::load(
+                TenantLimits::default(),
+                RuntimeConfig {
+                    file: Some(overrides.clone()),
+                    ..RuntimeConfig::default()
+                },
+            )
+            .unwrap(),
+        );
+        let storage = Storage::from_config(&StorageConfig::default(), dir.path()).unwrap();
+        let decode_limits = DecodeLimits::default();
+        let head = Arc::new(
+            Head::open(HeadConfig::default(), storage, &dir.path().join("wal"), &decode_limits)
+                .await
+                .unwrap(),
+        );
+        let ingester = Ingester::new(head.clone(), decode_limits.clone()).with_tenant_limits(tenant_limits.clone());
+        let tenant = Tenant::parse("t").unwrap();
+        let labels = Labels::new([
+            ("service_name".to_string(), "refused".to_string()),
+            (LABEL_NAME.to_string(), "memory".to_string()),
+        ])
+        .unwrap();
+        let (t0, t1) = (corpus("gotarget__allocs_t0.pb.gz"), corpus("gotarget__allocs_t1.pb.gz"));
+
+        ingester.push_series(&tenant, labels.clone(), t0.clone()).await.unwrap();
+        assert_eq!(alloc_space(&head, &tenant).await, 0, "the first profile primes");
+
+        set_overrides("overrides:\n  t: { ingestion_rate: 1, ingestion_burst_size: 1 }\n", 5);
+        assert!(tenant_limits.reload().unwrap());
+        let refused = ingester.push_series(&tenant, labels.clone(), t1.clone()).await;
+        assert!(
+            matches!(refused, Err(IngestError::Refused(Refusal::Rate { .. }))),
+            "{refused:?}"
+        );
+
+        set_overrides("overrides: {}\n", 10);
+        assert!(tenant_limits.reload().unwrap());
+        ingester.push_series(&tenant, labels, t1.clone()).await.unwrap();
+        let expected = {
+            let (t0, t1) = (
+                pprof::decode(&t0, &decode_limits).unwrap(),
+                pprof::decode(&t1, &decode_limits).unwrap(),
+            );
+            let cumulative = delta::cumulative_indices(&t0, "memory");
+            let mut state = delta::CumulativeDelta::new();
+            state.apply(&t0, &cumulative);
+            let delta = state.apply(&t1, &cumulative).unwrap();
+            let alloc_space = t1
+                .sample_type
+                .iter()
+                .position(|sample_type| t1.string_table[sample_type.r#type as usize] == "alloc_space")
+                .unwrap();
+            delta.sample.iter().map(|sample| sample.value[alloc_space]).sum::<i64>()
+        };
+        assert!(expected > 0);
+        assert_eq!(alloc_space(&head, &tenant).await, expected, "t1 - t0, nothing lost");
+    }
 }

@@ -419,8 +419,11 @@ impl ScrapeTarget {
                         })
                         .inc();
                     // A failed target may come back as a new process: its next profile only
-                    // primes, never a delta against the old process's counts.
-                    delta.reset();
+                    // primes, never a delta against the old process's counts. A refused delta
+                    // was undone instead: the target answered, and the next delta covers it.
+                    if !failure.refused {
+                        delta.reset();
+                    }
                     if last_failure.as_deref() != Some(failure.reason) {
                         tracing::warn!(
                             job = %labels.job, instance = %labels.instance, profile = %labels.profile,
@@ -459,22 +462,31 @@ impl ScrapeTarget {
                 .push_scraped(&self.tenant, self.labels.clone(), body, &profile, time_ms)
                 .await
         } else {
-            let Some(delta) = delta.apply(&profile, &cumulative) else {
+            let Some(profile_delta) = delta.apply(&profile, &cumulative) else {
                 return Ok(0); // primed: the next scrape yields the first delta
             };
-            if delta.sample.is_empty() {
+            if profile_delta.sample.is_empty() {
                 return Ok(0);
             }
             // Raw protobuf: the WAL is local disk, and re-gzipping every delta was an eighth of
             // the scraper's CPU (BENCHMARKS.md); decode reads both forms.
-            let raw = Bytes::from(crate::pprof::encode(&delta));
-            shared
+            let raw = Bytes::from(crate::pprof::encode(&profile_delta));
+            let generation = delta.generation();
+            let ingested = shared
                 .ingester
-                .push_scraped(&self.tenant, self.labels.clone(), raw, &delta, time_ms)
-                .await
+                .push_scraped(&self.tenant, self.labels.clone(), raw, &profile_delta, time_ms)
+                .await;
+            if let Err(crate::ingest::IngestError::Refused(_)) = &ingested {
+                // The next scrape's delta covers this window too (see the failure branch).
+                delta.undo(generation);
+            }
+            ingested
         };
         ingested.map(|ingested| ingested.samples).map_err(|err| match &err {
-            crate::ingest::IngestError::Refused(refusal) => Failure::new(refusal.reason(), err.to_string()),
+            crate::ingest::IngestError::Refused(refusal) => Failure {
+                refused: true,
+                ..Failure::new(refusal.reason(), err.to_string())
+            },
             _ => Failure::new("ingest", err.to_string()),
         })
     }
@@ -485,11 +497,17 @@ struct Failure {
     /// Short class, the `reason` label of `pyrite_scrape_failures_total`.
     reason: &'static str,
     message: String,
+    /// Refused by a tenant limit: the target answered.
+    refused: bool,
 }
 
 impl Failure {
     fn new(reason: &'static str, message: String) -> Self {
-        Self { reason, message }
+        Self {
+            reason,
+            message,
+            refused: false,
+        }
     }
 }
 

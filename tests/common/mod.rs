@@ -245,6 +245,16 @@ pub fn folded_total(text: &str) -> i64 {
 
 /// Pushes one profile with push.v1 (binary protobuf); returns the status, content type and body.
 pub fn push_v1(server: &Server, tenant: &str, labels: &[(&str, &str)], raw_profile: Vec<u8>) -> (u16, String, String) {
+    push_v1_profiles(server, tenant, labels, vec![raw_profile])
+}
+
+/// One push.v1 request carrying `raw_profiles` as samples of one series.
+pub fn push_v1_profiles(
+    server: &Server,
+    tenant: &str,
+    labels: &[(&str, &str)],
+    raw_profiles: Vec<Vec<u8>>,
+) -> (u16, String, String) {
     use prost::Message;
     use pyrite::proto::push::v1::{PushRequest, RawProfileSeries, RawSample};
     let request = PushRequest {
@@ -256,10 +266,13 @@ pub fn push_v1(server: &Server, tenant: &str, labels: &[(&str, &str)], raw_profi
                     value: value.to_string(),
                 })
                 .collect(),
-            samples: vec![RawSample {
-                raw_profile: raw_profile.into(),
-                id: String::new(),
-            }],
+            samples: raw_profiles
+                .into_iter()
+                .map(|raw_profile| RawSample {
+                    raw_profile: raw_profile.into(),
+                    id: String::new(),
+                })
+                .collect(),
             annotations: Vec::new(),
         }],
     };
