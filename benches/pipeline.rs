@@ -1,5 +1,6 @@
 //! Criterion benchmarks over the shared corpus: decode, ingest (head append incl. WAL fsync),
-//! merge (query over a flushed block) and render (flame graph levels, SVG, pprof).
+//! merge (query over a flushed block), render (flame graph levels, SVG, pprof), compaction and
+//! block listing.
 //! Run: `cargo bench --bench pipeline`; figures go to BENCHMARKS.md.
 
 use std::hint::black_box;
@@ -265,5 +266,47 @@ fn compaction(c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, decode, ingest, merge_and_render, compaction);
+/// Listing the blocks of the last hour of a tenant with 30 days of hourly buckets: what a query
+/// paid before it kept a catalog (a fresh one lists every bucket and reads every meta), and
+/// what it pays with one (one LIST of buckets, one LIST of the overlapping bucket).
+fn listing(c: &mut Criterion) {
+    use pyrite::block::{Catalog, Partition};
+    const HOUR: i64 = 3_600_000;
+    const BUCKETS: i64 = 30 * 24;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::from_config(&StorageConfig::default(), dir.path()).unwrap();
+    let tenant = Tenant::parse("history").unwrap();
+    let cpu = ProfileType::parse("process_cpu:cpu:nanoseconds:cpu:nanoseconds").unwrap();
+    let labels = Labels::new([("service_name".to_string(), "bench".to_string())]).unwrap();
+    let first = AT_MS - AT_MS % HOUR - (BUCKETS - 1) * HOUR;
+    runtime.block_on(async {
+        for bucket in 0..BUCKETS {
+            let start = first + bucket * HOUR;
+            let mut partition = Partition::default();
+            partition.push(&labels, &cpu, start + 1, pyrite::symbols::ROOT_STACK, 1);
+            pyrite::block::write(&storage, &tenant, start, HOUR, &partition)
+                .await
+                .unwrap();
+        }
+    });
+    let last_hour = (first + (BUCKETS - 1) * HOUR, first + BUCKETS * HOUR);
+    let warm = Catalog::new(storage.clone(), HOUR);
+    let all = runtime.block_on(warm.list(&tenant, i64::MIN, i64::MAX)).unwrap();
+    assert_eq!(all.visible.len(), BUCKETS as usize);
+    let mut group = c.benchmark_group("listing");
+    group.sample_size(10);
+    group.bench_function("last_hour_of_720_buckets_fresh_catalog", |b| {
+        b.iter(|| {
+            let fresh = Catalog::new(storage.clone(), HOUR);
+            black_box(runtime.block_on(fresh.list(&tenant, last_hour.0, last_hour.1)).unwrap())
+        })
+    });
+    group.bench_function("last_hour_of_720_buckets_kept_catalog", |b| {
+        b.iter(|| black_box(runtime.block_on(warm.list(&tenant, last_hour.0, last_hour.1)).unwrap()))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, decode, ingest, merge_and_render, compaction, listing);
 criterion_main!(benches);

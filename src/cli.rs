@@ -224,15 +224,17 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         config.runtime_config.clone(),
     )?);
     let overrides_watch = tokio::spawn(tenant_limits.clone().watch());
+    // What one reader of the bucket learns of its blocks, the others need not list again.
+    let catalog = crate::block::Catalog::new(storage, crate::model::duration_ms(config.head.bucket_duration));
     let retention = tokio::spawn(crate::retention::run(
-        storage.clone(),
+        catalog.clone(),
         tenant_limits.clone(),
         config.retention.clone(),
     ));
     // One replica of a cluster compacts; the others would only race it.
     let compacts = peers.as_ref().is_none_or(|peers| peers.owns("compactor"));
     let compactor = tokio::spawn(crate::compactor::run(
-        storage.clone(),
+        catalog.clone(),
         crate::compactor::CompactorConfig {
             enabled: config.compactor.enabled && compacts,
             ..config.compactor.clone()
@@ -245,7 +247,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let state = Arc::new(AppState {
         ingester: ingester.clone(),
         querier: {
-            let querier = Querier::new(head.clone(), storage).with_tenant_limits(tenant_limits.clone());
+            let querier = Querier::with_catalog(head.clone(), catalog).with_tenant_limits(tenant_limits.clone());
             match &peers {
                 Some(peers) => querier.with_peers(peers.clone()),
                 None => querier,

@@ -6,17 +6,17 @@
 //! Crash-safe without locks: the merged block's id derives from its sources' ids and merging the
 //! same sources gives the same bytes, so two compactors of the same blocks (or a compaction
 //! retried after a crash) make one block; its meta names
-//! the sources, which [`block::list`] hides from then on. The sources are deleted a pass later,
+//! the sources, which [`Catalog::list`] hides from then on. The sources are deleted a pass later,
 //! `delete_delay` after the merged block appeared, so a query that listed them just before
 //! still finds their data. Run one compactor per bucket (`compactor.enabled` on one replica):
 //! two compactors listing different sets of the same bucket at the same moment are resolved by
-//! [`block::list`], but only sets that contain one another resolve without loss.
+//! [`Catalog::list`], but only sets that contain one another resolve without loss.
 
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::block::{self, BlockError, BlockMeta, Partition};
+use crate::block::{self, BlockError, BlockMeta, Catalog, Listing, Partition};
 use crate::model::duration_ms;
 use crate::storage::Storage;
 
@@ -39,6 +39,11 @@ pub struct CompactorConfig {
     /// Largest merged data object; blocks are merged in groups up to this size, as merging
     /// holds them in memory.
     pub max_block_bytes: u64,
+    /// A block data object with no meta this long after it was written was left by a flush or
+    /// compaction that stopped before publishing, and is deleted. Far longer than any upload
+    /// takes; a replica that was down longer replays its WAL instead of publishing it.
+    #[serde(with = "humantime_serde")]
+    pub unpublished_grace: Duration,
 }
 
 impl Default for CompactorConfig {
@@ -49,6 +54,7 @@ impl Default for CompactorConfig {
             min_age: Duration::from_secs(900),
             delete_delay: Duration::from_secs(300),
             max_block_bytes: 512 * 1024 * 1024,
+            unpublished_grace: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -60,17 +66,32 @@ pub struct CompactionStats {
     pub compacted: usize,
     /// Replaced blocks deleted.
     pub deleted: usize,
+    /// Data objects deleted that were never published.
+    pub unpublished_deleted: usize,
 }
 
 /// Compacts every bucket of every tenant that ended `config.min_age` before `now_ms`.
 pub async fn compact_all(
-    storage: &Storage,
+    catalog: &Catalog,
     config: &CompactorConfig,
     now_ms: i64,
 ) -> Result<CompactionStats, BlockError> {
+    let storage = catalog.storage();
     let mut stats = CompactionStats::default();
     for tenant in block::list_tenants(storage).await? {
-        let (visible, replaced) = block::list_with_replaced(storage, &tenant, i64::MIN, i64::MAX).await?;
+        let Listing {
+            visible,
+            replaced,
+            unpublished,
+        } = catalog.list(&tenant, i64::MIN, i64::MAX).await?;
+        let unpublished_cutoff_ms = now_ms.saturating_sub(duration_ms(config.unpublished_grace));
+        for object in unpublished {
+            if object.last_modified_ms <= unpublished_cutoff_ms {
+                storage.delete(&object.key).await?;
+                tracing::info!(key = %object.key, bytes = object.size, "deleted block data that was never published");
+                stats.unpublished_deleted += 1;
+            }
+        }
         // Replaced blocks go once their replacement is older than the delete delay.
         let replaced_at: std::collections::HashMap<&str, i64> = visible
             .iter()
@@ -152,12 +173,12 @@ pub async fn compact(storage: &Storage, sources: &[BlockMeta]) -> Result<Compact
     );
     Ok(CompactionStats {
         compacted: 1,
-        deleted: 0,
+        ..CompactionStats::default()
     })
 }
 
 /// Compacts every `config.interval` until the task is dropped.
-pub async fn run(storage: Storage, config: CompactorConfig) {
+pub async fn run(catalog: Catalog, config: CompactorConfig) {
     if !config.enabled {
         return;
     }
@@ -165,7 +186,7 @@ pub async fn run(storage: Storage, config: CompactorConfig) {
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        if let Err(err) = compact_all(&storage, &config, crate::now_ms()).await {
+        if let Err(err) = compact_all(&catalog, &config, crate::now_ms()).await {
             tracing::warn!(error = %err, "compaction failed; retrying at the next pass");
         }
     }
@@ -231,6 +252,13 @@ mod tests {
         }
     }
 
+    impl Fixture {
+        /// A catalog that has learned nothing yet, as a restarted compactor's.
+        fn catalog(&self) -> Catalog {
+            Catalog::new(self.storage.clone(), 0)
+        }
+    }
+
     fn tenant() -> Tenant {
         Tenant::parse("compact").unwrap()
     }
@@ -271,9 +299,8 @@ mod tests {
     }
 
     async fn blocks(fixture: &Fixture) -> (Vec<BlockMeta>, Vec<BlockMeta>) {
-        block::list_with_replaced(&fixture.storage, &tenant(), i64::MIN, i64::MAX)
-            .await
-            .unwrap()
+        let listing = fixture.catalog().list(&tenant(), i64::MIN, i64::MAX).await.unwrap();
+        (listing.visible, listing.replaced)
     }
 
     #[tokio::test]
@@ -287,19 +314,19 @@ mod tests {
         let bytes: u64 = visible.iter().map(|meta| meta.size_bytes).sum();
 
         // A bucket that has not ended min_age ago is left alone.
-        let stats = compact_all(&fixture.storage, &CompactorConfig::default(), AT_MS)
+        let stats = compact_all(&fixture.catalog(), &CompactorConfig::default(), AT_MS)
             .await
             .unwrap();
         assert_eq!(stats, CompactionStats::default());
 
-        let stats = compact_all(&fixture.storage, &now_config(), crate::now_ms())
+        let stats = compact_all(&fixture.catalog(), &now_config(), crate::now_ms())
             .await
             .unwrap();
         assert_eq!(
             stats,
             CompactionStats {
                 compacted: 1,
-                deleted: 0
+                ..CompactionStats::default()
             }
         );
         let (visible, replaced) = blocks(&fixture).await;
@@ -313,14 +340,14 @@ mod tests {
         assert_eq!(replaced.len(), 3, "sources stay, hidden, until the next pass");
         assert_eq!(everything(&fixture).await, before);
 
-        let stats = compact_all(&fixture.storage, &now_config(), crate::now_ms())
+        let stats = compact_all(&fixture.catalog(), &now_config(), crate::now_ms())
             .await
             .unwrap();
         assert_eq!(
             stats,
             CompactionStats {
-                compacted: 0,
-                deleted: 3
+                deleted: 3,
+                ..CompactionStats::default()
             }
         );
         assert_eq!(blocks(&fixture).await.1.len(), 0);
@@ -355,6 +382,46 @@ mod tests {
         assert_eq!(visible.len(), 1);
         assert_eq!(visible[0].id, orphan.id);
         assert_eq!(replaced.len(), 3);
+        assert_eq!(everything(&fixture).await, before);
+    }
+
+    #[tokio::test]
+    async fn data_never_published_is_deleted_after_the_grace() {
+        let fixture = three_blocks().await;
+        let before = everything(&fixture).await;
+        let (sources, _) = blocks(&fixture).await;
+        // A flush that stopped after uploading: data, no meta.
+        let headers = block::read_index(&fixture.storage, &sources[0]).await.unwrap();
+        let partition = block::load(&fixture.storage, &sources[0], &headers).await.unwrap();
+        let stray = block::upload(
+            &fixture.storage,
+            &tenant(),
+            sources[0].bucket_start_ms,
+            3_600_000,
+            &partition,
+        )
+        .await
+        .unwrap();
+        let keep_for_now = CompactorConfig {
+            min_age: Duration::from_secs(10 * 365 * 24 * 3600),
+            ..CompactorConfig::default()
+        };
+        let stats = compact_all(&fixture.catalog(), &keep_for_now, crate::now_ms())
+            .await
+            .unwrap();
+        assert_eq!(stats, CompactionStats::default());
+        assert!(fixture.storage.exists(&stray.data_key()).await.unwrap());
+
+        let past_grace = CompactorConfig {
+            unpublished_grace: Duration::ZERO,
+            ..keep_for_now
+        };
+        let stats = compact_all(&fixture.catalog(), &past_grace, crate::now_ms())
+            .await
+            .unwrap();
+        assert_eq!(stats.unpublished_deleted, 1);
+        assert!(!fixture.storage.exists(&stray.data_key()).await.unwrap());
+        assert_eq!(blocks(&fixture).await.0.len(), 3, "published blocks stay");
         assert_eq!(everything(&fixture).await, before);
     }
 

@@ -8,10 +8,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::block::{self, BlockError};
+use crate::block::{self, BlockError, Catalog, Listing};
 use crate::limits::Limits;
 use crate::model::duration_ms;
-use crate::storage::Storage;
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -37,7 +36,8 @@ pub struct SweepStats {
 }
 
 /// Deletes every expired block as of `now_ms`.
-pub async fn sweep(storage: &Storage, limits: &Limits, now_ms: i64) -> Result<SweepStats, BlockError> {
+pub async fn sweep(catalog: &Catalog, limits: &Limits, now_ms: i64) -> Result<SweepStats, BlockError> {
+    let storage = catalog.storage();
     let mut stats = SweepStats::default();
     for tenant in block::list_tenants(storage).await? {
         let retention = limits.for_tenant(&tenant).compactor_blocks_retention_period;
@@ -47,7 +47,7 @@ pub async fn sweep(storage: &Storage, limits: &Limits, now_ms: i64) -> Result<Sw
         let cutoff_ms = now_ms.saturating_sub(duration_ms(retention));
         let mut deleted = 0;
         // Replaced blocks too: left behind, they would show again once their replacement went.
-        let (visible, replaced) = block::list_with_replaced(storage, &tenant, i64::MIN, cutoff_ms).await?;
+        let Listing { visible, replaced, .. } = catalog.list(&tenant, i64::MIN, cutoff_ms).await?;
         for meta in visible.iter().chain(&replaced) {
             if meta.max_time_ms >= cutoff_ms {
                 continue;
@@ -65,12 +65,12 @@ pub async fn sweep(storage: &Storage, limits: &Limits, now_ms: i64) -> Result<Sw
 }
 
 /// Sweeps every `config.sweep_interval` until the task is dropped.
-pub async fn run(storage: Storage, limits: Arc<Limits>, config: RetentionConfig) {
+pub async fn run(catalog: Catalog, limits: Arc<Limits>, config: RetentionConfig) {
     let mut ticks = tokio::time::interval(config.sweep_interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        if let Err(err) = sweep(&storage, &limits, crate::now_ms()).await {
+        if let Err(err) = sweep(&catalog, &limits, crate::now_ms()).await {
             tracing::warn!(error = %err, "retention sweep failed; retrying at the next one");
         }
     }

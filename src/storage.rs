@@ -182,6 +182,15 @@ impl Storage {
         Ok(self.store.get_range(&self.path(key), range).await?)
     }
 
+    /// Whether an object has this key.
+    pub async fn exists(&self, key: &str) -> Result<bool, StorageError> {
+        match self.store.head(&self.path(key)).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(err) => Err(err.into()),
+        }
+    }
+
     pub async fn delete(&self, key: &str) -> Result<(), StorageError> {
         match self.store.delete(&self.path(key)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
@@ -199,14 +208,26 @@ impl Storage {
             .collect())
     }
 
-    /// Every object key under `prefix`, recursively.
-    pub async fn list_keys(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
+    /// Every object under `prefix`, recursively.
+    pub async fn list_objects(&self, prefix: &str) -> Result<Vec<StoredObject>, StorageError> {
         let objects: Vec<_> = self.store.list(Some(&self.path(prefix))).try_collect().await?;
         Ok(objects
             .iter()
-            .map(|object| self.key(&object.location).to_string())
+            .map(|object| StoredObject {
+                key: self.key(&object.location).to_string(),
+                last_modified_ms: object.last_modified.timestamp_millis(),
+                size: object.size,
+            })
             .collect())
     }
+}
+
+/// One listed object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredObject {
+    pub key: String,
+    pub last_modified_ms: i64,
+    pub size: u64,
 }
 
 #[cfg(test)]
@@ -232,9 +253,16 @@ mod tests {
         let mut dirs = storage.list_dirs("t1").await.unwrap();
         dirs.sort();
         assert_eq!(dirs, ["1000", "2000"]);
-        assert_eq!(storage.list_keys("t1/2000").await.unwrap(), ["t1/2000/b/meta.json"]);
+        let before_put = crate::now_ms() - 60_000;
+        let listed = storage.list_objects("t1/2000").await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].key, "t1/2000/b/meta.json");
+        assert_eq!(listed[0].size, 2);
+        assert!(listed[0].last_modified_ms >= before_put, "{listed:?}");
+        assert!(storage.exists("t1/1000/a/data").await.unwrap());
         storage.delete("t1/1000/a/data").await.unwrap();
         storage.delete("t1/1000/a/data").await.unwrap();
-        assert!(storage.list_keys("t1/1000").await.unwrap().is_empty());
+        assert!(!storage.exists("t1/1000/a/data").await.unwrap());
+        assert!(storage.list_objects("t1/1000").await.unwrap().is_empty());
     }
 }

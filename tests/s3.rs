@@ -178,7 +178,7 @@ fn compaction_on_ceph_rgw() {
     let tenant = pyrite::model::Tenant::parse("ops").unwrap();
     let listed = || {
         runtime
-            .block_on(pyrite::block::list_with_replaced(&storage, &tenant, i64::MIN, i64::MAX))
+            .block_on(pyrite::block::Catalog::new(storage.clone(), 0).list(&tenant, i64::MIN, i64::MAX))
             .unwrap()
     };
 
@@ -204,7 +204,7 @@ fn compaction_on_ceph_rgw() {
     };
     // Each push waits for its own block, so compaction has blocks of several flushes to merge
     // (merged blocks included: a later flush is merged with the earlier compaction).
-    let visible_rows = || listed().0.iter().map(|meta| meta.samples).sum::<u64>();
+    let visible_rows = || listed().visible.iter().map(|meta| meta.samples).sum::<u64>();
     let mut rows_per_profile = 0;
     for flush in 1..=3u64 {
         pyrite(&[
@@ -235,7 +235,7 @@ fn compaction_on_ceph_rgw() {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
         assert_eq!(total(), 3 * 3_900_000_000, "every sample once, at every step");
-        let (visible, replaced) = listed();
+        let pyrite::block::Listing { visible, replaced, .. } = listed();
         if visible.len() == 1 && !visible[0].compacted_from.is_empty() && replaced.is_empty() {
             assert_eq!(visible[0].samples, 3 * rows_per_profile);
             break;

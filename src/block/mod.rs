@@ -7,8 +7,10 @@
 //! mid-upload never shows half a block. The meta carries the index's byte range, so a query
 //! reads the index, then the symbols, then only the row ranges of matching series.
 
+mod catalog;
 mod partition;
 
+pub use catalog::{Catalog, Listing};
 pub use partition::{Partition, SPAN_ID_LABELS, Series, parse_span_id, sample_span_id};
 
 use bytes::Bytes;
@@ -297,7 +299,6 @@ pub async fn write(
     Ok(meta)
 }
 
-/// Metas of the tenant's published blocks whose bucket overlaps `[from, until)`.
 /// The tenants with a directory in the bucket; other objects sharing it are left out.
 pub async fn list_tenants(storage: &Storage) -> Result<Vec<Tenant>, BlockError> {
     Ok(storage
@@ -308,70 +309,29 @@ pub async fn list_tenants(storage: &Storage) -> Result<Vec<Tenant>, BlockError> 
         .collect())
 }
 
+/// Metas of the tenant's published blocks that may hold samples in `[from, until)`, listed
+/// afresh (long-lived readers keep a [`Catalog`]).
 pub async fn list(
     storage: &Storage,
     tenant: &Tenant,
     from_ms: i64,
     until_ms: i64,
 ) -> Result<Vec<BlockMeta>, BlockError> {
-    Ok(list_with_replaced(storage, tenant, from_ms, until_ms).await?.0)
+    Ok(Catalog::new(storage.clone(), 0)
+        .list(tenant, from_ms, until_ms)
+        .await?
+        .visible)
 }
 
-/// The blocks of `tenant` that may hold samples in `[from, until)`: those a query reads, and
-/// those replaced by a compacted block but not deleted yet (a compactor stopped between
-/// publishing and deleting), which a query must not read twice.
-pub async fn list_with_replaced(
-    storage: &Storage,
-    tenant: &Tenant,
-    from_ms: i64,
-    until_ms: i64,
-) -> Result<(Vec<BlockMeta>, Vec<BlockMeta>), BlockError> {
-    let mut metas = Vec::new();
-    for bucket in storage.list_dirs(tenant.as_str()).await? {
-        let Ok(bucket_start) = bucket.parse::<i64>() else {
-            continue;
-        };
-        if bucket_start >= until_ms {
-            continue;
-        }
-        for key in storage.list_keys(&format!("{tenant}/{bucket}")).await? {
-            if !key.ends_with(META_OBJECT) {
-                continue;
-            }
-            let raw = match storage.get(&key).await {
-                Ok(raw) => raw,
-                // Deleted by the compactor between list and get.
-                Err(StorageError::ObjectStore(object_store::Error::NotFound { .. })) => continue,
-                Err(err) => return Err(err.into()),
-            };
-            let meta: BlockMeta = serde_json::from_slice(&raw).map_err(|err| BlockError::Corrupt {
-                key: key.clone(),
-                reason: format!("meta.json: {err}"),
-            })?;
-            // Compaction stays within a bucket, so its sources are listed with it.
-            metas.push(meta);
-        }
-    }
-    metas.sort_by(|a, b| a.id.cmp(&b.id));
-    let (visible, replaced) = split_replaced(metas);
-    let overlapping = |metas: Vec<BlockMeta>| -> Vec<BlockMeta> {
-        metas
-            .into_iter()
-            .filter(|meta| meta.overlaps(from_ms, until_ms))
-            .collect()
-    };
-    Ok((overlapping(visible), overlapping(replaced)))
+#[cfg(test)]
+pub(crate) fn split_replaced_for_test(metas: Vec<BlockMeta>) -> (Vec<BlockMeta>, Vec<BlockMeta>) {
+    split_replaced(metas)
 }
 
 /// Splits listed metas into the blocks to read and those another listed block replaces: the
 /// sources of a compacted block, and a compacted block whose sources another compacted block
 /// covers as well (two compactions that raced; the one with more sources, else the smaller id,
 /// stays).
-#[cfg(test)]
-pub(crate) fn split_replaced_for_test(metas: Vec<BlockMeta>) -> (Vec<BlockMeta>, Vec<BlockMeta>) {
-    split_replaced(metas)
-}
-
 fn split_replaced(metas: Vec<BlockMeta>) -> (Vec<BlockMeta>, Vec<BlockMeta>) {
     use std::collections::{BTreeSet, HashSet};
     let sources: HashSet<&str> = metas

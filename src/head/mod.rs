@@ -169,8 +169,27 @@ impl FlushCommit {
     }
 
     /// Finishes the flush this commit records: publishes its blocks (again, if they already
-    /// were: a meta is the same object each time) and deletes the segments they hold.
+    /// were: a meta is the same object each time) and deletes the segments they hold. If a
+    /// block's data is gone (the compactor deletes data left unpublished for
+    /// `compactor.unpublished_grace`, and this replica was down longer), the flush is undone
+    /// instead: its blocks are deleted and the segments, still all there, are replayed.
     async fn roll_forward(self, storage: &Storage, wal_dir: &Path) -> Result<(), HeadError> {
+        let mut complete = true;
+        for meta in &self.blocks {
+            complete &= storage.exists(&meta.data_key()).await.map_err(BlockError::from)?;
+        }
+        if !complete {
+            for meta in &self.blocks {
+                block::delete(storage, meta).await?;
+            }
+            Self::remove(wal_dir)?;
+            tracing::warn!(
+                blocks = self.blocks.len(),
+                segment = self.sealed_segment,
+                "an interrupted flush lost block data while this replica was down; replaying its records instead"
+            );
+            return Ok(());
+        }
         for meta in &self.blocks {
             block::publish(storage, meta).await?;
         }
@@ -477,7 +496,14 @@ impl Head {
         let pending: Vec<Arc<Flushing>> = self.flushing.read().clone();
         let mut uploaded = Vec::with_capacity(pending.len());
         for part in pending {
-            let earlier = part.uploaded.lock().clone();
+            let mut earlier = part.uploaded.lock().clone();
+            if let Some(meta) = &earlier {
+                // An earlier attempt failed after this upload; the compactor may have deleted
+                // the unpublished data since, if storage was failing long enough.
+                if !self.storage.exists(&meta.data_key()).await.map_err(BlockError::from)? {
+                    earlier = None;
+                }
+            }
             let meta = match earlier {
                 Some(meta) => meta,
                 None => {
@@ -738,6 +764,25 @@ mod tests {
         )
         .unwrap();
         assert_eq!(copy.live_bytes(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_commit_whose_data_was_swept_is_replayed_instead() {
+        let store = Store::new();
+        let head = store.open().await;
+        store.push(&head, 3).await;
+        let wal = head.wal.as_ref().unwrap();
+        let sealed = head.cut(wal).await.unwrap().unwrap();
+        let uploaded = head.upload_and_commit(wal, sealed).await.unwrap();
+        drop(head);
+        // The replica stayed down past the compactor's grace for unpublished data.
+        store.storage.delete(&uploaded[0].1.data_key()).await.unwrap();
+
+        let head = store.open().await;
+        assert!(FlushCommit::read(&store.dir.path().join("wal")).unwrap().is_none());
+        assert_eq!(store.seen(&head).await, (3 * CPU_NANOS, 0));
+        head.flush().await.unwrap();
+        assert_eq!(store.seen(&head).await, (3 * CPU_NANOS, 1));
     }
 
     #[tokio::test]

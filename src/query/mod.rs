@@ -84,7 +84,7 @@ pub struct TimeSeries {
 /// Reads head and blocks of one store.
 pub struct Querier {
     head: Arc<Head>,
-    storage: Storage,
+    catalog: block::Catalog,
     tenant_limits: Arc<Limits>,
     /// The other replicas, whose heads every read also covers.
     peers: Option<Arc<Peers>>,
@@ -127,9 +127,15 @@ impl<T> BlockCache<T> {
 
 impl Querier {
     pub fn new(head: Arc<Head>, storage: Storage) -> Self {
+        let catalog = block::Catalog::new(storage, duration_ms(head.config().bucket_duration));
+        Self::with_catalog(head, catalog)
+    }
+
+    /// A querier sharing what `catalog` learned of the store with its other users.
+    pub fn with_catalog(head: Arc<Head>, catalog: block::Catalog) -> Self {
         Self {
             head,
-            storage,
+            catalog,
             tenant_limits: Arc::new(Limits::unlimited()),
             peers: None,
             indexes: BlockCache::new(MAX_CACHED_INDEXES),
@@ -203,7 +209,7 @@ impl Querier {
         if let Some(index) = self.indexes.get(&meta.id) {
             return Ok(index);
         }
-        let index = Arc::new(block::read_index(&self.storage, meta).await?);
+        let index = Arc::new(block::read_index(self.catalog.storage(), meta).await?);
         self.indexes.insert(&meta.id, index.clone());
         Ok(index)
     }
@@ -212,7 +218,7 @@ impl Querier {
         if let Some(symbols) = self.symbols.get(&meta.id) {
             return Ok(symbols);
         }
-        let symbols = Arc::new(block::load_symbols(&self.storage, meta).await?);
+        let symbols = Arc::new(block::load_symbols(self.catalog.storage(), meta).await?);
         self.symbols.insert(&meta.id, symbols.clone());
         Ok(symbols)
     }
@@ -238,11 +244,11 @@ impl Querier {
         };
         let (metas, replaced) = {
             let _gate = self.head.read_gate().await;
-            let listed = block::list_with_replaced(&self.storage, tenant, from_ms, until_ms).await?;
+            let listed = self.catalog.list(tenant, from_ms, until_ms).await?;
             self.head.visit(tenant, from_ms, until_ms, |partition| {
                 visit(&partition.symbols, &partition.series)
             });
-            listed
+            (listed.visible, listed.replaced)
         };
         let listed: Vec<&BlockMeta> = metas.iter().chain(&replaced).collect();
         let peer_heads = self
@@ -275,7 +281,7 @@ impl Querier {
                 continue;
             }
             let symbols = self.symbols(&meta).await?;
-            let series = block::load_series(&self.storage, &meta, &symbols, &wanted).await?;
+            let series = block::load_series(self.catalog.storage(), &meta, &symbols, &wanted).await?;
             visit(&symbols, &series);
         }
         Ok(())
@@ -456,7 +462,8 @@ impl Querier {
                     }
                 }
             });
-            block::list_with_replaced(&self.storage, tenant, from_ms, until_ms).await?
+            let listed = self.catalog.list(tenant, from_ms, until_ms).await?;
+            (listed.visible, listed.replaced)
         };
         for meta in &metas {
             for header in self.index(meta).await?.iter() {
@@ -540,7 +547,8 @@ impl Querier {
                     widen(series.min_time_ms, series.max_time_ms);
                 }
             });
-            block::list_with_replaced(&self.storage, tenant, from_ms, until_ms).await?
+            let listed = self.catalog.list(tenant, from_ms, until_ms).await?;
+            (listed.visible, listed.replaced)
         };
         for meta in &metas {
             widen(meta.min_time_ms, meta.max_time_ms);
