@@ -191,6 +191,11 @@ impl Storage {
         }
     }
 
+    /// Several ranges of one object; ranges close together are fetched in one request.
+    pub async fn get_ranges(&self, key: &str, ranges: &[Range<u64>]) -> Result<Vec<Bytes>, StorageError> {
+        Ok(self.store.get_ranges(&self.path(key), ranges).await?)
+    }
+
     pub async fn delete(&self, key: &str) -> Result<(), StorageError> {
         match self.store.delete(&self.path(key)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),

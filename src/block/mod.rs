@@ -92,6 +92,7 @@ pub fn encode_parts<'a>(symbols: &SymbolTable, series: impl Iterator<Item = &'a 
     let mut data = symbols.to_proto().encode_to_vec();
     let symbols_length = data.len() as u64;
     let mut entries = Vec::new();
+    let mut totals = Vec::new();
     for series in series.filter(|series| !series.times.is_empty()) {
         let mut order: Vec<usize> = (0..series.times.len()).collect();
         order.sort_by_key(|&row| series.times[row]);
@@ -124,7 +125,18 @@ pub fn encode_parts<'a>(symbols: &SymbolTable, series: impl Iterator<Item = &'a 
             sample_count: series.times.len() as u64,
             offset,
             length: data.len() as u64 - offset,
+            totals_offset: 0,
+            totals_length: 0,
         });
+        totals.push(stack_totals(series));
+    }
+    // After every series' rows, so the totals of the series a query wants sit close together
+    // (one coalesced range read on S3).
+    for (entry, totals) in entries.iter_mut().zip(totals) {
+        let Some(totals) = totals else { continue };
+        entry.totals_offset = data.len() as u64;
+        totals.encode(&mut data).expect("Vec grows as needed");
+        entry.totals_length = data.len() as u64 - entry.totals_offset;
     }
     let index = block_proto::BlockIndex {
         symbols_offset: 0,
@@ -142,6 +154,26 @@ pub fn encode_parts<'a>(symbols: &SymbolTable, series: impl Iterator<Item = &'a 
         index_offset,
         index_length,
     }
+}
+
+/// A series' values summed per stack, where that is at most half its rows (else reading the
+/// rows costs about as much).
+fn stack_totals(series: &Series) -> Option<block_proto::SeriesSamples> {
+    let mut per_stack: std::collections::BTreeMap<u32, i64> = Default::default();
+    for (&stack, &value) in series.stacks.iter().zip(&series.values) {
+        let total = per_stack.entry(stack).or_default();
+        *total = total.saturating_add(value);
+        if per_stack.len() * 2 > series.stacks.len() {
+            return None;
+        }
+    }
+    per_stack.retain(|_, total| *total != 0);
+    Some(block_proto::SeriesSamples {
+        time_deltas_ms: Vec::new(),
+        stacks: per_stack.keys().copied().collect(),
+        values: per_stack.into_values().collect(),
+        span_ids: Vec::new(),
+    })
 }
 
 /// Uploads a partition's data object; the block stays invisible until [`publish`].
@@ -377,6 +409,16 @@ pub struct SeriesHeader {
     pub total: i64,
     offset: u64,
     length: u64,
+    /// Byte range of the per-stack totals, if the block has them for this series.
+    totals: Option<(u64, u64)>,
+}
+
+impl SeriesHeader {
+    /// Whether every row of the series falls in `[from, until)` and the block holds its
+    /// per-stack totals, so [`load_series_totals`] can stand in for its rows.
+    pub fn totals_cover(&self, from_ms: i64, until_ms: i64) -> bool {
+        self.totals.is_some() && self.min_time_ms >= from_ms && self.max_time_ms < until_ms
+    }
 }
 
 /// The index of a published block.
@@ -406,11 +448,8 @@ fn series_headers(
     entries
         .into_iter()
         .map(|entry| {
-            if entry
-                .offset
-                .checked_add(entry.length)
-                .is_none_or(|end| end > index_offset)
-            {
+            let outside = |offset: u64, length: u64| offset.checked_add(length).is_none_or(|end| end > index_offset);
+            if outside(entry.offset, entry.length) || outside(entry.totals_offset, entry.totals_length) {
                 return Err(corrupt("series range outside the data section".into()));
             }
             Ok(SeriesHeader {
@@ -421,6 +460,7 @@ fn series_headers(
                 total: entry.total,
                 offset: entry.offset,
                 length: entry.length,
+                totals: (entry.totals_length > 0).then_some((entry.totals_offset, entry.totals_length)),
             })
         })
         .collect()
@@ -464,14 +504,70 @@ pub async fn load_series(
         key: key.clone(),
         reason,
     };
-    let mut loaded = Vec::with_capacity(headers.len());
-    for header in headers {
-        let raw = storage
-            .get_range(&key, header.offset..header.offset + header.length)
-            .await?;
-        loaded.push(decode_rows(&raw, header, symbols).map_err(corrupt)?);
+    let ranges: Vec<_> = headers
+        .iter()
+        .map(|header| header.offset..header.offset + header.length)
+        .collect();
+    let raw = storage.get_ranges(&key, &ranges).await?;
+    headers
+        .iter()
+        .zip(raw)
+        .map(|(header, raw)| decode_rows(&raw, header, symbols).map_err(corrupt))
+        .collect()
+}
+
+/// Loads the per-stack totals of the chosen series in place of their rows: one row per stack,
+/// stamped with the series' first time. Only for readers that sum a window covering each
+/// series whole ([`SeriesHeader::totals_cover`]); headers without totals are an error.
+pub async fn load_series_totals(
+    storage: &Storage,
+    meta: &BlockMeta,
+    symbols: &SymbolTable,
+    headers: &[SeriesHeader],
+) -> Result<Vec<Series>, BlockError> {
+    let key = meta.data_key();
+    let corrupt = |reason: String| BlockError::Corrupt {
+        key: key.clone(),
+        reason,
+    };
+    let ranges = headers
+        .iter()
+        .map(|header| {
+            let (offset, length) = header
+                .totals
+                .ok_or_else(|| corrupt("series has no per-stack totals".into()))?;
+            Ok(offset..offset + length)
+        })
+        .collect::<Result<Vec<_>, BlockError>>()?;
+    let raw = storage.get_ranges(&key, &ranges).await?;
+    headers
+        .iter()
+        .zip(raw)
+        .map(|(header, raw)| decode_totals(&raw, header, symbols).map_err(corrupt))
+        .collect()
+}
+
+/// One series' per-stack totals as rows at its first time.
+fn decode_totals(raw: &[u8], header: &SeriesHeader, symbols: &SymbolTable) -> Result<Series, String> {
+    let stack_count = symbols.stack_count() as u32;
+    let totals = block_proto::SeriesSamples::decode(raw).map_err(|err| format!("series totals: {err}"))?;
+    if totals.stacks.len() != totals.values.len() {
+        return Err("series total columns differ in length".into());
     }
-    Ok(loaded)
+    if let Some(&bad) = totals.stacks.iter().find(|&&stack| stack >= stack_count) {
+        return Err(format!("stack {bad} out of range ({stack_count} stacks)"));
+    }
+    Ok(Series {
+        labels: header.labels.clone(),
+        profile_type: header.profile_type.clone(),
+        min_time_ms: header.min_time_ms,
+        max_time_ms: header.max_time_ms,
+        total: header.total,
+        times: vec![header.min_time_ms; totals.stacks.len()],
+        stacks: totals.stacks,
+        values: totals.values,
+        span_ids: Vec::new(),
+    })
 }
 
 /// One series' rows from their encoded form, checked against the block's symbols.

@@ -81,6 +81,16 @@ pub struct TimeSeries {
     pub points: Vec<(i64, f64)>,
 }
 
+/// What a reader of blocks needs of each series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resolution {
+    /// Every row, with its time and span id.
+    Rows,
+    /// Only the window's sum per stack: a block series wholly inside the window may be read as
+    /// its per-stack totals (one row per stack, at the series' first time).
+    SumPerStack,
+}
+
 /// Reads head and blocks of one store.
 pub struct Querier {
     head: Arc<Head>,
@@ -233,6 +243,7 @@ impl Querier {
         until_ms: i64,
         selector: &Selector,
         profile_type: &ProfileType,
+        resolution: Resolution,
         wants: impl Fn(&Labels, &ProfileType, i64, i64) -> bool,
         mut visit: impl FnMut(&SymbolTable, &[Series]),
     ) -> Result<(), QueryError> {
@@ -281,8 +292,17 @@ impl Querier {
                 continue;
             }
             let symbols = self.symbols(&meta).await?;
-            let series = block::load_series(self.catalog.storage(), &meta, &symbols, &wanted).await?;
-            visit(&symbols, &series);
+            let (whole, partial): (Vec<SeriesHeader>, Vec<SeriesHeader>) = wanted
+                .into_iter()
+                .partition(|header| resolution == Resolution::SumPerStack && header.totals_cover(from_ms, until_ms));
+            if !partial.is_empty() {
+                let series = block::load_series(self.catalog.storage(), &meta, &symbols, &partial).await?;
+                visit(&symbols, &series);
+            }
+            if !whole.is_empty() {
+                let series = block::load_series_totals(self.catalog.storage(), &meta, &symbols, &whole).await?;
+                visit(&symbols, &series);
+            }
         }
         Ok(())
     }
@@ -314,6 +334,12 @@ impl Querier {
             params.until_ms,
             &params.selector,
             &params.profile_type,
+            // Span ids live in the rows only.
+            if span_ids.is_some() {
+                Resolution::Rows
+            } else {
+                Resolution::SumPerStack
+            },
             wants,
             |symbols, series| merge_partition(symbols, series, params, span_ids, &mut tree),
         )
@@ -392,6 +418,7 @@ impl Querier {
             params.until_ms,
             &params.selector,
             &params.profile_type,
+            Resolution::Rows,
             wants,
             |symbols, all_series| {
                 // Per stack of this partition: whether it starts with the call site.
@@ -649,5 +676,82 @@ mod step_tests {
         assert_eq!(point(1251), None);
         // end on a point: it is included.
         assert_eq!(step_point(1000, 1200, 100, 1200), Some(1200));
+    }
+}
+
+#[cfg(test)]
+mod totals_tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::head::HeadConfig;
+    use crate::ingest::Ingester;
+    use crate::pprof::DecodeLimits;
+    use crate::storage::StorageConfig;
+
+    /// Folded stacks as stack → value.
+    fn folded(tree: &FlameTree) -> BTreeMap<String, i64> {
+        crate::render::folded(tree)
+            .lines()
+            .map(|line| {
+                let (stack, value) = line.rsplit_once(' ').unwrap();
+                (stack.to_string(), value.parse().unwrap())
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_window_covering_whole_series_reads_their_totals_and_merges_the_same() {
+        const AT_MS: i64 = 1_700_000_000_000;
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::from_config(&StorageConfig::default(), dir.path()).unwrap();
+        let limits = DecodeLimits::default();
+        let head = Arc::new(
+            Head::open(HeadConfig::default(), storage.clone(), &dir.path().join("wal"), &limits)
+                .await
+                .unwrap(),
+        );
+        let ingester = Ingester::new(head.clone(), limits);
+        let raw = bytes::Bytes::from(
+            std::fs::read(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/files/gotarget__cpu_5s.pb.gz"),
+            )
+            .unwrap(),
+        );
+        let tenant = Tenant::parse("totals").unwrap();
+        for offset in 0..20 {
+            let labels = Labels::new([("service_name".to_string(), "whole".to_string())]).unwrap();
+            ingester
+                .push_pprof(&tenant, labels, raw.clone(), Some(AT_MS + offset * 1000))
+                .await
+                .unwrap();
+        }
+        head.flush().await.unwrap();
+        let querier = Querier::new(head.clone(), storage.clone());
+        let params = |from_ms: i64, until_ms: i64| SelectParams {
+            tenant: tenant.clone(),
+            profile_type: ProfileType::parse("process_cpu:cpu:nanoseconds:cpu:nanoseconds").unwrap(),
+            selector: Selector::parse(r#"{service_name="whole"}"#).unwrap(),
+            from_ms,
+            until_ms,
+        };
+        let (from_ms, until_ms) = (AT_MS, AT_MS + 20_000);
+        let metas = block::list(&storage, &tenant, from_ms, until_ms).await.unwrap();
+        let headers = block::read_index(&storage, &metas[0]).await.unwrap();
+        assert!(
+            headers.iter().all(|header| header.totals_cover(from_ms, until_ms)),
+            "20 profiles of the same stacks keep per-stack totals"
+        );
+        assert!(!headers.iter().any(|header| header.totals_cover(from_ms + 1, until_ms)));
+
+        let whole = folded(&querier.select_merge(&params(from_ms, until_ms)).await.unwrap());
+        let middle = AT_MS + 10_000;
+        let mut halves = folded(&querier.select_merge(&params(from_ms, middle)).await.unwrap());
+        for (stack, value) in folded(&querier.select_merge(&params(middle, until_ms)).await.unwrap()) {
+            *halves.entry(stack).or_default() += value;
+        }
+        assert!(whole.len() > 10, "{whole:?}");
+        assert_eq!(whole, halves);
     }
 }
