@@ -134,6 +134,11 @@ check_s3_tools() {
   apt_install curl
 }
 
+# tests/alerts.rs checks and unit-tests deploy/alerts with Prometheus's own promtool.
+install_promtool() {
+  apt_install prometheus
+}
+
 main() {
   check_rust
   check_go
@@ -143,6 +148,7 @@ main() {
   build_rust_agent
   install_ui_browser
   check_s3_tools
+  install_promtool
   log "ok"
 }
 

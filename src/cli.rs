@@ -12,6 +12,7 @@ use prost::Message;
 use crate::api::{self, AppState, Metrics};
 use crate::config::Config;
 use crate::head::Head;
+use crate::heartbeat::Heartbeat;
 use crate::ingest::Ingester;
 use crate::model::{Labels, ProfileType, Selector, Tenant, parse_time_ms};
 use crate::proto::push::v1::{PushRequest, RawProfileSeries, RawSample};
@@ -224,26 +225,29 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         config.runtime_config.clone(),
     )?);
     let overrides_watch = tokio::spawn(tenant_limits.clone().watch());
+    let mut metrics = Metrics::default();
+    let scrape_metrics = crate::scrape::ScrapeMetrics::register(metrics.registry_mut());
+    let flush_heartbeat = Heartbeat::register(metrics.registry_mut(), "head_flush", "Head flushes to storage");
     // What one reader of the bucket learns of its blocks, the others need not list again.
     let catalog = crate::block::Catalog::new(storage, crate::model::duration_ms(config.head.bucket_duration));
     let retention = tokio::spawn(crate::retention::run(
         catalog.clone(),
         tenant_limits.clone(),
         config.retention.clone(),
+        Heartbeat::register(metrics.registry_mut(), "retention", "Retention sweeps"),
     ));
-    // One replica of a cluster compacts; the others would only race it.
-    let compacts = peers.as_ref().is_none_or(|peers| peers.owns("compactor"));
-    let compactor = tokio::spawn(crate::compactor::run(
-        catalog.clone(),
-        crate::compactor::CompactorConfig {
-            enabled: config.compactor.enabled && compacts,
-            ..config.compactor.clone()
-        },
-    ));
+    // One replica of a cluster compacts; the others would only race it. Only a compacting
+    // process exports the compactor's heartbeat, so an alert on it means something.
+    let compacts = config.compactor.enabled && peers.as_ref().is_none_or(|peers| peers.owns("compactor"));
+    let compactor = compacts.then(|| {
+        tokio::spawn(crate::compactor::run(
+            catalog.clone(),
+            config.compactor.clone(),
+            Heartbeat::register(metrics.registry_mut(), "compactor", "Compaction passes"),
+        ))
+    });
     let ingester =
         Arc::new(Ingester::new(head.clone(), config.limits.clone()).with_tenant_limits(tenant_limits.clone()));
-    let mut metrics = Metrics::default();
-    let scrape_metrics = crate::scrape::ScrapeMetrics::register(metrics.registry_mut());
     let state = Arc::new(AppState {
         ingester: ingester.clone(),
         querier: {
@@ -256,17 +260,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         config: config.api.clone(),
         metrics,
     });
-    let flusher = {
-        let head = head.clone();
-        tokio::spawn(async move {
-            loop {
-                head.wait_for_flush().await;
-                if let Err(err) = head.flush().await {
-                    tracing::error!(error = %err, "flush failed; data stays in the head and WAL, retrying later");
-                }
-            }
-        })
-    };
+    let flusher = tokio::spawn(head.clone().run_flusher(flush_heartbeat));
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
@@ -285,7 +279,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     flusher.abort();
     overrides_watch.abort();
     retention.abort();
-    compactor.abort();
+    if let Some(compactor) = compactor {
+        compactor.abort();
+    }
     tracing::info!("shutting down: flushing the head");
     head.flush().await?;
     Ok(())

@@ -17,6 +17,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::block::{self, BlockError, BlockMeta, Catalog, Listing, Partition};
+use crate::heartbeat::Heartbeat;
 use crate::model::duration_ms;
 use crate::storage::Storage;
 
@@ -178,7 +179,7 @@ pub async fn compact(storage: &Storage, sources: &[BlockMeta]) -> Result<Compact
 }
 
 /// Compacts every `config.interval` until the task is dropped.
-pub async fn run(catalog: Catalog, config: CompactorConfig) {
+pub async fn run(catalog: Catalog, config: CompactorConfig, heartbeat: Heartbeat) {
     if !config.enabled {
         return;
     }
@@ -186,7 +187,9 @@ pub async fn run(catalog: Catalog, config: CompactorConfig) {
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        if let Err(err) = compact_all(&catalog, &config, crate::now_ms()).await {
+        let outcome = compact_all(&catalog, &config, crate::now_ms()).await;
+        heartbeat.record(&outcome);
+        if let Err(err) = outcome {
             tracing::warn!(error = %err, "compaction failed; retrying at the next pass");
         }
     }

@@ -6,6 +6,7 @@
 //! `render` turns a [`query::FlameTree`] into every output format. `limits` (per-tenant limits
 //! and their overrides file) imports only `model`; `ingest` enforces them and `retention`
 //! deletes blocks past a tenant's retention period. `compactor` merges a bucket's blocks.
+//! `heartbeat` reports the background work (flushes, compaction, retention) to `/metrics`.
 
 pub mod api;
 pub mod block;
@@ -14,6 +15,7 @@ pub mod cluster;
 pub mod compactor;
 pub mod config;
 pub mod head;
+pub mod heartbeat;
 pub mod ingest;
 pub mod limits;
 pub mod model;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::block::{self, BlockError, Catalog, Listing};
+use crate::heartbeat::Heartbeat;
 use crate::limits::Limits;
 use crate::model::duration_ms;
 
@@ -65,12 +66,14 @@ pub async fn sweep(catalog: &Catalog, limits: &Limits, now_ms: i64) -> Result<Sw
 }
 
 /// Sweeps every `config.sweep_interval` until the task is dropped.
-pub async fn run(catalog: Catalog, limits: Arc<Limits>, config: RetentionConfig) {
+pub async fn run(catalog: Catalog, limits: Arc<Limits>, config: RetentionConfig, heartbeat: Heartbeat) {
     let mut ticks = tokio::time::interval(config.sweep_interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        if let Err(err) = sweep(&catalog, &limits, crate::now_ms()).await {
+        let outcome = sweep(&catalog, &limits, crate::now_ms()).await;
+        heartbeat.record(&outcome);
+        if let Err(err) = outcome {
             tracing::warn!(error = %err, "retention sweep failed; retrying at the next one");
         }
     }

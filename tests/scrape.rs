@@ -580,41 +580,6 @@ fn default_config_scrapes_itself() {
     assert!(share(&stacks, "pyrite::") > 0.0, "pyrite's own functions: {stacks:?}");
 }
 
-/// The shipped alert rules parse and name only metrics Pyrite exports.
-#[test]
-fn alert_rules_name_exported_metrics() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/alerts/pyrite-scrape.rules.yaml");
-    let rules: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let mut registry = prometheus_client::registry::Registry::with_prefix("pyrite");
-    let metrics = pyrite::scrape::ScrapeMetrics::register(&mut registry);
-    let labels = pyrite::scrape::metrics::TargetLabels {
-        job: "j".into(),
-        instance: "i".into(),
-        profile: "p".into(),
-    };
-    metrics.up.get_or_create(&labels).set(1);
-    metrics.last_success.get_or_create(&labels).set(1.0);
-    let mut exported = String::new();
-    prometheus_client::encoding::text::encode(&mut exported, &registry).unwrap();
-    let name = regex::Regex::new(r"pyrite_[a-z_]+").unwrap();
-    let mut alerts = Vec::new();
-    for group in rules["groups"].as_sequence().unwrap() {
-        for rule in group["rules"].as_sequence().unwrap() {
-            let expr = rule["expr"].as_str().unwrap();
-            for metric in name.find_iter(expr) {
-                assert!(
-                    exported.contains(&format!("\n{} ", metric.as_str()))
-                        || exported.contains(&format!("\n{}{{", metric.as_str())),
-                    "{} is not exported:\n{exported}",
-                    metric.as_str()
-                );
-            }
-            alerts.push(rule["alert"].as_str().unwrap().to_string());
-        }
-    }
-    assert_eq!(alerts, ["PyriteScrapeTargetDown", "PyriteScrapeStale", "PyriteDown"]);
-}
-
 /// A Kubernetes API server as far as pod discovery needs one: a recorded pod list answers a
 /// list, and a watch stays open, streaming whatever events the test sends.
 struct FakeKubeApi {

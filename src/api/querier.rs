@@ -19,6 +19,7 @@ use serde::de::DeserializeOwned;
 use super::SharedState;
 use super::connect::{self, ConnectError};
 use super::tenant::tenant_from_headers;
+use crate::block::BlockError;
 use crate::model::{ProfileType, Selector, Tenant};
 use crate::proto::querier::v1 as querier;
 use crate::proto::types::v1 as types;
@@ -128,6 +129,11 @@ pub fn query_error(err: QueryError) -> ConnectError {
     match err {
         QueryError::EmptyWindow { .. } | QueryError::Step | QueryError::TooLong { .. } => {
             ConnectError::invalid_argument(err.to_string())
+        }
+        // Object storage unreachable or failing: the query may succeed once it is back.
+        QueryError::Block(BlockError::Storage(_)) => {
+            tracing::error!(error = %err, "query failed: object storage");
+            ConnectError::new(connect::Code::Unavailable, err.to_string())
         }
         QueryError::Block(_) => {
             tracing::error!(error = %err, "query failed");

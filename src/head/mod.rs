@@ -529,6 +529,20 @@ impl Head {
         Ok(uploaded)
     }
 
+    /// Flushes every `flush_interval`, or when the head grows past `max_head_bytes`, until the
+    /// task is dropped. A failed flush keeps its data in the head and the WAL and is retried at
+    /// the next turn; `heartbeat` reports each outcome.
+    pub async fn run_flusher(self: Arc<Self>, heartbeat: crate::heartbeat::Heartbeat) {
+        loop {
+            self.wait_for_flush().await;
+            let outcome = self.flush().await;
+            heartbeat.record(&outcome);
+            if let Err(err) = outcome {
+                tracing::error!(error = %err, "flush failed; data stays in the head and WAL, retrying later");
+            }
+        }
+    }
+
     /// Holds off publication while a query lists blocks and reads the head.
     pub async fn read_gate(&self) -> tokio::sync::RwLockReadGuard<'_, ()> {
         self.publish_gate.read().await
