@@ -8,6 +8,7 @@ const PROTOS: &[&str] = &[
     "types/v1/types.proto",
     "push/v1/push.proto",
     "querier/v1/querier.proto",
+    "settings/v1/setting.proto",
     "pyrite/v1/block.proto",
 ];
 
@@ -30,6 +31,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     pbjson_build::Builder::new()
         .register_descriptors(&encoded)?
         .ignore_unknown_fields()
-        .build(&[".google.v1", ".types.v1", ".push.v1", ".querier.v1"])?;
+        .build(&[".google.v1", ".types.v1", ".push.v1", ".querier.v1", ".settings.v1"])?;
     Ok(())
 }

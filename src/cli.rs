@@ -229,6 +229,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let scrape_metrics = crate::scrape::ScrapeMetrics::register(metrics.registry_mut());
     let flush_heartbeat = Heartbeat::register(metrics.registry_mut(), "head_flush", "Head flushes to storage");
     // What one reader of the bucket learns of its blocks, the others need not list again.
+    let settings = crate::settings::SettingsStore::new(storage.clone());
     let catalog = crate::block::Catalog::new(storage, crate::model::duration_ms(config.head.bucket_duration));
     let retention = tokio::spawn(crate::retention::run(
         catalog.clone(),
@@ -259,6 +260,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         },
         config: config.api.clone(),
         metrics,
+        settings,
     });
     let flusher = tokio::spawn(head.clone().run_flusher(flush_heartbeat));
     let listener = tokio::net::TcpListener::bind(config.listen)

@@ -6,7 +6,8 @@
 //! `render` turns a [`query::FlameTree`] into every output format. `limits` (per-tenant limits
 //! and their overrides file) imports only `model`; `ingest` enforces them and `retention`
 //! deletes blocks past a tenant's retention period. `compactor` merges a bucket's blocks.
-//! `heartbeat` reports the background work (flushes, compaction, retention) to `/metrics`.
+//! `heartbeat` reports the background work (flushes, compaction, retention) to `/metrics`;
+//! `settings` keeps per-tenant UI settings beside the blocks.
 
 pub mod api;
 pub mod block;
@@ -25,6 +26,7 @@ pub mod query;
 pub mod render;
 pub mod retention;
 pub mod scrape;
+pub mod settings;
 pub mod storage;
 pub mod symbols;
 

@@ -1,5 +1,5 @@
 //! Generated protobuf types: pprof (`google.v1`), Pyroscope's `types.v1`, `push.v1`, `querier.v1`,
-//! and Pyrite's own block format (`pyrite.v1`). proto3 JSON comes from pbjson.
+//! `settings.v1`, and Pyrite's own block format (`pyrite.v1`). proto3 JSON comes from pbjson.
 #![allow(missing_docs, clippy::all, clippy::pedantic)]
 
 pub mod google {
@@ -24,6 +24,12 @@ pub mod querier {
     pub mod v1 {
         include!(concat!(env!("OUT_DIR"), "/querier.v1.rs"));
         include!(concat!(env!("OUT_DIR"), "/querier.v1.serde.rs"));
+    }
+}
+pub mod settings {
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/settings.v1.rs"));
+        include!(concat!(env!("OUT_DIR"), "/settings.v1.serde.rs"));
     }
 }
 pub mod pyrite {

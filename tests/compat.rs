@@ -2,8 +2,8 @@
 //! (twice: defaults, and one with a 1 MiB body limit) and runs the Go module `tests/compat`
 //! against it (`go test`, with `PYRITE_URL` / `PYRITE_SMALL_BODY_URL`). That module pushes real
 //! corpus profiles with `pushv1connect` and calls every querier RPC Grafana and the Pyroscope
-//! UI use through `querierv1connect`, checking answers against totals computed with
-//! `github.com/google/pprof/profile`. `go` missing is a failure, never a skip.
+//! UI use through `querierv1connect` (and settings.v1 through `settingsv1connect`), checking
+//! answers against totals computed with `github.com/google/pprof/profile`. `go` missing is a failure, never a skip.
 
 mod common;
 
@@ -50,6 +50,7 @@ fn official_go_clients_against_pyrite_serve() {
         "TestPushErrors",
         "TestMemoryDeltas",
         "TestSelectMergeSpanProfile",
+        "TestSettings",
     ] {
         assert!(
             stdout.contains(&format!("--- PASS: {name} ")),

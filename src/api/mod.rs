@@ -1,4 +1,4 @@
-//! HTTP API on axum: Pyroscope's connect services (push.v1, querier.v1), the legacy
+//! HTTP API on axum: Pyroscope's connect services (push.v1, querier.v1, settings.v1), the legacy
 //! `/ingest` and `/pyroscope/*` routes, `/api/v1/render` exports, `/ready` and `/metrics`.
 //! Handlers translate; the work happens in `ingest`, `query` and `render`.
 
@@ -10,6 +10,7 @@ mod peer;
 mod push;
 mod querier;
 mod render_http;
+mod settings;
 mod tenant;
 
 pub use metrics::Metrics;
@@ -32,6 +33,7 @@ pub struct AppState {
     pub querier: Querier,
     pub config: ApiConfig,
     pub metrics: Metrics,
+    pub settings: crate::settings::SettingsStore,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -49,6 +51,7 @@ pub fn router(state: SharedState) -> Router {
         .route("/pyroscope/ingest", post(legacy::ingest))
         .route("/push.v1.PusherService/Push", post(push::push))
         .route("/querier.v1.QuerierService/{method}", post(querier::dispatch))
+        .route("/settings.v1.SettingsService/{method}", post(settings::dispatch))
         .route("/pyroscope/render", get(legacy::render))
         .route("/pyroscope/render-diff", get(legacy::render_diff))
         .route("/pyroscope/label-values", get(legacy::label_values))

@@ -108,7 +108,7 @@ pub async fn dispatch(
     response
 }
 
-async fn call<Req, Resp, F, Fut>(
+pub(super) async fn call<Req, Resp, F, Fut>(
     headers: &HeaderMap,
     body: &[u8],
     state: &SharedState,
