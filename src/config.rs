@@ -187,7 +187,10 @@ mod tests {
         assert_eq!(config.listen.port(), 9999);
         assert_eq!(config.head.bucket_duration.as_secs(), 1800);
         assert_eq!(config.head.flush_interval.as_secs(), 300);
-        assert!(matches!(config.storage, StorageConfig::S3(ref s3) if s3.bucket == "profiles" && s3.path_style));
+        assert!(
+            matches!(config.storage, StorageConfig::S3(ref s3) if s3.bucket == "profiles" && s3.path_style
+            && s3.max_retries == 10 && s3.retry_timeout.as_secs() == 60 && s3.request_timeout.as_secs() == 30)
+        );
     }
 
     #[test]

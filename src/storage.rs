@@ -66,6 +66,34 @@ pub struct S3Config {
     /// Key prefix inside the bucket, so several deployments can share one bucket.
     #[serde(default)]
     pub prefix: String,
+    /// Retries of a failed request (connection refused, 5xx, throttling); 0: none.
+    #[serde(default = "default_max_retries")]
+    pub max_retries: usize,
+    /// No retry starts later than this after the first attempt, so a query against an
+    /// unreachable bucket answers `unavailable` within about this long instead of hanging.
+    #[serde(default = "default_retry_timeout", with = "humantime_serde")]
+    pub retry_timeout: std::time::Duration,
+    /// One request, from connect to the last byte; a block upload must fit in it.
+    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    pub request_timeout: std::time::Duration,
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: std::time::Duration,
+}
+
+fn default_max_retries() -> usize {
+    10
+}
+
+fn default_retry_timeout() -> std::time::Duration {
+    std::time::Duration::from_secs(60)
+}
+
+fn default_request_timeout() -> std::time::Duration {
+    std::time::Duration::from_secs(30)
+}
+
+fn default_connect_timeout() -> std::time::Duration {
+    std::time::Duration::from_secs(5)
 }
 
 fn default_region() -> String {
@@ -108,7 +136,18 @@ impl Storage {
                     .with_bucket_name(&s3.bucket)
                     .with_region(&s3.region)
                     .with_allow_http(s3.allow_http)
-                    .with_virtual_hosted_style_request(!s3.path_style);
+                    .with_virtual_hosted_style_request(!s3.path_style)
+                    .with_retry(object_store::RetryConfig {
+                        backoff: object_store::BackoffConfig::default(),
+                        max_retries: s3.max_retries,
+                        retry_timeout: s3.retry_timeout,
+                    })
+                    .with_client_options(
+                        object_store::ClientOptions::new()
+                            .with_timeout(s3.request_timeout)
+                            .with_connect_timeout(s3.connect_timeout)
+                            .with_allow_http(s3.allow_http),
+                    );
                 if let Some(endpoint) = &s3.endpoint {
                     builder = builder.with_endpoint(endpoint);
                 }

@@ -247,3 +247,46 @@ fn compaction_on_ceph_rgw() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
+
+/// An S3 endpoint nobody answers (a port just closed): pushes are still acknowledged (the WAL
+/// holds them), while a query answers 503 `unavailable` once `retry_timeout` is spent, instead
+/// of hanging for object_store's default three minutes.
+#[test]
+fn an_unreachable_bucket_fails_queries_fast_and_keeps_taking_pushes() {
+    let closed_port = common::free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("pyrite.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "scrape_configs: []\nstorage:\n  backend: s3\n  bucket: nowhere\n  endpoint: http://127.0.0.1:{closed_port}\n  \
+             access_key_id: {ACCESS_KEY}\n  secret_access_key: {SECRET_KEY}\n  allow_http: true\n  \
+             max_retries: 3\n  retry_timeout: 2s\n  connect_timeout: 1s\n"
+        ),
+    )
+    .unwrap();
+    let server = Server::start_with_config(&dir.path().join("data"), Some(&config));
+    let raw = std::fs::read(common::corpus_dir().join("files/gotarget__cpu_5s.pb.gz")).unwrap();
+    assert_eq!(
+        common::push_v1(&server, "ops", &[("service_name", "offline")], raw).0,
+        200
+    );
+
+    let started = std::time::Instant::now();
+    let (status, body) = common::querier(
+        &server,
+        "ops",
+        "SelectMergeStacktraces",
+        serde_json::json!({
+            "profileTypeID": "process_cpu:cpu:nanoseconds:cpu:nanoseconds",
+            "labelSelector": "{service_name=\"offline\"}",
+            "start": pyrite::now_ms() - 3_600_000, "end": pyrite::now_ms(),
+        }),
+    );
+    let took = started.elapsed();
+    assert_eq!((status, body["code"].as_str()), (503, Some("unavailable")), "{body}");
+    assert!(
+        took < std::time::Duration::from_secs(20),
+        "answered after {took:?}, not within the retry budget"
+    );
+}
