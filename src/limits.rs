@@ -36,6 +36,14 @@ pub struct TenantLimits {
     /// How far back queries see: earlier parts of a range are left out; 0: all of it.
     #[serde(with = "humantime_serde")]
     pub max_query_lookback: Duration,
+    /// Profiles stamped further in the past are refused (400); 0: any age. Off by default, so
+    /// `pyrite push` can import an incident profile captured days ago (Pyroscope: 1h).
+    #[serde(with = "humantime_serde")]
+    pub reject_older_than: Duration,
+    /// Profiles stamped further in the future are refused (400): a client with a wrong clock
+    /// would otherwise write into buckets no window asks for yet; 0: any time.
+    #[serde(with = "humantime_serde")]
+    pub reject_newer_than: Duration,
 }
 
 impl Default for TenantLimits {
@@ -47,11 +55,26 @@ impl Default for TenantLimits {
             compactor_blocks_retention_period: Duration::ZERO,
             max_query_length: Duration::ZERO,
             max_query_lookback: Duration::ZERO,
+            reject_older_than: Duration::ZERO,
+            reject_newer_than: Duration::from_secs(600),
         }
     }
 }
 
 impl TenantLimits {
+    /// The times a profile ingested at `now_ms` may carry, as `[from, until]` in ms.
+    pub fn ingestion_window(&self, now_ms: i64) -> (i64, i64) {
+        let from = match self.reject_older_than {
+            age if age.is_zero() => i64::MIN,
+            age => now_ms.saturating_sub(crate::model::duration_ms(age)),
+        };
+        let until = match self.reject_newer_than {
+            ahead if ahead.is_zero() => i64::MAX,
+            ahead => now_ms.saturating_add(crate::model::duration_ms(ahead)),
+        };
+        (from, until)
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         if !(self.ingestion_rate >= 0.0 && self.ingestion_rate.is_finite()) {
             return Err("ingestion_rate must be a number of samples per second, 0 or more".into());
@@ -136,6 +159,10 @@ struct PartialLimits {
     max_query_length: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     max_query_lookback: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    reject_older_than: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    reject_newer_than: Option<Duration>,
 }
 
 impl PartialLimits {
@@ -151,6 +178,8 @@ impl PartialLimits {
                 .unwrap_or(defaults.compactor_blocks_retention_period),
             max_query_length: self.max_query_length.unwrap_or(defaults.max_query_length),
             max_query_lookback: self.max_query_lookback.unwrap_or(defaults.max_query_lookback),
+            reject_older_than: self.reject_older_than.unwrap_or(defaults.reject_older_than),
+            reject_newer_than: self.reject_newer_than.unwrap_or(defaults.reject_newer_than),
         }
     }
 }

@@ -290,3 +290,57 @@ fn queries_keep_to_the_tenants_length_and_lookback() {
         "no data: {body}"
     );
 }
+
+/// The CPU file stamped `offset_ms` from now, as a client with that clock would push it.
+fn stamped_cpu(offset_ms: i64) -> Vec<u8> {
+    let raw = std::fs::read(corpus_file(CPU_FILE)).unwrap();
+    let mut profile = pyrite::pprof::decode(&raw, &Default::default()).unwrap();
+    profile.time_nanos = (pyrite::now_ms() + offset_ms) * 1_000_000;
+    prost::Message::encode_to_vec(&profile)
+}
+
+#[test]
+fn profiles_outside_the_tenants_ingestion_window_get_400() {
+    const HOUR: i64 = 3_600_000;
+    let dir = tempfile::tempdir().unwrap();
+    write_overrides(
+        &dir.path().join("overrides.yaml"),
+        "overrides:\n  strict: { reject_older_than: 1h }\n  skewed: { reject_newer_than: 0s }\n",
+    );
+    let server = start(dir.path(), "");
+    let push = |tenant: &str, offset_ms: i64| {
+        let (status, _, body) = common::push_v1(&server, tenant, &[("service_name", "clock")], stamped_cpu(offset_ms));
+        (status, body)
+    };
+
+    // By default: a profile from the future is refused, one from last month is an import.
+    let (status, body) = push("anyone", HOUR);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("not_in_ingestion_window"), "{body}");
+    assert_eq!(push("anyone", 5 * 60_000).0, 200, "within 10 minutes of clock skew");
+    assert_eq!(push("anyone", -30 * 24 * HOUR).0, 200);
+
+    assert_eq!(push("strict", -2 * HOUR).0, 400);
+    assert_eq!(push("strict", -HOUR / 2).0, 200);
+    assert_eq!(push("skewed", HOUR).0, 200, "reject_newer_than: 0s turns the check off");
+
+    let metrics = reqwest::blocking::get(format!("{}/metrics", server.url))
+        .unwrap()
+        .text()
+        .unwrap();
+    let refused = |tenant: &str| {
+        metrics
+            .lines()
+            .find(|line| {
+                line.starts_with("pyrite_ingest_profiles_total{")
+                    && line.contains("outcome=\"not_in_ingestion_window\"")
+                    && line.contains(&format!("tenant=\"{tenant}\""))
+            })
+            .and_then(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+    };
+    assert_eq!(
+        (refused("anyone"), refused("strict")),
+        (Some(1.0), Some(1.0)),
+        "{metrics}"
+    );
+}

@@ -40,14 +40,6 @@ pub(super) fn time_param(params: &HashMap<String, String>, name: &str, default_m
     }
 }
 
-/// The `outcome` label of a refused profile.
-fn outcome(err: &IngestError) -> &'static str {
-    match err {
-        IngestError::Refused(refusal) => refusal.reason(),
-        _ => "invalid",
-    }
-}
-
 /// An `/ingest` error with Pyroscope's status rules (invalid pprof on the pprof path is 422).
 fn ingest_status(err: IngestError, status_for_invalid: StatusCode) -> Response {
     if let IngestError::Refused(refusal) = &err {
@@ -220,7 +212,7 @@ async fn ingest_pprof(
             Ok(StatusCode::OK.into_response())
         }
         Err(err) => {
-            state.metrics.record_ingest(tenant.as_str(), outcome(&err), size, 0);
+            state.metrics.record_ingest(tenant.as_str(), err.outcome(), size, 0);
             Ok(ingest_status(err, StatusCode::UNPROCESSABLE_ENTITY))
         }
     }
@@ -327,7 +319,7 @@ async fn ingest_folded(
             Ok(StatusCode::OK.into_response())
         }
         Err(err) => {
-            state.metrics.record_ingest(tenant.as_str(), outcome(&err), size, 0);
+            state.metrics.record_ingest(tenant.as_str(), err.outcome(), size, 0);
             Ok(ingest_status(err, StatusCode::BAD_REQUEST))
         }
     }

@@ -46,7 +46,7 @@ pub async fn push(State(state): State<SharedState>, headers: HeaderMap, body: Bo
             match state.ingester.decode(&sample.raw_profile) {
                 Ok(profile) => decoded.push((at, labels.clone(), sample.raw_profile, profile)),
                 Err(err) => {
-                    state.metrics.record_ingest(tenant.as_str(), "invalid", size, 0);
+                    state.metrics.record_ingest(tenant.as_str(), err.outcome(), size, 0);
                     client_errors.push(format!("{at}: {err}"));
                 }
             }
@@ -70,7 +70,7 @@ pub async fn push(State(state): State<SharedState>, headers: HeaderMap, body: Bo
             // retries 429s).
             Err(err @ IngestError::Refused(_)) => return Err(refused(&state, tenant.as_str(), &decoded[index..], err)),
             Err(err) if err.is_client_error() => {
-                state.metrics.record_ingest(tenant.as_str(), "invalid", size, 0);
+                state.metrics.record_ingest(tenant.as_str(), err.outcome(), size, 0);
                 client_errors.push(format!("{at}: {err}"));
             }
             Err(err) => return Err(server_error(err)),

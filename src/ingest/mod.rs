@@ -35,6 +35,11 @@ pub enum IngestError {
     Name(String),
     #[error("storing profile: {0}")]
     Head(#[from] HeadError),
+    #[error(
+        "profile time {time_ms} ms is outside the tenant's ingestion window [{from_ms}, {until_ms}] \
+         (reject_older_than / reject_newer_than): not_in_ingestion_window"
+    )]
+    OutOfWindow { time_ms: i64, from_ms: i64, until_ms: i64 },
     /// The tenant is over one of its limits: a 429, to be retried later.
     #[error(transparent)]
     Refused(#[from] Refusal),
@@ -44,6 +49,16 @@ impl IngestError {
     /// Whether the client sent something wrong (a 4xx), as opposed to a server fault.
     pub fn is_client_error(&self) -> bool {
         !matches!(self, Self::Head(_))
+    }
+
+    /// The `outcome` label of a profile refused with this error.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Self::Refused(refusal) => refusal.reason(),
+            Self::OutOfWindow { .. } => "not_in_ingestion_window",
+            Self::Head(_) => "error",
+            _ => "invalid",
+        }
     }
 }
 
@@ -350,6 +365,14 @@ impl Ingester {
             crate::now_ms()
         });
         let limits = self.tenant_limits.for_tenant(tenant);
+        let (from_ms, until_ms) = limits.ingestion_window(crate::now_ms());
+        if time_ms < from_ms || time_ms > until_ms {
+            return Err(IngestError::OutOfWindow {
+                time_ms,
+                from_ms,
+                until_ms,
+            });
+        }
         if !self
             .head
             .within_series_limit(tenant, time_ms, &series, limits.max_global_series_per_user)
