@@ -1,4 +1,6 @@
-//! Prometheus-style relabeling of discovered targets: `keep`, `drop`, `replace`, `labelmap`.
+//! Prometheus-style relabeling of discovered targets: `keep`, `drop`, `replace`, `labelmap`,
+//! `labelkeep`, `labeldrop`, and `hashmod` (Prometheus's hash, so a sharding rule carries over
+//! from a Prometheus config unchanged).
 
 use std::collections::BTreeMap;
 
@@ -13,6 +15,11 @@ pub enum RelabelAction {
     Keep,
     Drop,
     Labelmap,
+    Labelkeep,
+    Labeldrop,
+    /// `target_label` = the MD5 of the joined source values, last 8 bytes big-endian, modulo
+    /// `modulus`: with `keep` on it, replicas without `cluster.peers` split targets.
+    Hashmod,
 }
 
 /// One rule, with Prometheus's field names and defaults (`separator: ;`, `regex: (.*)`,
@@ -26,6 +33,8 @@ pub struct RelabelConfig {
     pub target_label: Option<String>,
     pub replacement: String,
     pub action: RelabelAction,
+    /// For `hashmod`.
+    pub modulus: u64,
 }
 
 impl Default for RelabelConfig {
@@ -37,6 +46,7 @@ impl Default for RelabelConfig {
             target_label: None,
             replacement: "$1".into(),
             action: RelabelAction::Replace,
+            modulus: 0,
         }
     }
 }
@@ -54,6 +64,11 @@ impl RelabelConfig {
         }
         if matches!(self.action, RelabelAction::Keep | RelabelAction::Drop) && self.source_labels.is_empty() {
             return Err("keep and drop need source_labels".into());
+        }
+        if self.action == RelabelAction::Hashmod
+            && (self.modulus == 0 || self.target_label.as_deref().unwrap_or("").is_empty())
+        {
+            return Err("hashmod needs a target_label and a modulus above 0".into());
         }
         Ok(())
     }
@@ -106,6 +121,15 @@ impl Relabeler {
                     } else {
                         labels.insert(target, replacement);
                     }
+                }
+                RelabelAction::Labelkeep => labels.retain(|name, _| regex.is_match(name)),
+                RelabelAction::Labeldrop => labels.retain(|name, _| !regex.is_match(name)),
+                RelabelAction::Hashmod => {
+                    use md5::Digest;
+                    let hash = md5::Md5::digest(value.as_bytes());
+                    let tail: [u8; 8] = hash[8..16].try_into().expect("an MD5 hash has 16 bytes");
+                    let shard = u64::from_be_bytes(tail) % rule.modulus;
+                    labels.insert(rule.target_label.clone().unwrap_or_default(), shard.to_string());
                 }
                 RelabelAction::Labelmap => {
                     let mapped: Vec<(String, String)> = labels
@@ -182,6 +206,67 @@ mod tests {
             "false".into(),
         );
         assert!(relabeler.apply(off).is_none(), "not kept");
+    }
+
+    /// `hashmod` as Prometheus computes it, checked against Python's hashlib on the same input.
+    #[test]
+    fn hashmod_shards_like_prometheus_and_labelkeep_labeldrop() {
+        let relabeler = rules(
+            r#"
+- source_labels: [__address__]
+  modulus: 7
+  target_label: __tmp_shard
+  action: hashmod
+- regex: __meta_.*
+  action: labeldrop
+"#,
+        );
+        let addresses: Vec<String> = (0..40)
+            .map(|i| format!("10.1.{}.{}:6060", i / 7, i * 13 % 251))
+            .collect();
+        let script = "import hashlib, sys\nfor a in sys.argv[1:]:\n    print(int.from_bytes(hashlib.md5(a.encode()).digest()[8:], 'big') % 7)";
+        let output = std::process::Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .args(&addresses)
+            .output()
+            .expect("python3");
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let expected: Vec<String> = String::from_utf8(output.stdout)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        let shards: Vec<String> = addresses
+            .iter()
+            .map(|address| {
+                let out = relabeler
+                    .apply(labels(&[("__address__", address), ("__meta_kubernetes_pod_name", "p")]))
+                    .unwrap();
+                assert!(!out.contains_key("__meta_kubernetes_pod_name"), "labeldrop");
+                out["__tmp_shard"].clone()
+            })
+            .collect();
+        assert_eq!(shards, expected);
+        assert!(
+            shards.iter().collect::<std::collections::BTreeSet<_>>().len() > 3,
+            "spread: {shards:?}"
+        );
+
+        let keep_only = rules("- regex: __address__|job\n  action: labelkeep\n");
+        let out = keep_only
+            .apply(labels(&[("__address__", "a:1"), ("job", "j"), ("team", "t")]))
+            .unwrap();
+        assert_eq!(out.keys().collect::<Vec<_>>(), ["__address__", "job"]);
+        assert!(
+            Relabeler::new(&[RelabelConfig {
+                action: RelabelAction::Hashmod,
+                target_label: Some("shard".into()),
+                ..RelabelConfig::default()
+            }])
+            .is_err(),
+            "hashmod without a modulus"
+        );
     }
 
     #[test]
