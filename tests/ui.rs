@@ -72,6 +72,36 @@ fn ui_shows_the_flame_graph_and_top_table_of_a_pushed_profile() {
         std::fs::metadata(&screenshot).unwrap().len() > 10_000,
         "a real screenshot was taken"
     );
+    // The timeline (SelectSeries over the window) sums to the flame graph's total.
+    let timeline = &seen["timeline"];
+    assert!(timeline["points"].as_u64().unwrap() > 100, "{timeline}");
+    assert_eq!(timeline["total"].as_f64(), Some(3_900_000_000.0), "{timeline}");
+
+    // Dragging across the timeline picks that window: the inputs hold its ms, and the flame
+    // graph of the new window still holds the profile pushed five minutes ago.
+    let dragged = &seen["dragged"];
+    let ms = |field: &str| dragged[field].as_str().unwrap().parse::<i64>().unwrap();
+    let (from, until) = (ms("from"), ms("until"));
+    let span = until - from;
+    assert!((59 * 60_000..=3_600_000).contains(&span), "dragged window of {span} ms");
+    assert!(from >= timeline["from"].as_i64().unwrap() && until <= timeline["until"].as_i64().unwrap());
+    assert_eq!(
+        dragged["timeline"]["from"].as_i64(),
+        Some(from),
+        "the timeline follows the window"
+    );
+    assert!(
+        dragged["frames"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f.as_str().unwrap().starts_with("main.cpuHashLoop")),
+        "{dragged}"
+    );
+    assert!(
+        dragged["status"].as_str().unwrap().contains("3,900,000,000"),
+        "{dragged}"
+    );
 
     // Against a baseline hour holding another program's CPU profile: the differential view.
     let baseline = common::corpus_dir().join("files/ddnotes_pprof.samples.cpu.001.pb.gz");

@@ -1,5 +1,7 @@
 // Opens Pyrite's UI in headless Chromium and prints what a user sees, as JSON on stdout:
-// the chosen profile type, the top-table rows, and the flame graph SVG's frame names.
+// the chosen profile type, the top-table rows, the flame graph SVG's frame names and the
+// timeline; without a baseline it then drags across the whole timeline, as a user picking a
+// window does, and reports the window and flame graph that gives.
 // Usage: node check.mjs <pyrite url> <tenant> <service> [screenshot.png] [baseline from] [baseline until]
 // With a baseline, the page compares the window against it (differential flame graph).
 import { chromium } from "playwright-core";
@@ -30,15 +32,38 @@ try {
     const doc = document.querySelector("#flamegraph").contentDocument;
     return doc && doc.querySelectorAll("g title").length > 0;
   }, null, { timeout: 20000 });
-  const result = await page.evaluate(() => ({
+  const seen = () => page.evaluate(() => ({
     type: document.querySelector("#type").value,
     status: document.querySelector("#status").textContent,
     headings: [...document.querySelectorAll("#top thead th")].map((th) => th.textContent),
     rows: [...document.querySelectorAll("#top tbody tr")].map((tr) => [...tr.cells].map((td) => td.textContent)),
     frames: [...document.querySelector("#flamegraph").contentDocument.querySelectorAll("g title")].map((t) => t.textContent),
+    timeline: {
+      points: (document.querySelector("#timeline polyline")?.getAttribute("points") || "").split(" ").filter(Boolean).length,
+      total: Number(document.querySelector("#timeline").dataset.total),
+      from: Number(document.querySelector("#timeline").dataset.from),
+      until: Number(document.querySelector("#timeline").dataset.until),
+    },
   }));
+  const result = await seen();
   if (screenshot) await page.screenshot({ path: screenshot, fullPage: true });
-  console.log(JSON.stringify({ ...result, errors }));
+  let dragged = null;
+  if (!baselineFrom) {
+    const box = await page.locator("#timeline").boundingBox();
+    const before = await page.evaluate(() => document.querySelector("#flamegraph").data);
+    await page.mouse.move(box.x + 1, box.y + box.height / 2);
+    await page.mouse.down();
+    await page.mouse.move(box.x + box.width / 2, box.y + box.height / 2, { steps: 5 });
+    await page.mouse.move(box.x + box.width - 1, box.y + box.height / 2, { steps: 5 });
+    await page.mouse.up();
+    await page.waitForFunction((previous) => {
+      const object = document.querySelector("#flamegraph");
+      const doc = object.contentDocument;
+      return object.data !== previous && doc && doc.querySelectorAll("g title").length > 0;
+    }, before, { timeout: 20000 });
+    dragged = { ...(await seen()), from: await page.inputValue("#from"), until: await page.inputValue("#until") };
+  }
+  console.log(JSON.stringify({ ...result, dragged, errors }));
 } finally {
   await browser.close();
 }
