@@ -201,12 +201,12 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::head::{Head, HeadConfig};
+    use crate::head::Head;
+    use crate::head::testing::{TempStore, corpus_file};
     use crate::ingest::Ingester;
     use crate::model::{Labels, Selector, Tenant};
     use crate::pprof::DecodeLimits;
     use crate::query::{Querier, SelectParams};
-    use crate::storage::StorageConfig;
 
     const AT_MS: i64 = 1_700_000_000_000;
     /// Profiles of several kinds (CPU, heap, block, goroutine), so symbols of different blocks
@@ -219,38 +219,30 @@ mod tests {
     ];
 
     struct Fixture {
-        _dir: tempfile::TempDir,
+        _store: TempStore,
         storage: Storage,
         head: Arc<Head>,
     }
 
     /// Three flushes of the same bucket: three blocks, each with every file, at different times.
     async fn three_blocks() -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
-        let storage = Storage::from_config(&StorageConfig::default(), dir.path()).unwrap();
-        let limits = DecodeLimits::default();
-        let head = Arc::new(
-            Head::open(HeadConfig::default(), storage.clone(), &dir.path().join("wal"), &limits)
-                .await
-                .unwrap(),
-        );
-        let ingester = Ingester::new(head.clone(), limits);
-        let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/files");
+        let store = TempStore::new();
+        let head = store.open().await;
+        let ingester = Ingester::new(head.clone(), DecodeLimits::default());
         for flush in 0..3i64 {
             for (index, file) in FILES.iter().enumerate() {
-                let raw = bytes::Bytes::from(std::fs::read(corpus.join(file)).unwrap());
                 let service = format!("service-{}", (index + flush as usize) % 3);
                 let labels = Labels::new([("service_name".to_string(), service)]).unwrap();
                 ingester
-                    .push_pprof(&tenant(), labels, raw, Some(AT_MS + flush * 60_000))
+                    .push_pprof(&tenant(), labels, corpus_file(file), Some(AT_MS + flush * 60_000))
                     .await
                     .unwrap();
             }
             head.flush().await.unwrap();
         }
         Fixture {
-            _dir: dir,
-            storage,
+            storage: store.storage.clone(),
+            _store: store,
             head,
         }
     }

@@ -137,18 +137,9 @@ fn the_rules_name_only_metrics_a_running_server_exports() {
     }
 }
 
-/// The status of a CPU flame graph query of service `flushed`, and its total.
+/// The status of a CPU flame graph query of service `flushed`, and its total (or the error).
 fn cpu_query(server: &Server) -> (u16, serde_json::Value) {
-    let (status, body) = common::querier(
-        server,
-        "anonymous",
-        "SelectMergeStacktraces",
-        serde_json::json!({
-            "profileTypeID": "process_cpu:cpu:nanoseconds:cpu:nanoseconds",
-            "labelSelector": "{service_name=\"flushed\"}",
-            "start": 1, "end": pyrite::now_ms() + 3_600_000,
-        }),
-    );
+    let (status, body) = common::select_cpu(server, "anonymous", "flushed", 1, pyrite::now_ms() + 3_600_000);
     if status == 200 {
         (status, body["flamegraph"]["total"].clone())
     } else {

@@ -42,18 +42,7 @@ fn start_replica(dir: &Path, name: &str, ports: &[(&str, u16)], shared_blocks: &
 }
 
 fn cpu_total(server: &Server) -> u64 {
-    let (status, body) = common::querier(
-        server,
-        "anonymous",
-        "SelectMergeStacktraces",
-        serde_json::json!({
-            "profileTypeID": "process_cpu:cpu:nanoseconds:cpu:nanoseconds",
-            "labelSelector": "{service_name=\"fleet-app\"}",
-            "start": 1, "end": pyrite::now_ms() + 3_600_000,
-        }),
-    );
-    assert_eq!(status, 200, "{body}");
-    body["flamegraph"]["total"].as_str().unwrap_or("0").parse().unwrap()
+    common::cpu_nanos(server, "anonymous", "fleet-app") as u64
 }
 
 /// Scrape targets (`instance` of `pyrite_scrape_up`) of one replica's job `fleet`.

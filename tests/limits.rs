@@ -45,22 +45,6 @@ fn push_at(server: &Server, tenant: &str, at: &str) {
     ]);
 }
 
-/// The CPU time stored for `service` of `tenant`, as the query API reports it.
-fn cpu_total(server: &Server, tenant: &str, service: &str) -> serde_json::Value {
-    let (status, tree) = common::querier(
-        server,
-        tenant,
-        "SelectMergeStacktraces",
-        serde_json::json!({
-            "profileTypeID": "process_cpu:cpu:nanoseconds:cpu:nanoseconds",
-            "labelSelector": format!("{{service_name=\"{service}\"}}"),
-            "start": 1, "end": pyrite::now_ms() + 3_600_000,
-        }),
-    );
-    assert_eq!(status, 200, "{tree}");
-    tree["flamegraph"]["total"].clone()
-}
-
 fn legacy_ingest(server: &Server, tenant: &str) -> u16 {
     reqwest::blocking::Client::new()
         .post(format!("{}/ingest?name=legacy&format=pprof", server.url))
@@ -126,7 +110,7 @@ fn a_tenant_over_its_rate_gets_429_and_the_others_do_not() {
     assert_eq!(legacy_ingest(&server, "big"), 200);
 
     // Only the accepted profile of `small` is stored: 16 CPU samples' worth, once.
-    assert_eq!(cpu_total(&server, "small", "app"), "160000000");
+    assert_eq!(common::cpu_nanos(&server, "small", "app"), 160_000_000);
 
     // A request of two profiles (12 samples) over a 10-sample burst is refused whole: a retry
     // would otherwise store its first profile twice.
@@ -134,7 +118,11 @@ fn a_tenant_over_its_rate_gets_429_and_the_others_do_not() {
     let (status, _, body) = common::push_v1_profiles(&server, "pair", &[("service_name", "two")], vec![raw.clone(); 2]);
     assert_eq!(status, 429, "{body}");
     assert_eq!(common::push_v1(&server, "pair", &[("service_name", "two")], raw).0, 200);
-    assert_eq!(cpu_total(&server, "pair", "two"), "160000000", "only the single push");
+    assert_eq!(
+        common::cpu_nanos(&server, "pair", "two"),
+        160_000_000,
+        "only the single push"
+    );
 
     // A raised limit applies without a restart.
     write_overrides(

@@ -184,24 +184,7 @@ fn compaction_on_ceph_rgw() {
 
     let server = Server::start_with_config(&data, Some(&config));
     let file = common::corpus_dir().join("files/gotarget__cpu_5s.pb.gz");
-    let total = || {
-        let (status, body) = common::querier(
-            &server,
-            "ops",
-            "SelectMergeStacktraces",
-            serde_json::json!({
-                "profileTypeID": "process_cpu:cpu:nanoseconds:cpu:nanoseconds",
-                "labelSelector": "{service_name=\"s3-compact\"}",
-                "start": pyrite::now_ms() - 4 * 3_600_000, "end": pyrite::now_ms(),
-            }),
-        );
-        assert_eq!(status, 200, "{body}");
-        body["flamegraph"]["total"]
-            .as_str()
-            .unwrap_or("0")
-            .parse::<i64>()
-            .unwrap()
-    };
+    let total = || common::cpu_nanos(&server, "ops", "s3-compact");
     // Each push waits for its own block, so compaction has blocks of several flushes to merge
     // (merged blocks included: a later flush is merged with the earlier compaction).
     let visible_rows = || listed().visible.iter().map(|meta| meta.samples).sum::<u64>();
@@ -273,15 +256,12 @@ fn an_unreachable_bucket_fails_queries_fast_and_keeps_taking_pushes() {
     );
 
     let started = std::time::Instant::now();
-    let (status, body) = common::querier(
+    let (status, body) = common::select_cpu(
         &server,
         "ops",
-        "SelectMergeStacktraces",
-        serde_json::json!({
-            "profileTypeID": "process_cpu:cpu:nanoseconds:cpu:nanoseconds",
-            "labelSelector": "{service_name=\"offline\"}",
-            "start": pyrite::now_ms() - 3_600_000, "end": pyrite::now_ms(),
-        }),
+        "offline",
+        pyrite::now_ms() - 3_600_000,
+        pyrite::now_ms(),
     );
     let took = started.elapsed();
     assert_eq!((status, body["code"].as_str()), (503, Some("unavailable")), "{body}");

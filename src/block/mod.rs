@@ -499,21 +499,7 @@ pub async fn load_series(
     symbols: &SymbolTable,
     headers: &[SeriesHeader],
 ) -> Result<Vec<Series>, BlockError> {
-    let key = meta.data_key();
-    let corrupt = |reason: String| BlockError::Corrupt {
-        key: key.clone(),
-        reason,
-    };
-    let ranges: Vec<_> = headers
-        .iter()
-        .map(|header| header.offset..header.offset + header.length)
-        .collect();
-    let raw = storage.get_ranges(&key, &ranges).await?;
-    headers
-        .iter()
-        .zip(raw)
-        .map(|(header, raw)| decode_rows(&raw, header, symbols).map_err(corrupt))
-        .collect()
+    load_section(storage, meta, symbols, headers, Section::Rows).await
 }
 
 /// Loads the per-stack totals of the chosen series in place of their rows: one row per stack,
@@ -525,6 +511,24 @@ pub async fn load_series_totals(
     symbols: &SymbolTable,
     headers: &[SeriesHeader],
 ) -> Result<Vec<Series>, BlockError> {
+    load_section(storage, meta, symbols, headers, Section::Totals).await
+}
+
+/// Which encoding of a series to read.
+#[derive(Debug, Clone, Copy)]
+enum Section {
+    Rows,
+    Totals,
+}
+
+/// One section of each chosen series, fetched with one coalescing range read.
+async fn load_section(
+    storage: &Storage,
+    meta: &BlockMeta,
+    symbols: &SymbolTable,
+    headers: &[SeriesHeader],
+    section: Section,
+) -> Result<Vec<Series>, BlockError> {
     let key = meta.data_key();
     let corrupt = |reason: String| BlockError::Corrupt {
         key: key.clone(),
@@ -532,31 +536,44 @@ pub async fn load_series_totals(
     };
     let ranges = headers
         .iter()
-        .map(|header| {
-            let (offset, length) = header
+        .map(|header| match section {
+            Section::Rows => Ok(header.offset..header.offset + header.length),
+            Section::Totals => header
                 .totals
-                .ok_or_else(|| corrupt("series has no per-stack totals".into()))?;
-            Ok(offset..offset + length)
+                .map(|(offset, length)| offset..offset + length)
+                .ok_or_else(|| corrupt("series has no per-stack totals".into())),
         })
         .collect::<Result<Vec<_>, BlockError>>()?;
     let raw = storage.get_ranges(&key, &ranges).await?;
     headers
         .iter()
         .zip(raw)
-        .map(|(header, raw)| decode_totals(&raw, header, symbols).map_err(corrupt))
+        .map(|(header, raw)| {
+            match section {
+                Section::Rows => decode_rows(&raw, header, symbols),
+                Section::Totals => decode_totals(&raw, header, symbols),
+            }
+            .map_err(corrupt)
+        })
         .collect()
+}
+
+/// Every stack id within the block's symbols.
+fn check_stacks(stacks: &[u32], symbols: &SymbolTable) -> Result<(), String> {
+    let stack_count = symbols.stack_count() as u32;
+    match stacks.iter().find(|&&stack| stack >= stack_count) {
+        Some(bad) => Err(format!("stack {bad} out of range ({stack_count} stacks)")),
+        None => Ok(()),
+    }
 }
 
 /// One series' per-stack totals as rows at its first time.
 fn decode_totals(raw: &[u8], header: &SeriesHeader, symbols: &SymbolTable) -> Result<Series, String> {
-    let stack_count = symbols.stack_count() as u32;
     let totals = block_proto::SeriesSamples::decode(raw).map_err(|err| format!("series totals: {err}"))?;
     if totals.stacks.len() != totals.values.len() {
         return Err("series total columns differ in length".into());
     }
-    if let Some(&bad) = totals.stacks.iter().find(|&&stack| stack >= stack_count) {
-        return Err(format!("stack {bad} out of range ({stack_count} stacks)"));
-    }
+    check_stacks(&totals.stacks, symbols)?;
     Ok(Series {
         labels: header.labels.clone(),
         profile_type: header.profile_type.clone(),
@@ -572,7 +589,6 @@ fn decode_totals(raw: &[u8], header: &SeriesHeader, symbols: &SymbolTable) -> Re
 
 /// One series' rows from their encoded form, checked against the block's symbols.
 fn decode_rows(raw: &[u8], header: &SeriesHeader, symbols: &SymbolTable) -> Result<Series, String> {
-    let stack_count = symbols.stack_count() as u32;
     let rows = block_proto::SeriesSamples::decode(raw).map_err(|err| format!("series rows: {err}"))?;
     if rows.stacks.len() != rows.time_deltas_ms.len()
         || rows.values.len() != rows.time_deltas_ms.len()
@@ -580,9 +596,7 @@ fn decode_rows(raw: &[u8], header: &SeriesHeader, symbols: &SymbolTable) -> Resu
     {
         return Err("series row columns differ in length".into());
     }
-    if let Some(&bad) = rows.stacks.iter().find(|&&stack| stack >= stack_count) {
-        return Err(format!("stack {bad} out of range ({stack_count} stacks)"));
-    }
+    check_stacks(&rows.stacks, symbols)?;
     let mut time = 0i64;
     let times = rows
         .time_deltas_ms

@@ -642,35 +642,27 @@ fn log_published(meta: &BlockMeta) {
     );
 }
 
+/// What tests elsewhere in the crate need of a head: one on a fresh directory.
 #[cfg(test)]
-mod tests {
-    //! A crash at each step of a flush, played by dropping the head after that step and opening
-    //! its directory again: every acknowledged profile must be counted exactly once.
-
+pub(crate) mod testing {
     use super::*;
-    use crate::ingest::Ingester;
-    use crate::model::Selector;
-    use crate::query::{Querier, SelectParams};
     use crate::storage::StorageConfig;
 
-    /// 16 CPU samples, 160 ms in all (MANIFEST.tsv).
-    const CORPUS_FILE: &str = "ddnotes_cpu-profiler-labels.pprof";
-    const CPU_NANOS: i64 = 160_000_000;
-    const AT_MS: i64 = 1_700_000_000_000;
-
-    struct Store {
-        dir: tempfile::TempDir,
-        storage: Storage,
+    /// A data directory with filesystem blocks, removed when dropped.
+    pub(crate) struct TempStore {
+        pub dir: tempfile::TempDir,
+        pub storage: Storage,
     }
 
-    impl Store {
-        fn new() -> Self {
+    impl TempStore {
+        pub fn new() -> Self {
             let dir = tempfile::tempdir().unwrap();
             let storage = Storage::from_config(&StorageConfig::default(), dir.path()).unwrap();
             Self { dir, storage }
         }
 
-        async fn open(&self) -> Arc<Head> {
+        /// A head on this directory with the default config (again, after a simulated crash).
+        pub async fn open(&self) -> Arc<Head> {
             let head = Head::open(
                 HeadConfig::default(),
                 self.storage.clone(),
@@ -681,13 +673,44 @@ mod tests {
             .unwrap();
             Arc::new(head)
         }
+    }
 
+    /// A file of the shared corpus.
+    pub(crate) fn corpus_file(name: &str) -> bytes::Bytes {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../shared/corpus/files")
+            .join(name);
+        bytes::Bytes::from(std::fs::read(path).unwrap())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! A crash at each step of a flush, played by dropping the head after that step and opening
+    //! its directory again: every acknowledged profile must be counted exactly once.
+
+    use super::*;
+    use crate::ingest::Ingester;
+    use crate::model::Selector;
+    use crate::query::{Querier, SelectParams};
+
+    /// 16 CPU samples, 160 ms in all (MANIFEST.tsv).
+    const CORPUS_FILE: &str = "ddnotes_cpu-profiler-labels.pprof";
+    const CPU_NANOS: i64 = 160_000_000;
+    const AT_MS: i64 = 1_700_000_000_000;
+
+    use super::testing::TempStore as Store;
+
+    /// Crash tests' helpers over a [`Store`].
+    trait CrashStore {
+        async fn push(&self, head: &Arc<Head>, times: i64);
+        async fn seen(&self, head: &Arc<Head>) -> (i64, usize);
+    }
+
+    impl CrashStore for Store {
         /// Pushes the corpus file `times` times, one millisecond apart.
         async fn push(&self, head: &Arc<Head>, times: i64) {
-            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../shared/corpus/files")
-                .join(CORPUS_FILE);
-            let raw = bytes::Bytes::from(std::fs::read(path).unwrap());
+            let raw = super::testing::corpus_file(CORPUS_FILE);
             let ingester = Ingester::new(head.clone(), DecodeLimits::default());
             for offset in 0..times {
                 let labels = Labels::new([("service_name".to_string(), "crash".to_string())]).unwrap();

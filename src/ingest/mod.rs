@@ -458,18 +458,10 @@ mod tests {
     use std::time::{Duration, SystemTime};
 
     use super::*;
-    use crate::head::HeadConfig;
+    use crate::head::testing::{TempStore, corpus_file};
     use crate::limits::{RuntimeConfig, TenantLimits};
     use crate::model::Selector;
     use crate::query::{Querier, SelectParams};
-    use crate::storage::{Storage, StorageConfig};
-
-    fn corpus(name: &str) -> Bytes {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/corpus/files")
-            .join(name);
-        Bytes::from(std::fs::read(path).unwrap())
-    }
 
     /// alloc_space of a memory series as the query API reports it.
     async fn alloc_space(head: &Arc<Head>, tenant: &Tenant) -> i64 {
@@ -486,8 +478,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_refused_cumulative_push_is_covered_by_the_next_delta() {
-        let dir = tempfile::tempdir().unwrap();
-        let overrides = dir.path().join("overrides.yaml");
+        let store = TempStore::new();
+        let overrides = store.dir.path().join("overrides.yaml");
         let set_overrides = |text: &str, seconds: u64| {
             std::fs::write(&overrides, text).unwrap();
             let file = std::fs::File::options().write(true).open(&overrides).unwrap();
@@ -505,13 +497,8 @@ mod tests {
             )
             .unwrap(),
         );
-        let storage = Storage::from_config(&StorageConfig::default(), dir.path()).unwrap();
         let decode_limits = DecodeLimits::default();
-        let head = Arc::new(
-            Head::open(HeadConfig::default(), storage, &dir.path().join("wal"), &decode_limits)
-                .await
-                .unwrap(),
-        );
+        let head = store.open().await;
         let ingester = Ingester::new(head.clone(), decode_limits.clone()).with_tenant_limits(tenant_limits.clone());
         let tenant = Tenant::parse("t").unwrap();
         let labels = Labels::new([
@@ -519,7 +506,10 @@ mod tests {
             (LABEL_NAME.to_string(), "memory".to_string()),
         ])
         .unwrap();
-        let (t0, t1) = (corpus("gotarget__allocs_t0.pb.gz"), corpus("gotarget__allocs_t1.pb.gz"));
+        let (t0, t1) = (
+            corpus_file("gotarget__allocs_t0.pb.gz"),
+            corpus_file("gotarget__allocs_t1.pb.gz"),
+        );
 
         ingester.push_series(&tenant, labels.clone(), t0.clone()).await.unwrap();
         assert_eq!(alloc_space(&head, &tenant).await, 0, "the first profile primes");

@@ -682,13 +682,11 @@ mod step_tests {
 #[cfg(test)]
 mod totals_tests {
     use std::collections::BTreeMap;
-    use std::sync::Arc;
 
     use super::*;
-    use crate::head::HeadConfig;
+    use crate::head::testing::{TempStore, corpus_file};
     use crate::ingest::Ingester;
     use crate::pprof::DecodeLimits;
-    use crate::storage::StorageConfig;
 
     /// Folded stacks as stack → value.
     fn folded(tree: &FlameTree) -> BTreeMap<String, i64> {
@@ -704,21 +702,10 @@ mod totals_tests {
     #[tokio::test]
     async fn a_window_covering_whole_series_reads_their_totals_and_merges_the_same() {
         const AT_MS: i64 = 1_700_000_000_000;
-        let dir = tempfile::tempdir().unwrap();
-        let storage = Storage::from_config(&StorageConfig::default(), dir.path()).unwrap();
-        let limits = DecodeLimits::default();
-        let head = Arc::new(
-            Head::open(HeadConfig::default(), storage.clone(), &dir.path().join("wal"), &limits)
-                .await
-                .unwrap(),
-        );
-        let ingester = Ingester::new(head.clone(), limits);
-        let raw = bytes::Bytes::from(
-            std::fs::read(
-                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/files/gotarget__cpu_5s.pb.gz"),
-            )
-            .unwrap(),
-        );
+        let store = TempStore::new();
+        let (head, storage) = (store.open().await, store.storage.clone());
+        let ingester = Ingester::new(head.clone(), DecodeLimits::default());
+        let raw = corpus_file("gotarget__cpu_5s.pb.gz");
         let tenant = Tenant::parse("totals").unwrap();
         for offset in 0..20 {
             let labels = Labels::new([("service_name".to_string(), "whole".to_string())]).unwrap();

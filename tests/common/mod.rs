@@ -236,6 +236,28 @@ pub fn querier(server: &Server, tenant: &str, method: &str, body: serde_json::Va
     (status, response.json().unwrap_or(serde_json::Value::Null))
 }
 
+/// The merged CPU flame graph (`SelectMergeStacktraces`, process_cpu nanoseconds) of one
+/// service of `tenant` over `[start, end]` ms: the status and the JSON body.
+pub fn select_cpu(server: &Server, tenant: &str, service: &str, start: i64, end: i64) -> (u16, serde_json::Value) {
+    querier(
+        server,
+        tenant,
+        "SelectMergeStacktraces",
+        serde_json::json!({
+            "profileTypeID": "process_cpu:cpu:nanoseconds:cpu:nanoseconds",
+            "labelSelector": format!("{{service_name=\"{service}\"}}"),
+            "start": start, "end": end,
+        }),
+    )
+}
+
+/// The CPU nanoseconds of one service of `tenant` in all of its history (up to an hour ahead).
+pub fn cpu_nanos(server: &Server, tenant: &str, service: &str) -> i64 {
+    let (status, body) = select_cpu(server, tenant, service, 1, pyrite::now_ms() + 3_600_000);
+    assert_eq!(status, 200, "{body}");
+    body["flamegraph"]["total"].as_str().unwrap_or("0").parse().unwrap()
+}
+
 /// Sum of the values of folded-stack text (`a;b;c 12` lines).
 pub fn folded_total(text: &str) -> i64 {
     text.lines()
