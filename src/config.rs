@@ -82,6 +82,9 @@ pub struct ApiConfig {
     pub default_max_nodes: usize,
     /// Largest `max_nodes` a query may ask for.
     pub max_nodes_limit: usize,
+    /// A read (querier.v1, render, peer head) running longer answers `deadline_exceeded`.
+    #[serde(with = "humantime_serde")]
+    pub query_timeout: std::time::Duration,
 }
 
 impl Default for ApiConfig {
@@ -91,6 +94,7 @@ impl Default for ApiConfig {
             require_tenant_header: false,
             default_max_nodes: 8192,
             max_nodes_limit: 1 << 20,
+            query_timeout: std::time::Duration::from_secs(120),
         }
     }
 }
@@ -140,6 +144,9 @@ impl Config {
             && s3.bucket.is_empty()
         {
             return invalid("storage.bucket is required for the s3 backend");
+        }
+        if self.api.query_timeout.is_zero() {
+            return invalid("api.query_timeout must be positive");
         }
         if self.api.default_max_nodes == 0 || self.api.default_max_nodes > self.api.max_nodes_limit {
             return invalid("api.default_max_nodes must be between 1 and api.max_nodes_limit");

@@ -270,3 +270,34 @@ fn an_unreachable_bucket_fails_queries_fast_and_keeps_taking_pushes() {
         "answered after {took:?}, not within the retry budget"
     );
 }
+
+/// A read still retrying an unreachable bucket when `api.query_timeout` ends answers
+/// `deadline_exceeded` (504) then, not when the retries give up.
+#[test]
+fn a_query_past_the_query_timeout_answers_deadline_exceeded() {
+    let closed_port = common::free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("pyrite.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "scrape_configs: []\napi:\n  query_timeout: 300ms\nstorage:\n  backend: s3\n  bucket: nowhere\n  \
+             endpoint: http://127.0.0.1:{closed_port}\n  access_key_id: {ACCESS_KEY}\n  secret_access_key: {SECRET_KEY}\n  \
+             allow_http: true\n  max_retries: 100\n  retry_timeout: 5m\n"
+        ),
+    )
+    .unwrap();
+    let server = Server::start_with_config(&dir.path().join("data"), Some(&config));
+    let (status, body) = common::select_cpu(&server, "ops", "late", pyrite::now_ms() - 3_600_000, pyrite::now_ms());
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (504, Some("deadline_exceeded")),
+        "{body}"
+    );
+    let svg = reqwest::blocking::get(format!(
+        "{}/api/v1/render?query={{}}&from=now-1h&until=now&format=svg",
+        server.url
+    ))
+    .unwrap();
+    assert_eq!(svg.status().as_u16(), 504);
+}

@@ -43,15 +43,30 @@ async fn ui() -> axum::response::Html<&'static str> {
     axum::response::Html(include_str!("../../ui/index.html"))
 }
 
+/// Ends a read that runs past `api.query_timeout` with `deadline_exceeded` (504), so a query
+/// over a failing bucket or a huge window never holds its client and a worker indefinitely.
+async fn query_deadline(
+    axum::extract::State(state): axum::extract::State<SharedState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let timeout = state.config.query_timeout;
+    match tokio::time::timeout(timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => connect::ConnectError::new(
+            connect::Code::DeadlineExceeded,
+            format!("the query ran longer than api.query_timeout ({timeout:?})"),
+        )
+        .into_response(),
+    }
+}
+
 /// All routes of `pyrite serve`.
 pub fn router(state: SharedState) -> Router {
     let body_limit = state.config.max_body_bytes;
-    Router::new()
-        .route("/ingest", post(legacy::ingest))
-        .route("/pyroscope/ingest", post(legacy::ingest))
-        .route("/push.v1.PusherService/Push", post(push::push))
+    let reads = Router::new()
         .route("/querier.v1.QuerierService/{method}", post(querier::dispatch))
-        .route("/settings.v1.SettingsService/{method}", post(settings::dispatch))
         .route("/pyroscope/render", get(legacy::render))
         .route("/pyroscope/render-diff", get(legacy::render_diff))
         .route("/pyroscope/label-values", get(legacy::label_values))
@@ -59,6 +74,13 @@ pub fn router(state: SharedState) -> Router {
         .route("/api/v1/render", get(render_http::render))
         .route("/api/v1/render-diff", get(render_http::render_diff))
         .route(crate::cluster::HEAD_ROUTE, post(peer::head))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), query_deadline));
+    Router::new()
+        .merge(reads)
+        .route("/ingest", post(legacy::ingest))
+        .route("/pyroscope/ingest", post(legacy::ingest))
+        .route("/push.v1.PusherService/Push", post(push::push))
+        .route("/settings.v1.SettingsService/{method}", post(settings::dispatch))
         .route("/", get(ui))
         .route("/ready", get(|| async { "ready\n" }))
         .route("/metrics", get(metrics::serve))
