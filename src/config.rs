@@ -145,6 +145,9 @@ impl Config {
         {
             return invalid("storage.bucket is required for the s3 backend");
         }
+        if self.head.max_unflushed_bytes < self.head.max_head_bytes {
+            return invalid("head.max_unflushed_bytes must be at least head.max_head_bytes");
+        }
         if self.api.query_timeout.is_zero() {
             return invalid("api.query_timeout must be positive");
         }

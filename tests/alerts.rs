@@ -202,3 +202,48 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     found
 }
+
+/// While flushes fail, unflushed data stops at `head.max_unflushed_bytes`: pushes past it get
+/// 503 `unavailable` (clients retry) instead of the process growing until it dies, and are
+/// taken again once a flush gets through.
+#[test]
+fn a_head_that_cannot_flush_refuses_pushes_with_503_until_it_can() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = dir.path().join("pyrite.yaml");
+    std::fs::write(
+        &config,
+        "scrape_configs: []\nhead:\n  flush_interval: 300ms\n  max_head_bytes: 4096\n  max_unflushed_bytes: 8192\n",
+    )
+    .unwrap();
+    let server = Server::start_with_config(&data, Some(&config));
+    let blocks = data.join("blocks");
+    std::fs::remove_dir_all(&blocks).unwrap();
+    std::fs::write(&blocks, b"not a directory").unwrap();
+
+    let raw = std::fs::read(common::corpus_dir().join("files/gotarget__cpu_5s.pb.gz")).unwrap();
+    let push = || common::push_v1(&server, "anonymous", &[("service_name", "flushed")], raw.clone());
+    assert_eq!(push().0, 200, "room for one profile");
+    wait_for("a failed flush", Duration::from_secs(20), || {
+        value(&metrics(&server), "pyrite_head_flush_failures_total").unwrap_or(0.0) >= 1.0
+    });
+    let (status, _, body) = push();
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("unavailable") && body.contains("max_unflushed_bytes"),
+        "{body}"
+    );
+    assert!(
+        metrics(&server).contains("outcome=\"head_full\""),
+        "counted as refused for a full head"
+    );
+
+    std::fs::remove_file(&blocks).unwrap();
+    std::fs::create_dir(&blocks).unwrap();
+    wait_for("pushes taken again", Duration::from_secs(20), || push().0 == 200);
+    assert_eq!(
+        common::cpu_nanos(&server, "anonymous", "flushed"),
+        2 * 3_900_000_000,
+        "the first and the last push, nothing of the refused one"
+    );
+}

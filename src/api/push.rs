@@ -9,6 +9,7 @@ use axum::response::Response;
 use super::SharedState;
 use super::connect::{self, ConnectError};
 use super::tenant::tenant_from_headers;
+use crate::head::HeadError;
 use crate::ingest::{Admission, IngestError};
 use crate::model::Labels;
 use crate::proto::google::v1::Profile;
@@ -73,7 +74,10 @@ pub async fn push(State(state): State<SharedState>, headers: HeaderMap, body: Bo
                 state.metrics.record_ingest(tenant.as_str(), err.outcome(), size, 0);
                 client_errors.push(format!("{at}: {err}"));
             }
-            Err(err) => return Err(server_error(err)),
+            Err(err) => {
+                state.metrics.record_ingest(tenant.as_str(), err.outcome(), size, 0);
+                return Err(server_error(err));
+            }
         }
     }
     state.metrics.head_bytes.set(state.ingester.head().live_bytes() as i64);
@@ -99,7 +103,13 @@ fn refused(
     ConnectError::resource_exhausted(refusal.to_string())
 }
 
+/// A 5xx for an ingest the server could not complete: `unavailable` (503, clients retry) while
+/// the head is full of data it cannot flush, `internal` (500) otherwise.
 pub fn server_error(err: IngestError) -> ConnectError {
+    if let IngestError::Head(HeadError::Full { .. }) = &err {
+        tracing::warn!(error = %err, "ingest refused: the head cannot flush");
+        return ConnectError::new(connect::Code::Unavailable, err.to_string());
+    }
     tracing::error!(error = %err, "ingest failed");
     ConnectError::internal(err.to_string())
 }

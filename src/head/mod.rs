@@ -45,6 +45,14 @@ pub enum HeadError {
     Replay { index: usize, reason: String },
     #[error("flush commit {path}: {reason}")]
     Commit { path: PathBuf, reason: String },
+    /// Flushes are failing (object storage down or refusing writes) and unflushed data has
+    /// reached `head.max_unflushed_bytes`: appends wait until a flush succeeds, so the process
+    /// never runs out of memory or disk meanwhile.
+    #[error(
+        "the head holds {unflushed_bytes} bytes that could not be flushed to object storage yet \
+         (head.max_unflushed_bytes {limit_bytes}); retry later"
+    )]
+    Full { unflushed_bytes: usize, limit_bytes: usize },
 }
 
 /// When the head is cut into blocks.
@@ -59,6 +67,10 @@ pub struct HeadConfig {
     pub flush_interval: Duration,
     /// Estimated in-memory size that triggers an early flush.
     pub max_head_bytes: usize,
+    /// Estimated size of live plus not-yet-published data past which appends are refused
+    /// ([`HeadError::Full`], a 503 to clients): while flushes fail, memory and the WAL stop
+    /// growing here instead of at the machine's limits.
+    pub max_unflushed_bytes: usize,
     /// How long a scraped profile may sit in the WAL before it is fsynced. Pushes are fsynced
     /// before they are acknowledged; a scrape has nobody to acknowledge, and an fsync per
     /// scrape cost a busy scraper a tenth of its CPU (BENCHMARKS.md).
@@ -79,6 +91,7 @@ impl Default for HeadConfig {
             bucket_duration: Duration::from_secs(3600),
             flush_interval: Duration::from_secs(300),
             max_head_bytes: 64 * 1024 * 1024,
+            max_unflushed_bytes: 512 * 1024 * 1024,
             scraped_sync_interval: Duration::from_secs(1),
             max_scraped_queue_bytes: 16 * 1024 * 1024,
             published_grace: Duration::ZERO,
@@ -228,6 +241,8 @@ pub struct Head {
     /// Partitions whose block was published less than `published_grace` ago, with when.
     published: RwLock<Vec<(std::time::Instant, Arc<Flushing>)>>,
     live_bytes: AtomicUsize,
+    /// Estimated bytes of the partitions cut but not published yet.
+    flushing_bytes: AtomicUsize,
     flush_wanted: tokio::sync::Notify,
 }
 
@@ -282,6 +297,7 @@ impl Head {
             flushing: RwLock::new(Vec::new()),
             published: RwLock::new(Vec::new()),
             live_bytes: AtomicUsize::new(0),
+            flushing_bytes: AtomicUsize::new(0),
             flush_wanted: tokio::sync::Notify::new(),
         };
         if replay.torn_bytes > 0 {
@@ -355,6 +371,14 @@ impl Head {
                 .collect(),
         };
         let wal = self.wal.as_ref().ok_or(HeadError::ReadOnly)?;
+        let unflushed_bytes = self.unflushed_bytes();
+        if unflushed_bytes > self.config.max_unflushed_bytes {
+            self.flush_wanted.notify_one();
+            return Err(HeadError::Full {
+                unflushed_bytes,
+                limit_bytes: self.config.max_unflushed_bytes,
+            });
+        }
         let _cut = self.cut.read().await;
         match durability {
             Durability::Acknowledged => wal.append(record.encode_to_vec()).await?,
@@ -442,6 +466,12 @@ impl Head {
                 // Lock order flushing → published, as in `snapshot_for_peer`.
                 let mut flushing = self.flushing.write();
                 flushing.retain(|other| !Arc::ptr_eq(other, &part));
+                let published_bytes = part.partition.estimated_bytes();
+                let _ = self
+                    .flushing_bytes
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bytes| {
+                        Some(bytes.saturating_sub(published_bytes))
+                    });
                 if !self.config.published_grace.is_zero() {
                     let mut published = self.published.write();
                     published.retain(|(at, _)| at.elapsed() < self.config.published_grace);
@@ -470,6 +500,8 @@ impl Head {
             for (tenant, buckets) in live.drain() {
                 let buckets = std::mem::take(&mut *buckets.write());
                 for (bucket_start_ms, partition) in buckets {
+                    self.flushing_bytes
+                        .fetch_add(partition.estimated_bytes(), Ordering::Relaxed);
                     flushing.push(Arc::new(Flushing {
                         tenant: tenant.clone(),
                         bucket_start_ms,
@@ -628,6 +660,13 @@ impl Head {
     /// Estimated bytes held by live partitions.
     pub fn live_bytes(&self) -> usize {
         self.live_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Estimated bytes not in object storage yet: live partitions and those a flush cut but
+    /// has not published (all of them while flushes fail).
+    pub fn unflushed_bytes(&self) -> usize {
+        self.live_bytes()
+            .saturating_add(self.flushing_bytes.load(Ordering::Relaxed))
     }
 }
 

@@ -51,11 +51,18 @@ impl IngestError {
         !matches!(self, Self::Head(_))
     }
 
+    /// Refused for now, nothing stored: over a tenant limit, or the head is full of data it
+    /// cannot flush. The same profile may be sent again later.
+    pub fn is_temporary_refusal(&self) -> bool {
+        matches!(self, Self::Refused(_) | Self::Head(HeadError::Full { .. }))
+    }
+
     /// The `outcome` label of a profile refused with this error.
     pub fn outcome(&self) -> &'static str {
         match self {
             Self::Refused(refusal) => refusal.reason(),
             Self::OutOfWindow { .. } => "not_in_ingestion_window",
+            Self::Head(HeadError::Full { .. }) => "head_full",
             Self::Head(_) => "error",
             _ => "invalid",
         }
@@ -227,8 +234,8 @@ impl Ingester {
         let ingested = self
             .ingest(tenant, labels, raw, &stored, Delivery::pushed(None, admission))
             .await;
-        if let Err(IngestError::Refused(_)) = &ingested {
-            // Refused by a limit: the next profile's delta covers this window too.
+        if ingested.as_ref().is_err_and(IngestError::is_temporary_refusal) {
+            // Refused for now: the next profile's delta covers this window too.
             if let Some(state) = self.deltas.lock().get_mut(&key) {
                 state.undo(generation);
             }

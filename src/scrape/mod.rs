@@ -476,18 +476,24 @@ impl ScrapeTarget {
                 .ingester
                 .push_scraped(&self.tenant, self.labels.clone(), raw, &profile_delta, time_ms)
                 .await;
-            if let Err(crate::ingest::IngestError::Refused(_)) = &ingested {
+            if ingested
+                .as_ref()
+                .is_err_and(crate::ingest::IngestError::is_temporary_refusal)
+            {
                 // The next scrape's delta covers this window too (see the failure branch).
                 delta.undo(generation);
             }
             ingested
         };
-        ingested.map(|ingested| ingested.samples).map_err(|err| match &err {
-            crate::ingest::IngestError::Refused(refusal) => Failure {
-                refused: true,
-                ..Failure::new(refusal.reason(), err.to_string())
-            },
-            _ => Failure::new("ingest", err.to_string()),
+        ingested.map(|ingested| ingested.samples).map_err(|err| {
+            if err.is_temporary_refusal() {
+                Failure {
+                    refused: true,
+                    ..Failure::new(err.outcome(), err.to_string())
+                }
+            } else {
+                Failure::new("ingest", err.to_string())
+            }
         })
     }
 }
@@ -497,7 +503,7 @@ struct Failure {
     /// Short class, the `reason` label of `pyrite_scrape_failures_total`.
     reason: &'static str,
     message: String,
-    /// Refused by a tenant limit: the target answered.
+    /// Refused for now (a tenant limit, a full head): the target answered.
     refused: bool,
 }
 
