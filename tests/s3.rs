@@ -1,6 +1,7 @@
 //! Blocks on a real S3 server: Ceph's RADOS Gateway from `../shared/tools/micro-ceph.sh`
-//! (started here if nothing answers on its port). Pushed profiles are flushed to the bucket,
-//! read back by a restarted server, and by `pyrite export --data-dir` with no server at all.
+//! (started here if nothing answers on its port). Pushed profiles are flushed to the bucket
+//! (as multipart uploads, the threshold set low), read back by a restarted server, and by
+//! `pyrite export --data-dir` with no server at all.
 
 mod common;
 
@@ -71,7 +72,8 @@ fn blocks_round_trip_through_ceph_rgw() {
         &config,
         format!(
             "storage:\n  backend: s3\n  bucket: {bucket}\n  endpoint: {ENDPOINT}\n  access_key_id: {ACCESS_KEY}\n  \
-             secret_access_key: {SECRET_KEY}\n  allow_http: true\n  path_style: true\n  prefix: cluster-a\n"
+             secret_access_key: {SECRET_KEY}\n  allow_http: true\n  path_style: true\n  prefix: cluster-a\n  \
+             multipart_threshold: 1024\n"
         ),
     )
     .unwrap();
@@ -97,6 +99,34 @@ fn blocks_round_trip_through_ceph_rgw() {
     // SIGTERM flushes the head into blocks in the bucket.
     server.terminate();
     std::fs::remove_dir_all(data.join("wal")).unwrap();
+
+    // The data object went up in parts: S3 gives a multipart object an ETag ending in -<parts>.
+    let loaded = pyrite::config::Config::load(&config).unwrap();
+    let storage = pyrite::storage::Storage::from_config(&loaded.storage, &data).unwrap();
+    let listed = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(storage.list_objects("ops"))
+        .unwrap();
+    let data_object = listed
+        .iter()
+        .find(|object| object.key.ends_with("/data"))
+        .expect("a block");
+    let head = Command::new("curl")
+        .args(["-s", "-I", "--aws-sigv4", "aws:amz:us-east-1:s3", "--user"])
+        .arg(format!("{ACCESS_KEY}:{SECRET_KEY}"))
+        .args([
+            "-H",
+            "x-amz-content-sha256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+        ])
+        .arg(format!("{ENDPOINT}/{bucket}/cluster-a/{}", data_object.key))
+        .output()
+        .expect("running curl");
+    let headers = String::from_utf8_lossy(&head.stdout).to_lowercase();
+    let etag = headers
+        .lines()
+        .find_map(|line| line.strip_prefix("etag:"))
+        .unwrap_or_else(|| panic!("no ETag in {headers}"));
+    assert!(etag.trim().trim_matches('"').ends_with("-1"), "ETag {etag}");
 
     let out = dir.path().join("out.folded");
     pyrite(&[
