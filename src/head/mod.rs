@@ -702,8 +702,12 @@ pub(crate) mod testing {
 
         /// A head on this directory with the default config (again, after a simulated crash).
         pub async fn open(&self) -> Arc<Head> {
+            self.open_with(HeadConfig::default()).await
+        }
+
+        pub async fn open_with(&self, config: HeadConfig) -> Arc<Head> {
             let head = Head::open(
-                HeadConfig::default(),
+                config,
                 self.storage.clone(),
                 &self.dir.path().join("wal"),
                 &DecodeLimits::default(),

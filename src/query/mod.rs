@@ -190,6 +190,25 @@ impl Querier {
         peers.heads(&request).await
     }
 
+    /// `params` with its window cut to what the tenant may read ([`Querier::allowed_window`]),
+    /// so rows are filtered by that window too, not only the blocks listed; `None` when
+    /// nothing is left.
+    fn within_limits(&self, params: &SelectParams) -> Result<Option<SelectParams>, QueryError> {
+        if params.from_ms >= params.until_ms {
+            return Err(QueryError::EmptyWindow {
+                from_ms: params.from_ms,
+                until_ms: params.until_ms,
+            });
+        }
+        Ok(self
+            .allowed_window(&params.tenant, params.from_ms, params.until_ms)?
+            .map(|(from_ms, until_ms)| SelectParams {
+                from_ms,
+                until_ms,
+                ..params.clone()
+            }))
+    }
+
     /// The part of `[from, until)` the tenant may read: refused past `max_query_length`, its
     /// start moved up to `max_query_lookback` before now; `None` when nothing is left.
     fn allowed_window(&self, tenant: &Tenant, from_ms: i64, until_ms: i64) -> Result<Option<(i64, i64)>, QueryError> {
@@ -234,7 +253,8 @@ impl Querier {
     }
 
     /// Visits every partition (head and blocks) with series wanted by `wants`, loading from
-    /// blocks only the wanted series.
+    /// blocks only the wanted series. The window is the caller's, already within the tenant's
+    /// limits ([`Querier::within_limits`]).
     #[allow(clippy::too_many_arguments)]
     async fn visit_partitions(
         &self,
@@ -247,12 +267,6 @@ impl Querier {
         wants: impl Fn(&Labels, &ProfileType, i64, i64) -> bool,
         mut visit: impl FnMut(&SymbolTable, &[Series]),
     ) -> Result<(), QueryError> {
-        if from_ms >= until_ms {
-            return Err(QueryError::EmptyWindow { from_ms, until_ms });
-        }
-        let Some((from_ms, until_ms)) = self.allowed_window(tenant, from_ms, until_ms)? else {
-            return Ok(());
-        };
         let (metas, replaced) = {
             let _gate = self.head.read_gate().await;
             let listed = self.catalog.list(tenant, from_ms, until_ms).await?;
@@ -327,6 +341,10 @@ impl Querier {
 
     async fn merge(&self, params: &SelectParams, span_ids: Option<&HashSet<u64>>) -> Result<FlameTree, QueryError> {
         let mut tree = FlameTree::new();
+        let Some(params) = self.within_limits(params)? else {
+            return Ok(tree);
+        };
+        let params = &params;
         let wants = |l: &Labels, p: &ProfileType, min: i64, max: i64| params.wants(l, p, min, max);
         self.visit_partitions(
             &params.tenant,
@@ -411,6 +429,10 @@ impl Querier {
     ) -> Result<Vec<TimeSeries>, QueryError> {
         // Per group and point: per profile time, the profile's total (for averages).
         let mut groups: BTreeMap<Labels, BTreeMap<i64, BTreeMap<i64, f64>>> = BTreeMap::new();
+        let Some(params) = self.within_limits(params)? else {
+            return Ok(Vec::new());
+        };
+        let params = &params;
         let wants = |l: &Labels, p: &ProfileType, min: i64, max: i64| params.wants(l, p, min, max);
         self.visit_partitions(
             &params.tenant,
@@ -684,6 +706,7 @@ mod totals_tests {
     use std::collections::BTreeMap;
 
     use super::*;
+    use crate::head::HeadConfig;
     use crate::head::testing::{TempStore, corpus_file};
     use crate::ingest::Ingester;
     use crate::pprof::DecodeLimits;
@@ -697,6 +720,68 @@ mod totals_tests {
                 (stack.to_string(), value.parse().unwrap())
             })
             .collect()
+    }
+
+    /// `max_query_lookback` cuts rows inside a block, not only whole blocks: of two profiles
+    /// in one block, only the one within the lookback counts.
+    #[tokio::test]
+    async fn the_lookback_cuts_rows_inside_a_block() {
+        let store = TempStore::new();
+        let day = HeadConfig {
+            bucket_duration: std::time::Duration::from_secs(86_400),
+            ..HeadConfig::default()
+        };
+        let head = store.open_with(day).await;
+        let ingester = Ingester::new(head.clone(), DecodeLimits::default());
+        let tenant = Tenant::parse("lookback").unwrap();
+        let now = crate::now_ms();
+        let day_start = now - now.rem_euclid(86_400_000);
+        // Both in today's bucket: one at its start, one now.
+        let (old, recent) = (day_start, now);
+        for at in [old, recent] {
+            let labels = Labels::new([("service_name".to_string(), "whole".to_string())]).unwrap();
+            ingester
+                .push_pprof(&tenant, labels, corpus_file("gotarget__cpu_5s.pb.gz"), Some(at))
+                .await
+                .unwrap();
+        }
+        head.flush().await.unwrap();
+        assert_eq!(
+            block::list(&store.storage, &tenant, 0, i64::MAX).await.unwrap().len(),
+            1
+        );
+        let lookback_ms = (recent - old) / 2 + 1;
+        let limits = crate::limits::Limits::load(
+            crate::limits::TenantLimits {
+                max_query_lookback: std::time::Duration::from_millis(lookback_ms as u64),
+                ..crate::limits::TenantLimits::default()
+            },
+            crate::limits::RuntimeConfig::default(),
+        )
+        .unwrap();
+        let querier = Querier::new(head.clone(), store.storage.clone()).with_tenant_limits(Arc::new(limits));
+        let params = SelectParams {
+            tenant: tenant.clone(),
+            profile_type: ProfileType::parse("process_cpu:cpu:nanoseconds:cpu:nanoseconds").unwrap(),
+            selector: Selector::parse(r#"{service_name="whole"}"#).unwrap(),
+            from_ms: 0,
+            until_ms: now + 1,
+        };
+        let total = querier.select_merge(&params).await.unwrap().total();
+        if recent - old > 2 {
+            assert_eq!(total, 3_900_000_000, "only the profile within the lookback");
+        } else {
+            // The test ran in the first milliseconds of a UTC day: both are within it.
+            assert_eq!(total, 2 * 3_900_000_000);
+        }
+        let points: f64 = querier
+            .select_series(&params, 60_000, &[], Aggregation::Sum)
+            .await
+            .unwrap()
+            .iter()
+            .flat_map(|series| series.points.iter().map(|(_, value)| value))
+            .sum();
+        assert_eq!(points, total as f64, "time series keep to the same window");
     }
 
     #[tokio::test]
