@@ -233,10 +233,13 @@ fn a_head_that_cannot_flush_refuses_pushes_with_503_until_it_can() {
         body.contains("unavailable") && body.contains("max_unflushed_bytes"),
         "{body}"
     );
+    let full = metrics(&server);
     assert!(
-        metrics(&server).contains("outcome=\"head_full\""),
+        full.contains("outcome=\"head_full\""),
         "counted as refused for a full head"
     );
+    assert_eq!(value(&full, "pyrite_head_max_unflushed_bytes"), Some(8192.0));
+    assert!(value(&full, "pyrite_head_unflushed_bytes").unwrap() > 8192.0, "{full}");
 
     std::fs::remove_file(&blocks).unwrap();
     std::fs::create_dir(&blocks).unwrap();

@@ -30,6 +30,8 @@ pub struct Metrics {
     pub ingested_bytes: Family<IngestLabels, Counter>,
     pub ingested_samples: Family<IngestLabels, Counter>,
     pub head_bytes: Gauge,
+    pub head_unflushed_bytes: Gauge,
+    pub head_max_unflushed_bytes: Gauge,
     pub query_seconds: Family<RouteLabels, Histogram>,
 }
 
@@ -40,6 +42,8 @@ impl Default for Metrics {
         let ingested_bytes = Family::<IngestLabels, Counter>::default();
         let ingested_samples = Family::<IngestLabels, Counter>::default();
         let head_bytes = Gauge::default();
+        let head_unflushed_bytes = Gauge::default();
+        let head_max_unflushed_bytes = Gauge::default();
         let query_seconds = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.001, 2.0, 16))
         });
@@ -64,6 +68,16 @@ impl Default for Metrics {
             head_bytes.clone(),
         );
         registry.register(
+            "head_unflushed_bytes",
+            "Estimated bytes not in object storage yet: live head data and flushes not published",
+            head_unflushed_bytes.clone(),
+        );
+        registry.register(
+            "head_max_unflushed_bytes",
+            "head.max_unflushed_bytes: past it, pushes are refused until a flush succeeds",
+            head_max_unflushed_bytes.clone(),
+        );
+        registry.register(
             "query_duration_seconds",
             "Query latency by route",
             query_seconds.clone(),
@@ -74,6 +88,8 @@ impl Default for Metrics {
             ingested_bytes,
             ingested_samples,
             head_bytes,
+            head_unflushed_bytes,
+            head_max_unflushed_bytes,
             query_seconds,
         }
     }
@@ -114,6 +130,14 @@ impl Metrics {
 }
 
 pub async fn serve(State(state): State<SharedState>) -> impl IntoResponse {
+    // The head's sizes as of this scrape, whatever changed them (pushes, scrapes, flushes).
+    let head = state.ingester.head();
+    state.metrics.head_bytes.set(head.live_bytes() as i64);
+    state.metrics.head_unflushed_bytes.set(head.unflushed_bytes() as i64);
+    state
+        .metrics
+        .head_max_unflushed_bytes
+        .set(head.config().max_unflushed_bytes as i64);
     (
         [(
             header::CONTENT_TYPE,

@@ -80,7 +80,6 @@ pub async fn push(State(state): State<SharedState>, headers: HeaderMap, body: Bo
             }
         }
     }
-    state.metrics.head_bytes.set(state.ingester.head().live_bytes() as i64);
     if !client_errors.is_empty() {
         return Err(ConnectError::invalid_argument(client_errors.join("; ")));
     }
