@@ -171,6 +171,11 @@ impl Peers {
 
     /// Whether this replica is the one for `key` (rendezvous hashing: the replica whose hash
     /// with the key is highest), so adding or removing a replica moves only its share.
+    /// How many other replicas there are.
+    pub fn others(&self) -> usize {
+        self.others.len()
+    }
+
     pub fn owns(&self, key: &str) -> bool {
         owner(&self.names, key) == Some(self.me.as_str())
     }

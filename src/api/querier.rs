@@ -95,8 +95,8 @@ pub async fn dispatch(
         // Profiles Drilldown's query-cost preview: an empty answer, as Pyroscope's v2
         // query frontend gives.
         "AnalyzeQuery" => {
-            call(&headers, &body, s, |_: querier::AnalyzeQueryRequest| async {
-                Ok(querier::AnalyzeQueryResponse {})
+            call(&headers, &body, s, |r: querier::AnalyzeQueryRequest| {
+                analyze_query(s, tenant, r)
             })
             .await
         }
@@ -314,6 +314,55 @@ async fn select_merge_stacktraces(
     Ok(querier::SelectMergeStacktracesResponse {
         flamegraph: Some(render::flamegraph(&tree, Some(max_nodes))),
         tree: Bytes::new(),
+    })
+}
+
+/// Profiles Drilldown's query-cost preview. `query` is a selector, optionally behind a
+/// profile type (`process_cpu:cpu:nanoseconds:cpu:nanoseconds{service_name="api"}`), as the
+/// legacy render routes read it.
+async fn analyze_query(
+    state: &SharedState,
+    tenant: Tenant,
+    request: querier::AnalyzeQueryRequest,
+) -> Result<querier::AnalyzeQueryResponse, ConnectError> {
+    let query = request.query.trim();
+    let (profile_type, selector) = match super::legacy::parse_render_query(query) {
+        Ok((profile_type, selector)) => (Some(profile_type), selector),
+        Err(_) => (None, parse_selector(if query.is_empty() { "{}" } else { query })?),
+    };
+    let (from_ms, until_ms) = metadata_window(request.start, request.end)?;
+    let analysis = state
+        .querier
+        .analyze(&tenant, profile_type.as_ref(), &selector, from_ms, until_ms)
+        .await
+        .map_err(query_error)?;
+    let (head, blocks) = (analysis.head, analysis.blocks);
+    Ok(querier::AnalyzeQueryResponse {
+        query_scopes: vec![
+            querier::QueryScope {
+                component_type: "Short term storage (head)".into(),
+                component_count: 1 + analysis.peers as u64,
+                series_count: head.series,
+                sample_count: head.rows,
+                ..Default::default()
+            },
+            querier::QueryScope {
+                component_type: "Long term storage (blocks)".into(),
+                component_count: 1,
+                block_count: blocks.blocks,
+                series_count: blocks.series,
+                sample_count: blocks.rows,
+                index_bytes: blocks.index_bytes,
+                profile_bytes: blocks.row_bytes,
+                symbol_bytes: blocks.symbol_bytes,
+                ..Default::default()
+            },
+        ],
+        query_impact: Some(querier::QueryImpact {
+            total_bytes_in_time_range: blocks.index_bytes + blocks.row_bytes + blocks.symbol_bytes,
+            total_queried_series: head.series + blocks.series,
+            deduplication_needed: false,
+        }),
     })
 }
 

@@ -407,6 +407,8 @@ pub struct SeriesHeader {
     pub min_time_ms: i64,
     pub max_time_ms: i64,
     pub total: i64,
+    /// Rows the series holds in this block.
+    pub rows: u64,
     offset: u64,
     length: u64,
     /// Byte range of the per-stack totals, if the block has them for this series.
@@ -414,6 +416,11 @@ pub struct SeriesHeader {
 }
 
 impl SeriesHeader {
+    /// Bytes of the series' rows in the data object.
+    pub fn row_bytes(&self) -> u64 {
+        self.length
+    }
+
     /// Whether every row of the series falls in `[from, until)` and the block holds its
     /// per-stack totals, so [`load_series_totals`] can stand in for its rows.
     pub fn totals_cover(&self, from_ms: i64, until_ms: i64) -> bool {
@@ -458,6 +465,7 @@ fn series_headers(
                 min_time_ms: entry.min_time_ms,
                 max_time_ms: entry.max_time_ms,
                 total: entry.total,
+                rows: entry.sample_count,
                 offset: entry.offset,
                 length: entry.length,
                 totals: (entry.totals_length > 0).then_some((entry.totals_offset, entry.totals_length)),

@@ -74,6 +74,26 @@ pub enum Aggregation {
     Average,
 }
 
+/// What one part of the read path holds for a query (see [`Querier::analyze`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ScopeStats {
+    pub blocks: u64,
+    pub series: u64,
+    pub rows: u64,
+    pub index_bytes: u64,
+    pub row_bytes: u64,
+    pub symbol_bytes: u64,
+}
+
+/// The cost of a query before running it: this replica's head and the blocks it would read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueryAnalysis {
+    pub head: ScopeStats,
+    pub blocks: ScopeStats,
+    /// Other replicas whose heads the query also asks.
+    pub peers: usize,
+}
+
 /// One time series: labels and `(timestamp_ms, value)` points, sparse.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TimeSeries {
@@ -489,6 +509,71 @@ impl Querier {
             .collect())
     }
 
+    /// What a query of `selector` (and `profile_type`, if given) over `[from, until)` would
+    /// read, from indexes and metas only: matching series and their rows in this replica's head
+    /// and in the blocks listed, and the bytes of those blocks it would fetch.
+    pub async fn analyze(
+        &self,
+        tenant: &Tenant,
+        profile_type: Option<&ProfileType>,
+        selector: &Selector,
+        from_ms: i64,
+        until_ms: i64,
+    ) -> Result<QueryAnalysis, QueryError> {
+        let mut analysis = QueryAnalysis {
+            peers: self.peers.as_ref().map_or(0, |peers| peers.others()),
+            ..QueryAnalysis::default()
+        };
+        if from_ms >= until_ms {
+            return Err(QueryError::EmptyWindow { from_ms, until_ms });
+        }
+        let Some((from_ms, until_ms)) = self.allowed_window(tenant, from_ms, until_ms)? else {
+            return Ok(analysis);
+        };
+        let wants = |labels: &Labels, series_type: &ProfileType, min: i64, max: i64| {
+            min < until_ms
+                && max >= from_ms
+                && profile_type.is_none_or(|wanted| wanted == series_type)
+                && selector.matches(labels)
+        };
+        let metas = {
+            let _gate = self.head.read_gate().await;
+            let head = &mut analysis.head;
+            self.head.visit(tenant, from_ms, until_ms, |partition| {
+                for series in &partition.series {
+                    if wants(
+                        &series.labels,
+                        &series.profile_type,
+                        series.min_time_ms,
+                        series.max_time_ms,
+                    ) {
+                        head.series += 1;
+                        head.rows += series.times.len() as u64;
+                    }
+                }
+            });
+            self.catalog.list(tenant, from_ms, until_ms).await?.visible
+        };
+        for meta in &metas {
+            let index = self.index(meta).await?;
+            let matching: Vec<&SeriesHeader> = index
+                .iter()
+                .filter(|h| wants(&h.labels, &h.profile_type, h.min_time_ms, h.max_time_ms))
+                .collect();
+            if matching.is_empty() {
+                continue;
+            }
+            let blocks = &mut analysis.blocks;
+            blocks.blocks += 1;
+            blocks.series += matching.len() as u64;
+            blocks.rows += matching.iter().map(|h| h.rows).sum::<u64>();
+            blocks.row_bytes += matching.iter().map(|h| h.row_bytes()).sum::<u64>();
+            blocks.index_bytes += meta.index_length;
+            blocks.symbol_bytes += meta.symbols_length;
+        }
+        Ok(analysis)
+    }
+
     /// Label sets of series matching any selector (all if none) in the window.
     pub async fn series_labels(
         &self,
@@ -816,6 +901,33 @@ mod totals_tests {
             "20 profiles of the same stacks keep per-stack totals"
         );
         assert!(!headers.iter().any(|header| header.totals_cover(from_ms + 1, until_ms)));
+
+        // The cost preview counts the block's matching series and their rows: 20 profiles of
+        // one row per sample with CPU time.
+        let profile = crate::pprof::decode(&raw, &DecodeLimits::default()).unwrap();
+        let cpu_column = profile
+            .sample_type
+            .iter()
+            .position(|t| profile.string_table[t.r#type as usize] == "cpu")
+            .unwrap();
+        let rows_per_profile = profile.sample.iter().filter(|s| s.value[cpu_column] != 0).count() as u64;
+        let cpu = params(from_ms, until_ms).profile_type;
+        let analysis = querier
+            .analyze(
+                &tenant,
+                Some(&cpu),
+                &params(from_ms, until_ms).selector,
+                from_ms,
+                until_ms,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (analysis.head.series, analysis.blocks.blocks, analysis.blocks.series),
+            (0, 1, 1)
+        );
+        assert_eq!(analysis.blocks.rows, 20 * rows_per_profile);
+        assert!(analysis.blocks.row_bytes > 0 && analysis.blocks.symbol_bytes > 0 && analysis.blocks.index_bytes > 0);
 
         let whole = folded(&querier.select_merge(&params(from_ms, until_ms)).await.unwrap());
         let middle = AT_MS + 10_000;

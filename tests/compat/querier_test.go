@@ -53,6 +53,35 @@ func TestCPUProfileThroughEveryQuerierRPC(t *testing.T) {
 		}
 	})
 
+	t.Run("AnalyzeQuery", func(t *testing.T) {
+		// The profile is in the head: one series of the CPU type, one row per sample with CPU time.
+		rows := uint64(0)
+		for _, s := range p.Sample {
+			if s.Value[cpu] != 0 {
+				rows++
+			}
+		}
+		resp, err := q.AnalyzeQuery(ctx, connect.NewRequest(&querierv1.AnalyzeQueryRequest{
+			Start: start, End: end, Query: cpuType + selector,
+		}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		impact := resp.Msg.QueryImpact
+		if impact == nil || impact.TotalQueriedSeries != 1 || len(resp.Msg.QueryScopes) != 2 {
+			t.Fatalf("AnalyzeQuery: %+v", resp.Msg)
+		}
+		head := resp.Msg.QueryScopes[0]
+		if head.SeriesCount != 1 || head.SampleCount != rows || resp.Msg.QueryScopes[1].BlockCount != 0 {
+			t.Fatalf("AnalyzeQuery scopes: %+v, want %d rows in the head", resp.Msg.QueryScopes, rows)
+		}
+		// Without a profile type, both of the profile's types match.
+		resp, err = q.AnalyzeQuery(ctx, connect.NewRequest(&querierv1.AnalyzeQueryRequest{Start: start, End: end, Query: selector}))
+		if err != nil || resp.Msg.QueryImpact.TotalQueriedSeries != 2 {
+			t.Fatalf("AnalyzeQuery of a selector: %+v (%v)", resp, err)
+		}
+	})
+
 	t.Run("LabelNamesAndValues", func(t *testing.T) {
 		names, err := q.LabelNames(ctx, connect.NewRequest(&typesv1.LabelNamesRequest{Matchers: []string{selector}, Start: start, End: end}))
 		if err != nil {
@@ -466,7 +495,7 @@ func TestQuerierErrorsAndHealthCheck(t *testing.T) {
 	}))
 	wantCode(t, err, connect.CodeInvalidArgument, "SelectMergeProfile bad profile type")
 
-	// Profiles Drilldown's query-cost preview: an empty answer, as Pyroscope's v2 frontend.
+	// Profiles Drilldown's query-cost preview of an empty tenant: nothing to read.
 	if _, err := q.AnalyzeQuery(ctx, connect.NewRequest(&querierv1.AnalyzeQueryRequest{Start: ms(now.Add(-time.Hour)), End: ms(now), Query: "{}"})); err != nil {
 		t.Fatalf("AnalyzeQuery: %v", err)
 	}
