@@ -300,14 +300,18 @@ fn connect_json_push_and_every_malformed_request_shape() {
         "unimplemented",
         "unknown method",
     );
-    // Profiles Drilldown's AnalyzeQuery: an empty answer, as Pyroscope's v2 frontend gives.
+    // Profiles Drilldown's AnalyzeQuery over a window with nothing in it: both scopes, no
+    // series, no bytes (proto3 JSON leaves the zeros out).
     let analyze = querier_json(
         &server,
         tenant,
         "AnalyzeQuery",
         &json!({"start": "1", "end": "2", "query": "{}"}),
     );
-    assert_eq!((analyze.status, analyze.body.as_str()), (200, "{}"));
+    assert_eq!(analyze.status, 200, "{}", analyze.body);
+    let analysis: serde_json::Value = serde_json::from_str(&analyze.body).unwrap();
+    assert_eq!(analysis["queryScopes"].as_array().map(Vec::len), Some(2), "{analysis}");
+    assert_eq!(analysis["queryImpact"], json!({}), "{analysis}");
     // Grafana's Save & test.
     let health = querier_json(
         &server,
