@@ -11,6 +11,8 @@ pub use tree::{FlameNode, FlameTree, ROOT_NAME};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
+use futures::StreamExt;
+
 use crate::block::{self, BlockError, BlockMeta, Series, SeriesHeader};
 use crate::cluster::{HeadRequest, Peers};
 use crate::head::Head;
@@ -121,6 +123,10 @@ pub struct Querier {
     indexes: BlockCache<Vec<SeriesHeader>>,
     symbols: BlockCache<SymbolTable>,
 }
+
+/// Blocks a query fetches at once: a cold query over S3 waits for several blocks' round trips
+/// together instead of one after another.
+const CONCURRENT_BLOCK_READS: usize = 8;
 
 /// Block indexes kept in memory; they are small and immutable.
 const MAX_CACHED_INDEXES: usize = 4096;
@@ -315,26 +321,36 @@ impl Querier {
                 .collect();
             visit(&partition.symbols, &wanted);
         }
-        for meta in metas {
-            let index = self.index(&meta).await?;
-            let wanted: Vec<SeriesHeader> = index
-                .iter()
-                .filter(|h| wants(&h.labels, &h.profile_type, h.min_time_ms, h.max_time_ms))
-                .cloned()
-                .collect();
-            if wanted.is_empty() {
-                continue;
-            }
-            let symbols = self.symbols(&meta).await?;
-            let (whole, partial): (Vec<SeriesHeader>, Vec<SeriesHeader>) = wanted
-                .into_iter()
-                .partition(|header| resolution == Resolution::SumPerStack && header.totals_cover(from_ms, until_ms));
-            if !partial.is_empty() {
-                let series = block::load_series(self.catalog.storage(), &meta, &symbols, &partial).await?;
-                visit(&symbols, &series);
-            }
-            if !whole.is_empty() {
-                let series = block::load_series_totals(self.catalog.storage(), &meta, &symbols, &whole).await?;
+        let wants = &wants;
+        let loads = futures::stream::iter(metas)
+            .map(|meta| async move {
+                let index = self.index(&meta).await?;
+                let wanted: Vec<SeriesHeader> = index
+                    .iter()
+                    .filter(|h| wants(&h.labels, &h.profile_type, h.min_time_ms, h.max_time_ms))
+                    .cloned()
+                    .collect();
+                if wanted.is_empty() {
+                    return Ok(None);
+                }
+                let symbols = self.symbols(&meta).await?;
+                let (whole, partial): (Vec<SeriesHeader>, Vec<SeriesHeader>) = wanted.into_iter().partition(|header| {
+                    resolution == Resolution::SumPerStack && header.totals_cover(from_ms, until_ms)
+                });
+                let storage = self.catalog.storage();
+                let mut series = Vec::with_capacity(partial.len() + whole.len());
+                if !partial.is_empty() {
+                    series.extend(block::load_series(storage, &meta, &symbols, &partial).await?);
+                }
+                if !whole.is_empty() {
+                    series.extend(block::load_series_totals(storage, &meta, &symbols, &whole).await?);
+                }
+                Ok::<_, QueryError>(Some((symbols, series)))
+            })
+            .buffered(CONCURRENT_BLOCK_READS);
+        let mut loads = std::pin::pin!(loads);
+        while let Some(loaded) = loads.next().await {
+            if let Some((symbols, series)) = loaded? {
                 visit(&symbols, &series);
             }
         }
