@@ -24,8 +24,10 @@ use crate::storage::{Storage, StorageError, StoredObject};
 
 /// Metas kept in memory before the catalog forgets everything and relearns (≈ 0.5 KiB each).
 const MAX_CACHED_METAS: usize = 200_000;
-/// Meta GETs in flight while a listing reads metas it has not seen.
+/// Meta GETs in flight per bucket while a listing reads metas it has not seen.
 const CONCURRENT_META_READS: usize = 16;
+/// Buckets listed at once (a first listing of a long history on S3 is round-trip bound).
+const CONCURRENT_BUCKET_LISTS: usize = 8;
 
 /// The blocks of one tenant that may hold samples in a window.
 #[derive(Debug, Default)]
@@ -98,17 +100,15 @@ impl Catalog {
             .collect();
         let listed_every_bucket = wanted.len() == dirs.len();
 
-        let mut unpublished = Vec::new();
-        let mut bucket_metas: Vec<(i64, Vec<Arc<BlockMeta>>)> = Vec::with_capacity(wanted.len());
-        for &start in &wanted {
-            let objects = self.storage.list_objects(&format!("{tenant}/{start}")).await?;
-            let metas = self.bucket_metas(tenant, start, &objects).await?;
-            let published: HashSet<&str> = objects
-                .iter()
-                .filter_map(|object| object.key.strip_suffix(META_OBJECT))
-                .collect();
-            unpublished.extend(
-                objects
+        let listed: Vec<(i64, Vec<Arc<BlockMeta>>, Vec<StoredObject>)> = futures::stream::iter(wanted)
+            .map(|start| async move {
+                let objects = self.storage.list_objects(&format!("{tenant}/{start}")).await?;
+                let metas = self.bucket_metas(tenant, start, &objects).await?;
+                let published: HashSet<&str> = objects
+                    .iter()
+                    .filter_map(|object| object.key.strip_suffix(META_OBJECT))
+                    .collect();
+                let unpublished: Vec<StoredObject> = objects
                     .iter()
                     .filter(|object| {
                         object
@@ -116,8 +116,17 @@ impl Catalog {
                             .strip_suffix(DATA_OBJECT)
                             .is_some_and(|block_dir| !published.contains(block_dir))
                     })
-                    .cloned(),
-            );
+                    .cloned()
+                    .collect();
+                Ok::<_, BlockError>((start, metas, unpublished))
+            })
+            .buffered(CONCURRENT_BUCKET_LISTS)
+            .try_collect()
+            .await?;
+        let mut unpublished = Vec::new();
+        let mut bucket_metas: Vec<(i64, Vec<Arc<BlockMeta>>)> = Vec::with_capacity(listed.len());
+        for (start, metas, stray) in listed {
+            unpublished.extend(stray);
             bucket_metas.push((start, metas));
         }
         self.remember(tenant, &dirs, &bucket_metas, listed_every_bucket);
