@@ -261,24 +261,30 @@ fn compaction_on_ceph_rgw() {
     }
 }
 
+/// A server whose bucket is at an S3 endpoint nobody answers (a port just closed), with
+/// `config` added to its top level and `storage` (a YAML flow mapping's fields) to its storage.
+fn serve_on_unreachable_bucket(dir: &Path, config: &str, storage: &str) -> Server {
+    let closed_port = common::free_port();
+    let path = dir.join("pyrite.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "scrape_configs: []\n{config}storage: {{ backend: s3, bucket: nowhere, \
+             endpoint: \"http://127.0.0.1:{closed_port}\", access_key_id: {ACCESS_KEY}, \
+             secret_access_key: {SECRET_KEY}, allow_http: true, {storage} }}\n"
+        ),
+    )
+    .unwrap();
+    Server::start_with_config(&dir.join("data"), Some(&path))
+}
+
 /// An S3 endpoint nobody answers (a port just closed): pushes are still acknowledged (the WAL
 /// holds them), while a query answers 503 `unavailable` once `retry_timeout` is spent, instead
 /// of hanging for object_store's default three minutes.
 #[test]
 fn an_unreachable_bucket_fails_queries_fast_and_keeps_taking_pushes() {
-    let closed_port = common::free_port();
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("pyrite.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "scrape_configs: []\nstorage:\n  backend: s3\n  bucket: nowhere\n  endpoint: http://127.0.0.1:{closed_port}\n  \
-             access_key_id: {ACCESS_KEY}\n  secret_access_key: {SECRET_KEY}\n  allow_http: true\n  \
-             max_retries: 3\n  retry_timeout: 2s\n  connect_timeout: 1s\n"
-        ),
-    )
-    .unwrap();
-    let server = Server::start_with_config(&dir.path().join("data"), Some(&config));
+    let server = serve_on_unreachable_bucket(dir.path(), "", "max_retries: 3, retry_timeout: 2s, connect_timeout: 1s");
     let raw = std::fs::read(common::corpus_dir().join("files/gotarget__cpu_5s.pb.gz")).unwrap();
     assert_eq!(
         common::push_v1(&server, "ops", &[("service_name", "offline")], raw).0,
@@ -305,19 +311,12 @@ fn an_unreachable_bucket_fails_queries_fast_and_keeps_taking_pushes() {
 /// `deadline_exceeded` (504) then, not when the retries give up.
 #[test]
 fn a_query_past_the_query_timeout_answers_deadline_exceeded() {
-    let closed_port = common::free_port();
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("pyrite.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "scrape_configs: []\napi:\n  query_timeout: 300ms\nstorage:\n  backend: s3\n  bucket: nowhere\n  \
-             endpoint: http://127.0.0.1:{closed_port}\n  access_key_id: {ACCESS_KEY}\n  secret_access_key: {SECRET_KEY}\n  \
-             allow_http: true\n  max_retries: 100\n  retry_timeout: 5m\n"
-        ),
-    )
-    .unwrap();
-    let server = Server::start_with_config(&dir.path().join("data"), Some(&config));
+    let server = serve_on_unreachable_bucket(
+        dir.path(),
+        "api: { query_timeout: 300ms }\n",
+        "max_retries: 100, retry_timeout: 5m",
+    );
     let (status, body) = common::select_cpu(&server, "ops", "late", pyrite::now_ms() - 3_600_000, pyrite::now_ms());
     assert_eq!(
         (status, body["code"].as_str()),
