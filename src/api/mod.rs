@@ -38,6 +38,20 @@ pub struct AppState {
 
 pub type SharedState = Arc<AppState>;
 
+/// The tenant and body of a connect request, in the order every connect route checks them:
+/// the tenant, the content type (refused before reading what may be a large body), then the
+/// body within `api.max_body_bytes`.
+async fn connect_request(
+    state: &SharedState,
+    headers: &axum::http::HeaderMap,
+    body: axum::body::Body,
+) -> Result<(crate::model::Tenant, bytes::Bytes), connect::ConnectError> {
+    let tenant = tenant_from_headers(headers, state.config.require_tenant_header)?;
+    connect::Codec::from_headers(headers)?;
+    let body = connect::read_body(body, state.config.max_body_bytes).await?;
+    Ok((tenant, body))
+}
+
 /// The web UI: one self-contained page over the same HTTP API (flame graph, top table).
 async fn ui() -> axum::response::Html<&'static str> {
     axum::response::Html(include_str!("../../ui/index.html"))

@@ -8,7 +8,6 @@ use axum::response::Response;
 
 use super::SharedState;
 use super::connect::{self, ConnectError};
-use super::tenant::tenant_from_headers;
 use crate::head::HeadError;
 use crate::ingest::{Admission, IngestError};
 use crate::model::Labels;
@@ -16,10 +15,7 @@ use crate::proto::google::v1::Profile;
 use crate::proto::push::v1::{PushRequest, PushResponse};
 
 pub async fn push(State(state): State<SharedState>, headers: HeaderMap, body: Body) -> Result<Response, ConnectError> {
-    let tenant = tenant_from_headers(&headers, state.config.require_tenant_header)?;
-    // A wrong content type is refused before reading what may be a large body.
-    connect::Codec::from_headers(&headers)?;
-    let body = connect::read_body(body, state.config.max_body_bytes).await?;
+    let (tenant, body) = super::connect_request(&state, &headers, body).await?;
     let (request, codec) = connect::decode_request::<PushRequest>(&headers, &body, state.config.max_body_bytes)?;
     if request.series.iter().all(|series| series.samples.is_empty()) {
         return Err(ConnectError::invalid_argument("no profiles received"));

@@ -18,7 +18,6 @@ use serde::de::DeserializeOwned;
 
 use super::SharedState;
 use super::connect::{self, ConnectError};
-use super::tenant::tenant_from_headers;
 use crate::block::BlockError;
 use crate::model::{ProfileType, Selector, Tenant};
 use crate::proto::querier::v1 as querier;
@@ -35,10 +34,7 @@ pub async fn dispatch(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ConnectError> {
-    let tenant = tenant_from_headers(&headers, state.config.require_tenant_header)?;
-    // A wrong content type is refused before reading what may be a large body.
-    connect::Codec::from_headers(&headers)?;
-    let body = connect::read_body(body, state.config.max_body_bytes).await?;
+    let (tenant, body) = super::connect_request(&state, &headers, body).await?;
     let started = Instant::now();
     let s = &state;
     let response = match method.as_str() {

@@ -7,9 +7,8 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 
 use super::SharedState;
-use super::connect::{self, Code, ConnectError};
+use super::connect::{Code, ConnectError};
 use super::querier::call;
-use super::tenant::tenant_from_headers;
 use crate::proto::settings::v1 as settings;
 use crate::settings::SettingsError;
 
@@ -19,9 +18,7 @@ pub async fn dispatch(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ConnectError> {
-    let tenant = tenant_from_headers(&headers, state.config.require_tenant_header)?;
-    connect::Codec::from_headers(&headers)?;
-    let body = connect::read_body(body, state.config.max_body_bytes).await?;
+    let (tenant, body) = super::connect_request(&state, &headers, body).await?;
     let store = &state.settings;
     match method.as_str() {
         "Get" => {
