@@ -155,9 +155,7 @@ pub async fn compact(storage: &Storage, sources: &[BlockMeta]) -> Result<Compact
     );
     let mut merged = Partition::default();
     for meta in sources {
-        let headers = block::read_index(storage, meta).await?;
-        let partition = block::load(storage, meta, &headers).await?;
-        merged.absorb(&partition);
+        merged.absorb(&block::load_all(storage, meta).await?);
     }
     let Some(meta) = block::upload_compacted(storage, sources, &merged).await? else {
         return Ok(CompactionStats::default());
@@ -356,14 +354,10 @@ mod tests {
         let (sources, _) = blocks(&fixture).await;
 
         // A compaction stopped after its data object: the next pass publishes the same block.
-        let merged = {
-            let mut merged = Partition::default();
-            for meta in &sources {
-                let headers = block::read_index(&fixture.storage, meta).await.unwrap();
-                merged.absorb(&block::load(&fixture.storage, meta, &headers).await.unwrap());
-            }
-            merged
-        };
+        let mut merged = Partition::default();
+        for meta in &sources {
+            merged.absorb(&block::load_all(&fixture.storage, meta).await.unwrap());
+        }
         let orphan = block::upload_compacted(&fixture.storage, &sources, &merged)
             .await
             .unwrap()
@@ -386,8 +380,7 @@ mod tests {
         let before = everything(&fixture).await;
         let (sources, _) = blocks(&fixture).await;
         // A flush that stopped after uploading: data, no meta.
-        let headers = block::read_index(&fixture.storage, &sources[0]).await.unwrap();
-        let partition = block::load(&fixture.storage, &sources[0], &headers).await.unwrap();
+        let partition = block::load_all(&fixture.storage, &sources[0]).await.unwrap();
         let stray = block::upload(
             &fixture.storage,
             &tenant(),

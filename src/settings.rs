@@ -119,10 +119,8 @@ impl SettingsStore {
 
     /// One stored setting; `None` if it was deleted meanwhile.
     async fn read(&self, key: &str) -> Result<Option<Setting>, SettingsError> {
-        let raw = match self.storage.get(key).await {
-            Ok(raw) => raw,
-            Err(StorageError::ObjectStore(object_store::Error::NotFound { .. })) => return Ok(None),
-            Err(err) => return Err(err.into()),
+        let Some(raw) = self.storage.get_if_exists(key).await? else {
+            return Ok(None);
         };
         serde_json::from_slice(&raw)
             .map(Some)

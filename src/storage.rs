@@ -261,6 +261,15 @@ impl Storage {
         Ok(self.store.get(&self.path(key)).await?.bytes().await?)
     }
 
+    /// An object, or `None` if no object has that key (deleted meanwhile, never written).
+    pub async fn get_if_exists(&self, key: &str) -> Result<Option<Bytes>, StorageError> {
+        match self.get(key).await {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(StorageError::ObjectStore(object_store::Error::NotFound { .. })) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
     pub async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StorageError> {
         Ok(self.store.get_range(&self.path(key), range).await?)
     }

@@ -31,6 +31,24 @@ fn param<'a>(params: &'a HashMap<String, String>, names: &[&str]) -> Option<&'a 
         .filter(|v| !v.is_empty())
 }
 
+/// The window `[from_key, until_key)` of a request (default: the hour before `now`), refused
+/// unless it starts before it ends.
+pub(super) fn time_window(
+    params: &HashMap<String, String>,
+    from_key: &str,
+    until_key: &str,
+    now: i64,
+) -> Result<(i64, i64), ConnectError> {
+    let from_ms = time_param(params, from_key, now - 3_600_000)?;
+    let until_ms = time_param(params, until_key, now)?;
+    if from_ms >= until_ms {
+        return Err(ConnectError::invalid_argument(format!(
+            "{from_key} ({from_ms}) must be before {until_key} ({until_ms})"
+        )));
+    }
+    Ok((from_ms, until_ms))
+}
+
 pub(super) fn time_param(params: &HashMap<String, String>, name: &str, default_ms: i64) -> Result<i64, ConnectError> {
     match param(params, &[name]) {
         None => Ok(default_ms),
@@ -366,14 +384,7 @@ fn render_window(
     let query = param(params, &[query_key])
         .ok_or_else(|| ConnectError::invalid_argument(format!("{query_key} is required")))?;
     let (profile_type, selector) = parse_render_query(query)?;
-    let now = crate::now_ms();
-    let from_ms = time_param(params, from_key, now - 3_600_000)?;
-    let until_ms = time_param(params, until_key, now)?;
-    if from_ms >= until_ms {
-        return Err(ConnectError::invalid_argument(format!(
-            "{from_key} ({from_ms}) must be before {until_key} ({until_ms})"
-        )));
-    }
+    let (from_ms, until_ms) = time_window(params, from_key, until_key, crate::now_ms())?;
     Ok(RenderWindow {
         profile_type: profile_type.clone(),
         params: SelectParams {

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::SharedState;
 use super::connect::ConnectError;
-use super::legacy::{max_nodes_param, parse_render_query, time_param};
+use super::legacy::{max_nodes_param, parse_render_query, time_window};
 use super::querier::{max_nodes, parse_profile_type, parse_selector, query_error};
 use super::tenant::tenant_from_headers;
 use crate::query::SelectParams;
@@ -47,13 +47,7 @@ fn window(
     } else {
         parse_render_query(query)?
     };
-    let from_ms = time_param(params, from_name, now - 3_600_000)?;
-    let until_ms = time_param(params, until_name, now)?;
-    if from_ms >= until_ms {
-        return Err(ConnectError::invalid_argument(format!(
-            "{from_name} ({from_ms}) must be before {until_name} ({until_ms})"
-        )));
-    }
+    let (from_ms, until_ms) = time_window(params, from_name, until_name, now)?;
     Ok(Window {
         query: query.to_string(),
         profile_type,

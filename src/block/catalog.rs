@@ -20,7 +20,7 @@ use futures::{StreamExt, TryStreamExt};
 
 use super::{BlockError, BlockMeta, DATA_OBJECT, META_OBJECT, split_replaced};
 use crate::model::Tenant;
-use crate::storage::{Storage, StorageError, StoredObject};
+use crate::storage::{Storage, StoredObject};
 
 /// Metas kept in memory before the catalog forgets everything and relearns (≈ 0.5 KiB each).
 const MAX_CACHED_METAS: usize = 200_000;
@@ -237,10 +237,8 @@ impl Catalog {
 
 /// Reads one meta; `None` when it was deleted between the listing and the read.
 async fn read_meta(storage: &Storage, key: String) -> Result<Option<BlockMeta>, BlockError> {
-    let raw = match storage.get(&key).await {
-        Ok(raw) => raw,
-        Err(StorageError::ObjectStore(object_store::Error::NotFound { .. })) => return Ok(None),
-        Err(err) => return Err(err.into()),
+    let Some(raw) = storage.get_if_exists(&key).await? else {
+        return Ok(None);
     };
     serde_json::from_slice(&raw)
         .map(Some)

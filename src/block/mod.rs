@@ -660,6 +660,12 @@ pub fn decode(data: &[u8]) -> Result<Partition, BlockError> {
     Ok(Partition::from_parts(symbols, series))
 }
 
+/// Loads a whole block: its index, symbols and every series' rows.
+pub async fn load_all(storage: &Storage, meta: &BlockMeta) -> Result<Partition, BlockError> {
+    let headers = read_index(storage, meta).await?;
+    load(storage, meta, &headers).await
+}
+
 /// Loads the symbols and the rows of the chosen series of a block.
 pub async fn load(storage: &Storage, meta: &BlockMeta, headers: &[SeriesHeader]) -> Result<Partition, BlockError> {
     let symbols = load_symbols(storage, meta).await?;
