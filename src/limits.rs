@@ -336,6 +336,16 @@ impl Limits {
     }
 }
 
+/// Writes an overrides file stamped `ahead_secs` in the future, so a reload sees a new
+/// modification time even within the filesystem's timestamp granularity.
+#[cfg(test)]
+pub(crate) fn write_overrides_for_test(path: &Path, text: &str, ahead_secs: u64) {
+    std::fs::write(path, text).unwrap();
+    let file = std::fs::File::options().write(true).open(path).unwrap();
+    file.set_modified(SystemTime::now() + Duration::from_secs(ahead_secs))
+        .unwrap();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -426,12 +436,7 @@ mod tests {
         assert_eq!(limits.for_tenant(&tenant("b")), TenantLimits::default());
         assert!(!limits.reload().unwrap(), "unchanged");
 
-        let touch = |text: &str, seconds: u64| {
-            std::fs::write(&path, text).unwrap();
-            let file = std::fs::File::options().write(true).open(&path).unwrap();
-            file.set_modified(SystemTime::now() + Duration::from_secs(seconds))
-                .unwrap();
-        };
+        let touch = |text: &str, seconds: u64| write_overrides_for_test(&path, text, seconds);
         touch("overrides:\n  a: { ingestion_rate: 2 }\n", 5);
         assert!(limits.reload().unwrap());
         assert_eq!(limits.for_tenant(&tenant("a")).ingestion_rate, 2.0);

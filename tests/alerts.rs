@@ -9,7 +9,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::Server;
 
@@ -100,14 +100,6 @@ fn metrics(server: &Server) -> String {
         .unwrap()
 }
 
-fn wait_for(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// The value of an unlabelled series in a `/metrics` text.
 fn value(text: &str, name: &str) -> Option<f64> {
     text.lines()
@@ -119,7 +111,7 @@ fn the_rules_name_only_metrics_a_running_server_exports() {
     let dir = tempfile::tempdir().unwrap();
     // The default config: it scrapes itself, so the scrape series exist once a scrape ran.
     let server = Server::start(&dir.path().join("data"));
-    wait_for("a self-scrape result", Duration::from_secs(60), || {
+    common::wait_until("a self-scrape result", Duration::from_secs(60), || {
         metrics(&server).contains("\npyrite_scrape_up{")
     });
     let exported = metrics(&server);
@@ -168,7 +160,7 @@ fn a_failing_flush_is_reported_keeps_its_data_and_recovers() {
     std::fs::remove_dir_all(&blocks).unwrap();
     std::fs::write(&blocks, b"not a directory").unwrap();
     let failures = |text: &str| value(text, "pyrite_head_flush_failures_total").unwrap_or(0.0);
-    wait_for("a failed flush", Duration::from_secs(20), || {
+    common::wait_until("a failed flush", Duration::from_secs(20), || {
         failures(&metrics(&server)) >= 2.0
     });
     let stuck = metrics(&server);
@@ -182,7 +174,7 @@ fn a_failing_flush_is_reported_keeps_its_data_and_recovers() {
     // Storage is back: the next flush succeeds, the heartbeat moves, the block is written once.
     std::fs::remove_file(&blocks).unwrap();
     std::fs::create_dir(&blocks).unwrap();
-    wait_for("a flush after the storage came back", Duration::from_secs(20), || {
+    common::wait_until("a flush after the storage came back", Duration::from_secs(20), || {
         value(&metrics(&server), "pyrite_head_flush_last_success_timestamp_seconds").unwrap() > last_success
     });
     let blocks_written = walk(&blocks).iter().filter(|path| path.ends_with("meta.json")).count();
@@ -224,7 +216,7 @@ fn a_head_that_cannot_flush_refuses_pushes_with_503_until_it_can() {
     let raw = std::fs::read(common::corpus_dir().join("files/gotarget__cpu_5s.pb.gz")).unwrap();
     let push = || common::push_v1(&server, "anonymous", &[("service_name", "flushed")], raw.clone());
     assert_eq!(push().0, 200, "room for one profile");
-    wait_for("a failed flush", Duration::from_secs(20), || {
+    common::wait_until("a failed flush", Duration::from_secs(20), || {
         value(&metrics(&server), "pyrite_head_flush_failures_total").unwrap_or(0.0) >= 1.0
     });
     let (status, _, body) = push();
@@ -243,7 +235,7 @@ fn a_head_that_cannot_flush_refuses_pushes_with_503_until_it_can() {
 
     std::fs::remove_file(&blocks).unwrap();
     std::fs::create_dir(&blocks).unwrap();
-    wait_for("pushes taken again", Duration::from_secs(20), || push().0 == 200);
+    common::wait_until("pushes taken again", Duration::from_secs(20), || push().0 == 200);
     assert_eq!(
         common::cpu_nanos(&server, "anonymous", "flushed"),
         2 * 3_900_000_000,

@@ -6,7 +6,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::Server;
 
@@ -54,14 +54,6 @@ fn legacy_ingest(server: &Server, tenant: &str) -> u16 {
         .unwrap()
         .status()
         .as_u16()
-}
-
-fn wait_for(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn write_overrides(path: &Path, text: &str) {
@@ -129,7 +121,7 @@ fn a_tenant_over_its_rate_gets_429_and_the_others_do_not() {
         &overrides,
         "overrides:\n  small: { ingestion_rate: 1000, ingestion_burst_size: 1000 }\n",
     );
-    wait_for("the raised limit", Duration::from_secs(10), || {
+    common::wait_until("the raised limit", Duration::from_secs(10), || {
         push(&server, "small", "app").0 == 200
     });
     let scraped = reqwest::blocking::get(format!("{}/metrics", server.url))
@@ -206,10 +198,10 @@ fn blocks_past_a_tenants_retention_are_deleted() {
     }
     let data = dir.path().join("data");
     // The old block of `short` goes, its recent one and `keep`'s old one stay.
-    wait_for("the recent and kept blocks", Duration::from_secs(20), || {
+    common::wait_until("the recent and kept blocks", Duration::from_secs(20), || {
         !block_metas(&data, "keep").is_empty() && !block_metas(&data, "short").is_empty()
     });
-    wait_for("the expired block to go", Duration::from_secs(20), || {
+    common::wait_until("the expired block to go", Duration::from_secs(20), || {
         let total = |tenant: &str, from_ms: i64, until_ms: i64| {
             let (status, tree) = common::querier(
                 &server,
@@ -246,16 +238,7 @@ fn queries_keep_to_the_tenants_length_and_lookback() {
     }
     let select = |tenant: &str, hours_back: i64| {
         let now = pyrite::now_ms();
-        common::querier(
-            &server,
-            tenant,
-            "SelectMergeStacktraces",
-            serde_json::json!({
-                "profileTypeID": "process_cpu:cpu:nanoseconds:cpu:nanoseconds",
-                "labelSelector": "{service_name=\"app\"}",
-                "start": now - hours_back * 3_600_000, "end": now,
-            }),
-        )
+        common::select_cpu(&server, tenant, "app", now - hours_back * 3_600_000, now)
     };
     let (status, body) = select("narrow", 2);
     assert_eq!(status, 400, "{body}");

@@ -32,17 +32,7 @@ fn ui_shows_the_flame_graph_and_top_table_of_a_pushed_profile() {
         "run scripts/install-deps.sh (npm ci in tests/ui)"
     );
     let screenshot = data.path().join("ui.png");
-    let output = Command::new("node")
-        .arg(ui_dir.join("check.mjs"))
-        .args([&server.url, "web", "shop", screenshot.to_str().unwrap()])
-        .output()
-        .expect("running node");
-    assert!(
-        output.status.success(),
-        "browser check failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let seen: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let seen = browser_check(&ui_dir, &[&server.url, "web", "shop", screenshot.to_str().unwrap()]);
 
     assert_eq!(seen["errors"], serde_json::json!([]), "no script errors in the page");
     assert_eq!(
@@ -118,24 +108,17 @@ fn ui_shows_the_flame_graph_and_top_table_of_a_pushed_profile() {
         baseline.to_str().unwrap(),
     ]);
     let diff_screenshot = data.path().join("diff.png");
-    let output = Command::new("node")
-        .arg(ui_dir.join("check.mjs"))
-        .args([
+    let seen = browser_check(
+        &ui_dir,
+        &[
             &server.url,
             "web",
             "shop",
             diff_screenshot.to_str().unwrap(),
             "now-2h",
             "now-1h",
-        ])
-        .output()
-        .expect("running node");
-    assert!(
-        output.status.success(),
-        "browser check failed: {}",
-        String::from_utf8_lossy(&output.stderr)
+        ],
     );
-    let seen: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(seen["errors"], serde_json::json!([]));
     assert_eq!(
         seen["headings"],
@@ -180,4 +163,19 @@ fn ui_shows_the_flame_graph_and_top_table_of_a_pushed_profile() {
         before += fields.next().unwrap().parse::<i64>().unwrap();
     }
     assert_eq!((before, after), (380_000_000, 3_900_000_000));
+}
+
+/// Runs `tests/ui/check.mjs` with `args` in headless Chromium; what the page showed, as JSON.
+fn browser_check(ui_dir: &Path, args: &[&str]) -> serde_json::Value {
+    let output = Command::new("node")
+        .arg(ui_dir.join("check.mjs"))
+        .args(args)
+        .output()
+        .expect("running node");
+    assert!(
+        output.status.success(),
+        "browser check failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
 }

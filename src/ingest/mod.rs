@@ -462,8 +462,6 @@ pub fn metric_name(profile: &Profile) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::time::{Duration, SystemTime};
-
     use super::*;
     use crate::head::testing::{TempStore, corpus_file};
     use crate::limits::{RuntimeConfig, TenantLimits};
@@ -487,12 +485,8 @@ mod tests {
     async fn a_refused_cumulative_push_is_covered_by_the_next_delta() {
         let store = TempStore::new();
         let overrides = store.dir.path().join("overrides.yaml");
-        let set_overrides = |text: &str, seconds: u64| {
-            std::fs::write(&overrides, text).unwrap();
-            let file = std::fs::File::options().write(true).open(&overrides).unwrap();
-            file.set_modified(SystemTime::now() + Duration::from_secs(seconds))
-                .unwrap();
-        };
+        let set_overrides =
+            |text: &str, seconds: u64| crate::limits::write_overrides_for_test(&overrides, text, seconds);
         set_overrides("overrides: {}\n", 0);
         let tenant_limits = Arc::new(
             Limits::load(

@@ -209,6 +209,15 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Polls `check` every 100 ms until it holds; fails the test after `limit`.
+pub fn wait_until(what: &str, limit: std::time::Duration, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while !check() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 /// Runs the `pyrite` CLI and asserts success; returns stdout.
 pub fn pyrite(args: &[&str]) -> String {
     let output = Command::new(pyrite_binary())
