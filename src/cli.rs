@@ -210,6 +210,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     config.validate()?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    // Held until the process exits: taken before the WAL is opened, so a second server on this
+    // directory never replays or writes the first one's log.
+    let _data_dir_lock = lock_data_dir(&config.data_dir)?;
     let storage = Storage::from_config(&config.storage, &config.data_dir)?;
     let peers = crate::cluster::Peers::from_config(&config.cluster)
         .map_err(anyhow::Error::msg)?
@@ -287,6 +290,46 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!("shutting down: flushing the head");
     head.flush().await?;
     Ok(())
+}
+
+/// The lock file of a data directory, holding the PID of the process that has it.
+pub const LOCK_FILE: &str = "pyrite.lock";
+
+/// Takes the data directory's exclusive lock (`flock` on [`LOCK_FILE`], released by the kernel
+/// when the process ends, however it ends) and writes this process's PID into it. A directory
+/// another process holds is an error naming that process.
+pub fn lock_data_dir(data_dir: &Path) -> anyhow::Result<std::fs::File> {
+    use std::io::{Read, Seek, Write};
+    let path = data_dir.join(LOCK_FILE);
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = holder.trim();
+            let holder = if holder.is_empty() { "unknown" } else { holder };
+            bail!(
+                "data directory {} is in use by another pyrite process (PID {holder}); \
+                 one process per data directory",
+                data_dir.display()
+            );
+        }
+        Err(std::fs::TryLockError::Error(err)) => {
+            return Err(err).with_context(|| format!("locking {}", path.display()));
+        }
+    }
+    file.set_len(0)?;
+    file.rewind()?;
+    writeln!(file, "{}", std::process::id())?;
+    file.sync_all()?;
+    Ok(file)
 }
 
 async fn shutdown_signal() {

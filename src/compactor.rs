@@ -154,9 +154,31 @@ pub async fn compact(storage: &Storage, sources: &[BlockMeta]) -> Result<Compact
         "compaction sources must share a tenant and a bucket"
     );
     let mut merged = Partition::default();
+    let mut readable = Vec::with_capacity(sources.len());
     for meta in sources {
-        merged.absorb(&block::load_all(storage, meta).await?);
+        match block::load_all(storage, meta).await {
+            Ok(partition) => {
+                merged.absorb(&partition);
+                readable.push(meta.clone());
+            }
+            // A damaged source stays as it is (queries skip it too); merging around it keeps
+            // the damage out of the new block and the rest of the bucket compacted.
+            Err(err) if err.is_corrupt() => {
+                crate::integrity::COMPACTOR_CORRUPT_SOURCES.inc();
+                tracing::error!(
+                    tenant = %meta.tenant,
+                    key = %meta.data_key(),
+                    error = %err,
+                    "compaction source cannot be read; left out of the merge"
+                );
+            }
+            Err(err) => return Err(err),
+        }
     }
+    if readable.len() < 2 {
+        return Ok(CompactionStats::default());
+    }
+    let sources = readable.as_slice();
     let Some(meta) = block::upload_compacted(storage, sources, &merged).await? else {
         return Ok(CompactionStats::default());
     };
@@ -294,6 +316,66 @@ mod tests {
     async fn blocks(fixture: &Fixture) -> (Vec<BlockMeta>, Vec<BlockMeta>) {
         let listing = fixture.catalog().list(&tenant(), i64::MIN, i64::MAX).await.unwrap();
         (listing.visible, listing.replaced)
+    }
+
+    /// CPU time of every service in `[from, until)`.
+    async fn cpu_total(fixture: &Fixture, from_ms: i64, until_ms: i64) -> i64 {
+        let querier = Querier::new(fixture.head.clone(), fixture.storage.clone());
+        let params = SelectParams {
+            tenant: tenant(),
+            profile_type: crate::model::ProfileType::parse("process_cpu:cpu:nanoseconds:cpu:nanoseconds").unwrap(),
+            selector: Selector::parse("{}").unwrap(),
+            from_ms,
+            until_ms,
+        };
+        querier.select_merge(&params).await.unwrap().total()
+    }
+
+    /// A block whose symbols are damaged is skipped by queries (the tenant's other blocks keep
+    /// answering) and left out of compaction, which merges the others around it.
+    #[tokio::test]
+    async fn a_corrupt_block_is_skipped_by_queries_and_never_merged() {
+        let fixture = three_blocks().await;
+        let per_flush = [
+            cpu_total(&fixture, AT_MS, AT_MS + 60_000).await,
+            cpu_total(&fixture, AT_MS + 60_000, AT_MS + 120_000).await,
+            cpu_total(&fixture, AT_MS + 120_000, AT_MS + 180_000).await,
+        ];
+        assert!(per_flush.iter().all(|&total| total > 0), "{per_flush:?}");
+        let (visible, _) = blocks(&fixture).await;
+        let damaged = visible
+            .iter()
+            .find(|meta| meta.min_time_ms >= AT_MS + 60_000 && meta.max_time_ms < AT_MS + 120_000)
+            .unwrap()
+            .clone();
+        let mut data = fixture.storage.get(&damaged.data_key()).await.unwrap().to_vec();
+        data[..damaged.symbols_length as usize].fill(0xff);
+        fixture.storage.put(&damaged.data_key(), data.into()).await.unwrap();
+
+        let corrupt_before = crate::integrity::BLOCK_CORRUPT
+            .get_or_create(&crate::integrity::CorruptLabels { part: "symbols".into() })
+            .get();
+        let readable = per_flush[0] + per_flush[2];
+        assert_eq!(cpu_total(&fixture, AT_MS, AT_MS + 3_600_000).await, readable);
+        assert!(
+            crate::integrity::BLOCK_CORRUPT
+                .get_or_create(&crate::integrity::CorruptLabels { part: "symbols".into() })
+                .get()
+                > corrupt_before
+        );
+
+        let skipped_before = crate::integrity::COMPACTOR_CORRUPT_SOURCES.get();
+        let stats = compact_all(&fixture.catalog(), &now_config(), crate::now_ms())
+            .await
+            .unwrap();
+        assert_eq!(stats.compacted, 1);
+        assert!(crate::integrity::COMPACTOR_CORRUPT_SOURCES.get() > skipped_before);
+        let (visible, _) = blocks(&fixture).await;
+        assert_eq!(visible.len(), 2, "the merged block and the damaged one");
+        assert!(visible.iter().any(|meta| meta.id == damaged.id));
+        let merged = visible.iter().find(|meta| meta.id != damaged.id).unwrap();
+        assert!(!merged.compacted_from.contains(&damaged.id));
+        assert_eq!(cpu_total(&fixture, AT_MS, AT_MS + 3_600_000).await, readable);
     }
 
     #[tokio::test]

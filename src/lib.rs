@@ -7,7 +7,8 @@
 //! and their overrides file) imports only `model`; `ingest` enforces them and `retention`
 //! deletes blocks past a tenant's retention period. `compactor` merges a bucket's blocks.
 //! `heartbeat` reports the background work (flushes, compaction, retention) to `/metrics`;
-//! `settings` keeps per-tenant UI settings beside the blocks.
+//! `settings` keeps per-tenant UI settings beside the blocks; `integrity` counts damaged data
+//! (WAL records, block parts) that readers set aside instead of failing.
 
 pub mod api;
 pub mod block;
@@ -18,6 +19,7 @@ pub mod config;
 pub mod head;
 pub mod heartbeat;
 pub mod ingest;
+pub mod integrity;
 pub mod limits;
 pub mod model;
 pub mod pprof;

@@ -138,11 +138,13 @@ impl Refusal {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// The overrides file. `overrides` is required (`overrides: {}` when there are none), so a file
+/// cut off before it, or empty, is refused like a malformed one and the last good one stays:
+/// a half-written save must not drop every tenant's limits.
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct OverridesFile {
-    #[serde(default)]
-    overrides: HashMap<String, PartialLimits>,
+    overrides: HashMap<String, Option<PartialLimits>>,
 }
 
 /// A tenant's entry in the overrides file: what it names replaces the default.
@@ -186,13 +188,14 @@ impl PartialLimits {
 
 /// Parses an overrides file's text into complete limits per tenant.
 fn parse_overrides(text: &str, defaults: &TenantLimits) -> Result<HashMap<Tenant, TenantLimits>, String> {
-    let file: OverridesFile = if text.trim().is_empty() {
-        OverridesFile::default()
-    } else {
-        serde_yaml::from_str(text).map_err(|err| err.to_string())?
-    };
+    if text.trim().is_empty() {
+        return Err("the file is empty (with no overrides, write `overrides: {}`)".into());
+    }
+    let file: OverridesFile = serde_yaml::from_str(text).map_err(|err| err.to_string())?;
     let mut limits = HashMap::new();
     for (tenant, partial) in file.overrides {
+        // `tenant:` with nothing after it is where a half-written file may end.
+        let partial = partial.ok_or_else(|| format!("tenant {tenant:?} names no limits"))?;
         let tenant = Tenant::parse(&tenant).map_err(|err| format!("tenant {tenant:?}: {err}"))?;
         let complete = partial.over(defaults);
         complete.validate().map_err(|err| format!("tenant {tenant}: {err}"))?;
@@ -377,7 +380,13 @@ mod tests {
             Duration::from_secs(90 * 86_400)
         );
         assert_eq!(parsed[&tenant("agents")].max_global_series_per_user, 3);
-        assert!(parse_overrides("", &defaults).unwrap().is_empty());
+        assert!(parse_overrides("overrides: {}", &defaults).unwrap().is_empty());
+        // Empty or cut off: refused, so the last good file stays in force.
+        assert!(parse_overrides("", &defaults).is_err());
+        assert!(parse_overrides("  \n", &defaults).is_err());
+        assert!(parse_overrides("# just a comment\n", &defaults).is_err());
+        assert!(parse_overrides("overrides:\n  platform:\n", &defaults).is_err());
+        assert!(parse_overrides("overrides:\n  platform:\n    ingestion_ra", &defaults).is_err());
         assert!(parse_overrides("overrides: { a: { ingestion_rat: 1 } }", &defaults).is_err());
         assert!(parse_overrides("overrides: { 'a/b': {} }", &defaults).is_err());
         assert!(parse_overrides("overrides: { a: { ingestion_rate: -1 } }", &defaults).is_err());

@@ -32,6 +32,8 @@ pub struct Metrics {
     pub head_bytes: Gauge,
     pub head_unflushed_bytes: Gauge,
     pub head_max_unflushed_bytes: Gauge,
+    pub wal_bytes: Gauge,
+    pub wal_max_bytes: Gauge,
     pub query_seconds: Family<RouteLabels, Histogram>,
 }
 
@@ -44,6 +46,8 @@ impl Default for Metrics {
         let head_bytes = Gauge::default();
         let head_unflushed_bytes = Gauge::default();
         let head_max_unflushed_bytes = Gauge::default();
+        let wal_bytes = Gauge::default();
+        let wal_max_bytes = Gauge::default();
         let query_seconds = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.001, 2.0, 16))
         });
@@ -78,6 +82,17 @@ impl Default for Metrics {
             head_max_unflushed_bytes.clone(),
         );
         registry.register(
+            "wal_bytes",
+            "Bytes of write-ahead log segments on disk",
+            wal_bytes.clone(),
+        );
+        registry.register(
+            "wal_max_bytes",
+            "head.max_wal_bytes: past it, pushes are refused with 503 until a flush frees segments (0: none)",
+            wal_max_bytes.clone(),
+        );
+        crate::integrity::register(&mut registry);
+        registry.register(
             "query_duration_seconds",
             "Query latency by route",
             query_seconds.clone(),
@@ -90,6 +105,8 @@ impl Default for Metrics {
             head_bytes,
             head_unflushed_bytes,
             head_max_unflushed_bytes,
+            wal_bytes,
+            wal_max_bytes,
             query_seconds,
         }
     }
@@ -138,6 +155,8 @@ pub async fn serve(State(state): State<SharedState>) -> impl IntoResponse {
         .metrics
         .head_max_unflushed_bytes
         .set(head.config().max_unflushed_bytes as i64);
+    state.metrics.wal_bytes.set(head.wal_bytes() as i64);
+    state.metrics.wal_max_bytes.set(head.config().max_wal_bytes as i64);
     (
         [(
             header::CONTENT_TYPE,

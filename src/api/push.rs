@@ -8,7 +8,6 @@ use axum::response::Response;
 
 use super::SharedState;
 use super::connect::{self, ConnectError};
-use crate::head::HeadError;
 use crate::ingest::{Admission, IngestError};
 use crate::model::Labels;
 use crate::proto::google::v1::Profile;
@@ -99,10 +98,12 @@ fn refused(
 }
 
 /// A 5xx for an ingest the server could not complete: `unavailable` (503, clients retry) while
-/// the head is full of data it cannot flush, `internal` (500) otherwise.
+/// the head is full of data it cannot flush or the WAL cannot be written (disk full, its
+/// budget reached, an I/O error: nothing was stored, so a retry is safe), `internal` (500)
+/// otherwise.
 pub fn server_error(err: IngestError) -> ConnectError {
-    if let IngestError::Head(HeadError::Full { .. }) = &err {
-        tracing::warn!(error = %err, "ingest refused: the head cannot flush");
+    if err.is_temporary_refusal() {
+        tracing::warn!(error = %err, "ingest refused for now: nothing stored");
         return ConnectError::new(connect::Code::Unavailable, err.to_string());
     }
     tracing::error!(error = %err, "ingest failed");

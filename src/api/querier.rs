@@ -147,7 +147,36 @@ fn metadata_window(start: i64, end: i64) -> Result<(i64, i64), ConnectError> {
     select_window(start, end)
 }
 
+/// Largest step of a time series query: a year.
+const MAX_STEP_SECONDS: f64 = 366.0 * 86_400.0;
+/// Most points one series of a time series query may have, as Prometheus's query API limit.
+const MAX_SERIES_POINTS: i64 = 11_000;
+
+/// A time series step in seconds as milliseconds: finite, between 1 ms and a year, and giving
+/// at most [`MAX_SERIES_POINTS`] points over the window.
+fn series_step_ms(step: f64, from_ms: i64, until_ms: i64) -> Result<i64, ConnectError> {
+    if !step.is_finite() || !(0.001..=MAX_STEP_SECONDS).contains(&step) {
+        return Err(ConnectError::invalid_argument(format!(
+            "step must be a number of seconds from 0.001 to {MAX_STEP_SECONDS}, got {step}"
+        )));
+    }
+    let step_ms = ((step * 1000.0).round() as i64).max(1);
+    let points = (until_ms - from_ms) / step_ms + 1;
+    if points > MAX_SERIES_POINTS {
+        return Err(ConnectError::invalid_argument(format!(
+            "a step of {step} s gives {points} points over this window, more than {MAX_SERIES_POINTS}: \
+             choose a larger step"
+        )));
+    }
+    Ok(step_ms)
+}
+
 fn select_window(start: i64, end: i64) -> Result<(i64, i64), ConnectError> {
+    if !crate::model::time_in_range(start) || !crate::model::time_in_range(end) {
+        return Err(ConnectError::invalid_argument(format!(
+            "start ({start}) and end ({end}) must be times in ms between the years 0000 and 9999"
+        )));
+    }
     if start == 0 || end == 0 {
         return Err(ConnectError::invalid_argument("missing time range in the query"));
     }
@@ -449,10 +478,7 @@ async fn select_series(
     // Checks start/end; the rows read are `[start − step, end]` (Pyroscope's rule, see
     // `Querier::select_series_range`).
     let (from_ms, until_ms) = select_window(request.start, request.end)?;
-    if request.step.is_nan() || request.step < 0.001 {
-        return Err(ConnectError::invalid_argument("step must be at least 0.001 seconds"));
-    }
-    let step_ms = (request.step * 1000.0).round().max(1.0) as i64;
+    let step_ms = series_step_ms(request.step, from_ms, until_ms)?;
     let aggregation = match request.aggregation {
         Some(1) => Aggregation::Average,
         _ => Aggregation::Sum,

@@ -36,6 +36,14 @@ pub enum BlockError {
     Symbols { key: String, source: SymbolsError },
 }
 
+impl BlockError {
+    /// The block's bytes are damaged (as opposed to storage being unreachable): reading it
+    /// again will fail again, so readers skip it and count it instead of failing.
+    pub fn is_corrupt(&self) -> bool {
+        matches!(self, Self::Corrupt { .. } | Self::Symbols { .. })
+    }
+}
+
 /// What a block holds, published as `meta.json` once its data object is complete.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct BlockMeta {
@@ -435,9 +443,11 @@ pub async fn read_index(storage: &Storage, meta: &BlockMeta) -> Result<Vec<Serie
         key: key.clone(),
         reason,
     };
-    let raw = storage
-        .get_range(&key, meta.index_offset..meta.index_offset + meta.index_length)
-        .await?;
+    let index_end = meta
+        .index_offset
+        .checked_add(meta.index_length)
+        .ok_or_else(|| corrupt("index range overflows".into()))?;
+    let raw = storage.get_range(&key, meta.index_offset..index_end).await?;
     let index = block_proto::BlockIndex::decode(raw).map_err(|err| corrupt(format!("index: {err}")))?;
     series_headers(index.series, meta.index_offset, &key)
 }
@@ -452,26 +462,43 @@ fn series_headers(
         key: key.to_string(),
         reason,
     };
-    entries
-        .into_iter()
-        .map(|entry| {
-            let outside = |offset: u64, length: u64| offset.checked_add(length).is_none_or(|end| end > index_offset);
-            if outside(entry.offset, entry.length) || outside(entry.totals_offset, entry.totals_length) {
-                return Err(corrupt("series range outside the data section".into()));
+    let mut headers = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let outside = |offset: u64, length: u64| offset.checked_add(length).is_none_or(|end| end > index_offset);
+        if outside(entry.offset, entry.length) || outside(entry.totals_offset, entry.totals_length) {
+            return Err(corrupt("series range outside the data section".into()));
+        }
+        // A series whose labels or profile type break the rules ingest applies (written by an
+        // older version, or damaged) is skipped alone: the block's other series stay readable.
+        let checked = Labels::from_pairs(&entry.labels)
+            .map_err(|err| err.to_string())
+            .and_then(|labels| {
+                Ok((
+                    labels,
+                    ProfileType::parse(&entry.profile_type).map_err(|err| err.to_string())?,
+                ))
+            });
+        let (labels, profile_type) = match checked {
+            Ok(checked) => checked,
+            Err(reason) => {
+                crate::integrity::block_corrupt("series");
+                tracing::error!(key, %reason, "block series cannot be read; skipped");
+                continue;
             }
-            Ok(SeriesHeader {
-                labels: Labels::from_pairs(&entry.labels).map_err(|err| corrupt(err.to_string()))?,
-                profile_type: ProfileType::parse(&entry.profile_type).map_err(|err| corrupt(err.to_string()))?,
-                min_time_ms: entry.min_time_ms,
-                max_time_ms: entry.max_time_ms,
-                total: entry.total,
-                rows: entry.sample_count,
-                offset: entry.offset,
-                length: entry.length,
-                totals: (entry.totals_length > 0).then_some((entry.totals_offset, entry.totals_length)),
-            })
-        })
-        .collect()
+        };
+        headers.push(SeriesHeader {
+            labels,
+            profile_type,
+            min_time_ms: entry.min_time_ms,
+            max_time_ms: entry.max_time_ms,
+            total: entry.total,
+            rows: entry.sample_count,
+            offset: entry.offset,
+            length: entry.length,
+            totals: (entry.totals_length > 0).then_some((entry.totals_offset, entry.totals_length)),
+        });
+    }
+    Ok(headers)
 }
 
 /// A block's symbol section, decoded and checked.

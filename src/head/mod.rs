@@ -14,7 +14,7 @@
 
 mod wal;
 
-pub use wal::{Wal, WalError};
+pub use wal::{QUARANTINE_DIR, Wal, WalError};
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -41,8 +41,6 @@ pub enum HeadError {
     Block(#[from] BlockError),
     #[error("this head is read-only")]
     ReadOnly,
-    #[error("write-ahead log record {index}: {reason}")]
-    Replay { index: usize, reason: String },
     #[error("flush commit {path}: {reason}")]
     Commit { path: PathBuf, reason: String },
     /// Flushes are failing (object storage down or refusing writes) and unflushed data has
@@ -79,6 +77,10 @@ pub struct HeadConfig {
     /// Bytes of scraped profiles that may wait for that fsync; past it (a slow or stuck disk)
     /// scrapes wait for the disk like pushes do, so memory stays bounded.
     pub max_scraped_queue_bytes: usize,
+    /// Disk budget of the write-ahead log (0: none). Past it, appends are refused (503 to
+    /// pushes, `head_full` to scrapes) before the disk itself fills, until a flush frees
+    /// segments. `pyrite_wal_bytes` on `/metrics` shows its use.
+    pub max_wal_bytes: u64,
     /// How long a published partition stays readable by peers' queries (see
     /// [`Head::snapshot_for_peer`]); set from `cluster.published_grace`, 0 without a cluster.
     #[serde(skip)]
@@ -94,6 +96,7 @@ impl Default for HeadConfig {
             max_unflushed_bytes: 512 * 1024 * 1024,
             scraped_sync_interval: Duration::from_secs(1),
             max_scraped_queue_bytes: 16 * 1024 * 1024,
+            max_wal_bytes: 4 << 30,
             published_grace: Duration::ZERO,
         }
     }
@@ -115,6 +118,39 @@ pub struct SeriesSpec {
     pub labels: Labels,
     pub profile_type: ProfileType,
     pub value_index: usize,
+}
+
+/// Why a series cannot be stored (the same rule at ingest, WAL replay and block reads).
+#[derive(Debug, thiserror::Error)]
+pub enum SeriesSpecError {
+    #[error(transparent)]
+    Labels(#[from] crate::model::LabelError),
+    #[error(transparent)]
+    ProfileType(#[from] crate::model::ProfileTypeError),
+}
+
+impl SeriesSpec {
+    /// A series whose labels and profile type obey the rules every stage checks: the labels
+    /// are validated again here (they may have been built with [`Labels::set`]), and the
+    /// profile type's ID must parse back to itself.
+    pub fn new(labels: Labels, profile_type: ProfileType, value_index: usize) -> Result<Self, SeriesSpecError> {
+        let labels = Labels::new(labels.iter().map(|(name, value)| (name.to_string(), value.to_string())))?;
+        profile_type.check()?;
+        Ok(Self {
+            labels,
+            profile_type,
+            value_index,
+        })
+    }
+
+    /// A series as the WAL records it, under the same rule as [`SeriesSpec::new`].
+    fn from_wal(series: &WalSeries) -> Result<Self, SeriesSpecError> {
+        Ok(Self {
+            labels: Labels::from_pairs(&series.labels)?,
+            profile_type: ProfileType::parse(&series.profile_type)?,
+            value_index: series.value_index as usize,
+        })
+    }
 }
 
 type TenantBuckets = Arc<RwLock<BTreeMap<i64, Partition>>>;
@@ -246,6 +282,43 @@ pub struct Head {
     flush_wanted: tokio::sync::Notify,
 }
 
+/// A WAL record decoded and checked by the rules the edge applied before writing it.
+struct DecodedRecord {
+    tenant: Tenant,
+    time_ms: i64,
+    profile: Profile,
+    series: Vec<SeriesSpec>,
+}
+
+/// Decodes one WAL record: tenant, time, the profile under `limits` (as the edge decoded it)
+/// and each series under [`SeriesSpec`]'s rules. An error names what failed; the record is
+/// then quarantined, never fatal.
+fn decode_record(payload: &[u8], limits: &DecodeLimits) -> Result<DecodedRecord, String> {
+    let record = WalRecord::decode(payload).map_err(|err| format!("not a WAL record: {err}"))?;
+    let tenant = Tenant::parse(&record.tenant).map_err(|err| format!("tenant: {err}"))?;
+    if !crate::model::time_in_range(record.time_ms) {
+        return Err(format!("time {} ms out of range", record.time_ms));
+    }
+    let profile = pprof::decode(&record.raw_profile, limits).map_err(|err| format!("profile: {err}"))?;
+    let series = record
+        .series
+        .iter()
+        .map(|series| {
+            let spec = SeriesSpec::from_wal(series).map_err(|err| format!("series: {err}"))?;
+            if spec.value_index >= profile.sample_type.len() {
+                return Err(format!("series value index {} out of range", spec.value_index));
+            }
+            Ok(spec)
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    Ok(DecodedRecord {
+        tenant,
+        time_ms: record.time_ms,
+        profile,
+        series,
+    })
+}
+
 impl Head {
     /// Finishes a flush a restart interrupted, opens the WAL under `wal_dir` and replays it.
     pub async fn open(
@@ -260,6 +333,7 @@ impl Head {
         let deferred = wal::DeferredWrites {
             sync_interval: config.scraped_sync_interval,
             max_queued_bytes: config.max_scraped_queue_bytes,
+            max_wal_bytes: config.max_wal_bytes,
         };
         let (wal, replay) = Wal::open(wal_dir, deferred)?;
         Self::from_replay(config, storage, Some(wal), replay, decode_limits)
@@ -307,26 +381,35 @@ impl Head {
             );
         }
         let replayed = replay.records.len();
-        for (index, raw) in replay.records.into_iter().enumerate() {
-            let replay_error = |reason: String| HeadError::Replay { index, reason };
-            let record = WalRecord::decode(raw.as_slice()).map_err(|err| replay_error(err.to_string()))?;
-            let tenant = Tenant::parse(&record.tenant).map_err(|err| replay_error(err.to_string()))?;
-            let profile =
-                pprof::decode(&record.raw_profile, decode_limits).map_err(|err| replay_error(err.to_string()))?;
-            let series = record
-                .series
-                .iter()
-                .map(|spec| {
-                    Ok(SeriesSpec {
-                        labels: Labels::from_pairs(&spec.labels).map_err(|err| replay_error(err.to_string()))?,
-                        profile_type: ProfileType::parse(&spec.profile_type)
-                            .map_err(|err| replay_error(err.to_string()))?,
-                        value_index: spec.value_index as usize,
-                    })
-                })
-                .collect::<Result<Vec<_>, HeadError>>()?;
-            head.apply(&tenant, record.time_ms, &profile, &series);
+        let mut quarantined = 0;
+        for record in &replay.records {
+            match decode_record(&record.payload, decode_limits) {
+                Ok(decoded) => head.apply(&decoded.tenant, decoded.time_ms, &decoded.profile, &decoded.series),
+                Err(reason) => {
+                    quarantined += 1;
+                    crate::integrity::WAL_QUARANTINED_RECORDS.inc();
+                    let position = record.position;
+                    // A read-only head (offline export) leaves the WAL as it is.
+                    let moved = head.wal.as_ref().map(|wal| wal.quarantine_record(record, &reason));
+                    match moved {
+                        Some(Ok(path)) => tracing::error!(
+                            segment = position.segment,
+                            offset = position.offset,
+                            %reason,
+                            quarantined = %path.display(),
+                            "write-ahead log record cannot be replayed; moved aside, start-up goes on"
+                        ),
+                        _ => tracing::error!(
+                            segment = position.segment,
+                            offset = position.offset,
+                            %reason,
+                            "write-ahead log record cannot be replayed; skipped"
+                        ),
+                    }
+                }
+            }
         }
+        let replayed = replayed - quarantined;
         if replayed > 0 {
             tracing::info!(records = replayed, "replayed write-ahead log");
         }
@@ -339,6 +422,11 @@ impl Head {
 
     pub fn storage(&self) -> &Storage {
         &self.storage
+    }
+
+    /// Bytes of the write-ahead log on disk (0 for a read-only head).
+    pub fn wal_bytes(&self) -> u64 {
+        self.wal.as_ref().map_or(0, Wal::bytes)
     }
 
     fn bucket_ms(&self) -> i64 {
@@ -876,5 +964,66 @@ mod tests {
         let head = store.open().await;
         assert_eq!(head.live_bytes(), 0);
         assert_eq!(store.seen(&head).await, (2 * CPU_NANOS, 1));
+    }
+
+    /// Records that cannot be replayed (not a record; a profile the current limits refuse; a
+    /// series whose labels break the rules) are moved to the quarantine directory and counted,
+    /// and start-up goes on with every other record.
+    #[tokio::test]
+    async fn unreplayable_records_are_quarantined_and_start_up_goes_on() {
+        let store = Store::new();
+        let head = store.open().await;
+        store.push(&head, 2).await;
+        drop(head);
+        let wal_dir = store.dir.path().join("wal");
+        let good = WalRecord::decode(Wal::read_only(&wal_dir).unwrap().records[0].payload.as_slice()).unwrap();
+        let bad_series = WalRecord {
+            series: vec![WalSeries {
+                labels: vec![crate::proto::types::v1::LabelPair {
+                    name: "a b".into(),
+                    value: "x".into(),
+                }],
+                ..good.series[0].clone()
+            }],
+            ..good.clone()
+        };
+        let bad_profile = WalRecord {
+            raw_profile: bytes::Bytes::from_static(b"not a profile"),
+            ..good.clone()
+        };
+        {
+            let (wal, _) = Wal::open(
+                &wal_dir,
+                wal::DeferredWrites {
+                    sync_interval: Duration::from_secs(1),
+                    max_queued_bytes: 1 << 20,
+                    max_wal_bytes: 0,
+                },
+            )
+            .unwrap();
+            for record in [
+                b"garbage".to_vec(),
+                bad_series.encode_to_vec(),
+                bad_profile.encode_to_vec(),
+            ] {
+                wal.append(record).await.unwrap();
+            }
+        }
+        let before = crate::integrity::WAL_QUARANTINED_RECORDS.get();
+        let head = store.open().await;
+        assert_eq!(store.seen(&head).await, (2 * CPU_NANOS, 0));
+        assert!(crate::integrity::WAL_QUARANTINED_RECORDS.get() >= before + 3);
+        let quarantined = std::fs::read_dir(wal_dir.join(QUARANTINE_DIR))
+            .unwrap()
+            .filter(|entry| {
+                entry
+                    .as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|ext| ext == "record")
+            })
+            .count();
+        assert_eq!(quarantined, 3);
     }
 }

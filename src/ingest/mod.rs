@@ -14,10 +14,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use prost::Message;
 
-use crate::head::{Durability, Head, HeadError, SeriesSpec};
+use crate::head::{Durability, Head, HeadError, SeriesSpec, SeriesSpecError};
 use crate::limits::{Limits, Refusal};
 use crate::model::{
-    LABEL_DELTA, LABEL_NAME, LABEL_PROFILE_TYPE, LABEL_SERVICE_NAME, LabelError, Labels, ProfileType, Tenant,
+    LABEL_DELTA, LABEL_NAME, LABEL_PROFILE_TYPE, LABEL_SERVICE_NAME, LabelError, Labels, MAX_TIME_MS, ProfileType,
+    Tenant,
 };
 use crate::pprof::{self, DecodeError, DecodeLimits};
 use crate::proto::google::v1::Profile;
@@ -31,8 +32,10 @@ pub enum IngestError {
     Decode(#[from] DecodeError),
     #[error("invalid labels: {0}")]
     Labels(#[from] LabelError),
-    #[error("invalid profile name {0:?}: it must be non-empty and may not contain ':'")]
+    #[error("invalid profile name {0:?}: it must be non-empty and may not contain ':' or control characters")]
     Name(String),
+    #[error("invalid series: {0}")]
+    Series(#[from] SeriesSpecError),
     #[error("storing profile: {0}")]
     Head(#[from] HeadError),
     #[error(
@@ -54,7 +57,11 @@ impl IngestError {
     /// Refused for now, nothing stored: over a tenant limit, or the head is full of data it
     /// cannot flush. The same profile may be sent again later.
     pub fn is_temporary_refusal(&self) -> bool {
-        matches!(self, Self::Refused(_) | Self::Head(HeadError::Full { .. }))
+        match self {
+            Self::Refused(_) | Self::Head(HeadError::Full { .. }) => true,
+            Self::Head(HeadError::Wal(err)) => err.is_temporary(),
+            _ => false,
+        }
     }
 
     /// The `outcome` label of a profile refused with this error.
@@ -63,6 +70,8 @@ impl IngestError {
             Self::Refused(refusal) => refusal.reason(),
             Self::OutOfWindow { .. } => "not_in_ingestion_window",
             Self::Head(HeadError::Full { .. }) => "head_full",
+            Self::Head(HeadError::Wal(crate::head::WalError::Full { .. })) => "wal_full",
+            Self::Head(HeadError::Wal(_)) => "wal_error",
             Self::Head(_) => "error",
             _ => "invalid",
         }
@@ -316,7 +325,7 @@ impl Ingester {
             Some(rest) if !rest.is_empty() => rest.to_string(),
             _ => name,
         };
-        if name.is_empty() || name.contains(':') {
+        if name.is_empty() || name.contains(':') || name.chars().any(char::is_control) {
             return Err(IngestError::Name(name));
         }
         if labels.get(LABEL_SERVICE_NAME).is_none() {
@@ -331,41 +340,7 @@ impl Ingester {
         for key in private {
             labels.remove(&key);
         }
-        let string = |index: i64| profile.string_table[index as usize].as_str();
-        let (period_type, period_unit) = profile
-            .period_type
-            .as_ref()
-            .map_or(("", ""), |period| (string(period.r#type), string(period.unit)));
-        let mut series = Vec::with_capacity(profile.sample_type.len());
-        for (value_index, sample_type) in profile.sample_type.iter().enumerate() {
-            // Pyroscope's default ingestion relabel rule (`pkg/validation/relabeling.go`): CPU
-            // time inside a wall profile (@pyroscope/nodejs with collectCpuTime, .NET) is
-            // `process_cpu`, so it sits with every other CPU profile.
-            let name = if name == "wall" && string(sample_type.r#type) == "cpu" {
-                "process_cpu".to_string()
-            } else {
-                name.clone()
-            };
-            let profile_type = ProfileType {
-                name: name.clone(),
-                sample_type: string(sample_type.r#type).to_string(),
-                sample_unit: string(sample_type.unit).to_string(),
-                period_type: period_type.to_string(),
-                period_unit: period_unit.to_string(),
-            };
-            let mut series_labels = labels.clone();
-            series_labels.set(LABEL_NAME, &name);
-            series_labels.set(LABEL_PROFILE_TYPE, &profile_type.id());
-            series_labels.set("__type__", &profile_type.sample_type);
-            series_labels.set("__unit__", &profile_type.sample_unit);
-            // Validates lengths and counts once more with the private labels in place.
-            let series_labels = Labels::new(series_labels.iter().map(|(k, v)| (k.to_string(), v.to_string())))?;
-            series.push(SeriesSpec {
-                labels: series_labels,
-                profile_type,
-                value_index,
-            });
-        }
+        let series = series_specs(&name, &labels, profile)?;
         let time_ms = time_ms.unwrap_or(if profile.time_nanos > 0 {
             profile.time_nanos / 1_000_000
         } else {
@@ -373,6 +348,7 @@ impl Ingester {
         });
         let limits = self.tenant_limits.for_tenant(tenant);
         let (from_ms, until_ms) = limits.ingestion_window(crate::now_ms());
+        let (from_ms, until_ms) = (from_ms.max(-MAX_TIME_MS), until_ms.min(MAX_TIME_MS));
         if time_ms < from_ms || time_ms > until_ms {
             return Err(IngestError::OutOfWindow {
                 time_ms,
@@ -402,6 +378,78 @@ impl Ingester {
             time_ms,
         })
     }
+}
+
+/// Sample type given to a pprof sample type whose type string is empty (string index 0), which
+/// `go tool pprof` opens and some profilers write: stored as `<name>:unknown:<unit>:…` rather
+/// than refused, so what Go's reader accepts, Pyrite stores.
+pub const FALLBACK_SAMPLE_TYPE: &str = "unknown";
+/// Sample unit given to a sample type whose unit string is empty.
+pub const FALLBACK_SAMPLE_UNIT: &str = "unknown";
+
+/// One part of a profile type ID from a string of the profile: `:` (the ID's separator) and
+/// control characters become `_`, and an empty part is `fallback` (when the part must not be
+/// empty).
+fn profile_type_part(text: &str, fallback: Option<&str>) -> String {
+    match fallback {
+        Some(fallback) if text.is_empty() => fallback.to_string(),
+        _ => text
+            .chars()
+            .map(|c| if c == ':' || c.is_control() { '_' } else { c })
+            .collect(),
+    }
+}
+
+/// The series one pprof is split into, one per sample type: the edge's normalisation of what a
+/// profile may name (see [`FALLBACK_SAMPLE_TYPE`]) and the one rule on what is stored. Every
+/// series returned passes [`SeriesSpec::new`], which WAL replay and the block reader apply to
+/// what they read back, so what is accepted here is accepted by every later stage.
+pub fn series_specs(name: &str, labels: &Labels, profile: &Profile) -> Result<Vec<SeriesSpec>, IngestError> {
+    let string = |index: i64| {
+        usize::try_from(index)
+            .ok()
+            .and_then(|index| profile.string_table.get(index))
+            .map_or("", String::as_str)
+    };
+    let (period_type, period_unit) = profile
+        .period_type
+        .as_ref()
+        .map_or((String::new(), String::new()), |period| {
+            (
+                profile_type_part(string(period.r#type), None),
+                profile_type_part(string(period.unit), None),
+            )
+        });
+    let mut series: Vec<SeriesSpec> = Vec::with_capacity(profile.sample_type.len());
+    for (value_index, sample_type) in profile.sample_type.iter().enumerate() {
+        // Pyroscope's default ingestion relabel rule (`pkg/validation/relabeling.go`): CPU
+        // time inside a wall profile (@pyroscope/nodejs with collectCpuTime, .NET) is
+        // `process_cpu`, so it sits with every other CPU profile.
+        let name = if name == "wall" && string(sample_type.r#type) == "cpu" {
+            "process_cpu"
+        } else {
+            name
+        };
+        let mut profile_type = ProfileType {
+            name: name.to_string(),
+            sample_type: profile_type_part(string(sample_type.r#type), Some(FALLBACK_SAMPLE_TYPE)),
+            sample_unit: profile_type_part(string(sample_type.unit), Some(FALLBACK_SAMPLE_UNIT)),
+            period_type: period_type.clone(),
+            period_unit: period_unit.clone(),
+        };
+        // Two sample types of one name (both empty, say) would be one series adding up
+        // unrelated values: the later ones are told apart by their position.
+        if series.iter().any(|earlier| earlier.profile_type == profile_type) {
+            profile_type.sample_type = format!("{}_{value_index}", profile_type.sample_type);
+        }
+        let mut series_labels = labels.clone();
+        series_labels.set(LABEL_NAME, name);
+        series_labels.set(LABEL_PROFILE_TYPE, &profile_type.id());
+        series_labels.set("__type__", &profile_type.sample_type);
+        series_labels.set("__unit__", &profile_type.sample_unit);
+        series.push(SeriesSpec::new(series_labels, profile_type, value_index)?);
+    }
+    Ok(series)
 }
 
 /// `profile` with the values of the sample types at `columns` set to 0 (a priming profile:
@@ -454,10 +502,10 @@ pub fn metric_name(profile: &Profile) -> String {
             return "goroutine".into();
         }
     }
-    types
-        .last()
-        .map(|name| name.to_string())
-        .unwrap_or_else(|| "unknown".into())
+    match types.last() {
+        Some(name) if !name.is_empty() => profile_type_part(name, None),
+        _ => FALLBACK_SAMPLE_TYPE.into(),
+    }
 }
 
 #[cfg(test)]

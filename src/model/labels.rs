@@ -15,6 +15,25 @@ pub enum LabelError {
     ValueTooLong { name: String, limit: usize },
     #[error("series has {count} labels, more than the limit of {limit}")]
     TooMany { count: usize, limit: usize },
+    #[error(
+        "label name {0:?} is invalid: it must start with a letter, `_` or `.` and hold only \
+         letters, digits, `_` and `.`"
+    )]
+    InvalidName(String),
+    #[error("value of label {0:?} contains a control character")]
+    ControlCharacter(String),
+}
+
+/// Whether `name` is a label name Pyrite stores: Pyroscope's legacy names with dots allowed
+/// (`[a-zA-Z_.][a-zA-Z0-9_.]*`, the names its sanitiser keeps, OpenTelemetry's `service.name`
+/// among them), which is exactly what a selector can name unquoted.
+pub fn valid_label_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && !bytes[0].is_ascii_digit()
+        && bytes
+            .iter()
+            .all(|&byte| byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'.')
 }
 
 /// Maximum label name length, as Pyroscope's `max_label_name_length` default.
@@ -45,9 +64,17 @@ impl Labels {
             }
             if name.len() > MAX_LABEL_NAME_LENGTH {
                 return Err(LabelError::NameTooLong {
-                    name: name.clone(),
+                    name: name.chars().take(64).collect(),
                     limit: MAX_LABEL_NAME_LENGTH,
                 });
+            }
+            if !valid_label_name(name) {
+                return Err(LabelError::InvalidName(name.chars().take(64).collect()));
+            }
+            // NUL and other control characters break the text formats values end up in
+            // (folded lines, Prometheus exposition, log lines) and no profiler means them.
+            if value.chars().any(char::is_control) {
+                return Err(LabelError::ControlCharacter(name.clone()));
             }
             if value.len() > MAX_LABEL_VALUE_LENGTH {
                 return Err(LabelError::ValueTooLong {
@@ -158,6 +185,26 @@ mod tests {
             Labels::new([("a".into(), "1".into()), ("a".into(), "2".into())]),
             Err(LabelError::Duplicate("a".into()))
         );
+    }
+
+    #[test]
+    fn names_follow_the_selector_grammar_and_values_have_no_control_characters() {
+        for name in ["service_name", "service.name", "__name__", "_x", ".dot", "a1"] {
+            assert!(Labels::new([(name.into(), "v".into())]).is_ok(), "{name}");
+        }
+        for name in ["a b", "1a", "a-b", "a=b", "é", "a\0"] {
+            assert_eq!(
+                Labels::new([(name.into(), "v".into())]),
+                Err(LabelError::InvalidName(name.into())),
+                "{name}"
+            );
+        }
+        assert_eq!(
+            Labels::new([("a".into(), "x\0y".into())]),
+            Err(LabelError::ControlCharacter("a".into()))
+        );
+        assert!(Labels::new([("a".into(), "tab\there".into())]).is_err());
+        assert!(Labels::new([("a".into(), "ünïcode and spaces ok".into())]).is_ok());
     }
 
     #[test]

@@ -7,11 +7,11 @@ mod selector;
 mod tenant;
 mod time;
 
-pub use labels::{LabelError, Labels};
+pub use labels::{LabelError, Labels, valid_label_name};
 pub use profile_type::{ProfileType, ProfileTypeError};
 pub use selector::{MatchOp, Matcher, Selector, SelectorError};
 pub use tenant::{DEFAULT_TENANT, Tenant, TenantError};
-pub use time::{TimeError, duration_ms, parse_time_ms};
+pub use time::{MAX_TIME_MS, TimeError, duration_ms, parse_time_ms, time_in_range};
 
 /// Label carrying the profile name (`process_cpu`, `memory`, …), first part of a profile type ID.
 pub const LABEL_NAME: &str = "__name__";

@@ -8,6 +8,8 @@ pub enum ProfileTypeError {
     Parts(String),
     #[error("profile type {0:?} has an empty name, sample type or sample unit")]
     Empty(String),
+    #[error("profile type {0:?} has a part with a control character")]
+    ControlCharacter(String),
 }
 
 /// One series kind: which sample type of which profile.
@@ -28,16 +30,38 @@ impl ProfileType {
             [a, b, c, d, e] | [a, b, c, d, e, "delta"] => [*a, *b, *c, *d, *e],
             _ => return Err(ProfileTypeError::Parts(id.to_string())),
         };
-        if parts[..3].iter().any(|part| part.is_empty()) {
-            return Err(ProfileTypeError::Empty(id.to_string()));
-        }
-        Ok(Self {
+        let profile_type = Self {
             name: parts[0].to_string(),
             sample_type: parts[1].to_string(),
             sample_unit: parts[2].to_string(),
             period_type: parts[3].to_string(),
             period_unit: parts[4].to_string(),
-        })
+        };
+        profile_type.check()?;
+        Ok(profile_type)
+    }
+
+    /// The rule every stored profile type obeys, at ingest as when read back: name, sample type
+    /// and unit non-empty, no part holding `:` (the ID would not parse back) or a control
+    /// character.
+    pub fn check(&self) -> Result<(), ProfileTypeError> {
+        let parts = [
+            &self.name,
+            &self.sample_type,
+            &self.sample_unit,
+            &self.period_type,
+            &self.period_unit,
+        ];
+        if parts.iter().any(|part| part.contains(':')) {
+            return Err(ProfileTypeError::Parts(self.id()));
+        }
+        if parts[..3].iter().any(|part| part.is_empty()) {
+            return Err(ProfileTypeError::Empty(self.id()));
+        }
+        if parts.iter().any(|part| part.chars().any(char::is_control)) {
+            return Err(ProfileTypeError::ControlCharacter(self.id()));
+        }
+        Ok(())
     }
 
     /// The ID string.

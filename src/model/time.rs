@@ -5,6 +5,17 @@
 pub enum TimeError {
     #[error("time {0:?} is not RFC 3339, unix seconds/milliseconds, or now[-duration]")]
     Unparsable(String),
+    #[error("time {0:?} is outside the years 0000 to 9999")]
+    OutOfRange(String),
+}
+
+/// Latest time any argument may name: the end of year 9999, in ms. Every time a client sends is
+/// within `[-MAX_TIME_MS, MAX_TIME_MS]`, so sums and differences of two of them never overflow.
+pub const MAX_TIME_MS: i64 = 253_402_300_799_999;
+
+/// Whether `time_ms` is a time a client may name (see [`MAX_TIME_MS`]).
+pub fn time_in_range(time_ms: i64) -> bool {
+    (-MAX_TIME_MS..=MAX_TIME_MS).contains(&time_ms)
 }
 
 /// Parses a time argument into milliseconds since the epoch, relative to `now_ms`.
@@ -17,6 +28,15 @@ pub fn duration_ms(duration: std::time::Duration) -> i64 {
 }
 
 pub fn parse_time_ms(input: &str, now_ms: i64) -> Result<i64, TimeError> {
+    let time_ms = parse_unchecked(input, now_ms)?;
+    if time_in_range(time_ms) {
+        Ok(time_ms)
+    } else {
+        Err(TimeError::OutOfRange(input.to_string()))
+    }
+}
+
+fn parse_unchecked(input: &str, now_ms: i64) -> Result<i64, TimeError> {
     let text = input.trim();
     let fail = || TimeError::Unparsable(input.to_string());
     if let Some(rest) = text.strip_prefix("now") {
@@ -30,7 +50,9 @@ pub fn parse_time_ms(input: &str, now_ms: i64) -> Result<i64, TimeError> {
             _ => return Err(fail()),
         };
         let duration = parse_duration_ms(duration.trim()).ok_or_else(fail)?;
-        return Ok(now_ms + sign * duration);
+        return now_ms
+            .checked_add(sign * duration)
+            .ok_or_else(|| TimeError::OutOfRange(input.to_string()));
     }
     if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
         let value: i64 = text.parse().map_err(|_| fail())?;
@@ -92,5 +114,25 @@ mod tests {
         assert_eq!(parse_time_ms("2023-11-14T22:13:20Z", now), Ok(1_700_000_000_000));
         assert!(parse_time_ms("yesterday", now).is_err());
         assert!(parse_time_ms("now-1y", now).is_err());
+    }
+
+    #[test]
+    fn out_of_range_times_are_refused_not_wrapped() {
+        let now = 1_700_000_000_000;
+        let huge = format!("now+{}ms", i64::MAX);
+        assert_eq!(parse_time_ms(&huge, now), Err(TimeError::OutOfRange(huge.clone())));
+        assert!(matches!(
+            parse_time_ms("now+500000w", now),
+            Err(TimeError::OutOfRange(_))
+        ));
+        assert!(matches!(
+            parse_time_ms("9999999999999999999", now),
+            Err(TimeError::Unparsable(_))
+        ));
+        assert!(matches!(
+            parse_time_ms("99999999999999", now),
+            Err(TimeError::OutOfRange(_))
+        ));
+        assert_eq!(parse_time_ms("253402300799", now), Ok(253_402_300_799_000));
     }
 }

@@ -260,22 +260,52 @@ impl Querier {
         Ok(Some((from_ms, until_ms)))
     }
 
+    /// A block's index; an empty one for a block whose index or symbols cannot be read (counted
+    /// and logged once, then remembered), so one damaged block never fails a tenant's reads.
     async fn index(&self, meta: &BlockMeta) -> Result<Arc<Vec<SeriesHeader>>, QueryError> {
         if let Some(index) = self.indexes.get(&meta.id) {
             return Ok(index);
         }
-        let index = Arc::new(block::read_index(self.catalog.storage(), meta).await?);
+        let index = match block::read_index(self.catalog.storage(), meta).await {
+            Ok(index) => Arc::new(index),
+            Err(err) if err.is_corrupt() => self.skip_corrupt(meta, "index", &err),
+            Err(err) => return Err(err.into()),
+        };
         self.indexes.insert(&meta.id, index.clone());
         Ok(index)
     }
 
-    async fn symbols(&self, meta: &BlockMeta) -> Result<Arc<SymbolTable>, QueryError> {
+    /// A block's symbols, or `None` when they cannot be read (the block is then skipped).
+    async fn symbols(&self, meta: &BlockMeta) -> Result<Option<Arc<SymbolTable>>, QueryError> {
         if let Some(symbols) = self.symbols.get(&meta.id) {
-            return Ok(symbols);
+            return Ok(Some(symbols));
         }
-        let symbols = Arc::new(block::load_symbols(self.catalog.storage(), meta).await?);
-        self.symbols.insert(&meta.id, symbols.clone());
-        Ok(symbols)
+        match block::load_symbols(self.catalog.storage(), meta).await {
+            Ok(symbols) => {
+                let symbols = Arc::new(symbols);
+                self.symbols.insert(&meta.id, symbols.clone());
+                Ok(Some(symbols))
+            }
+            Err(err) if err.is_corrupt() => {
+                let empty = self.skip_corrupt(meta, "symbols", &err);
+                self.indexes.insert(&meta.id, empty);
+                Ok(None)
+            }
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// Counts and logs a damaged block part; the empty index that stands in for the block.
+    fn skip_corrupt(&self, meta: &BlockMeta, part: &str, err: &BlockError) -> Arc<Vec<SeriesHeader>> {
+        crate::integrity::block_corrupt(part);
+        tracing::error!(
+            tenant = %meta.tenant,
+            key = %meta.data_key(),
+            part,
+            error = %err,
+            "block cannot be read; skipped by queries"
+        );
+        Arc::new(Vec::new())
     }
 
     /// Visits every partition (head and blocks) with series wanted by `wants`, loading from
@@ -333,19 +363,32 @@ impl Querier {
                 if wanted.is_empty() {
                     return Ok(None);
                 }
-                let symbols = self.symbols(&meta).await?;
+                let Some(symbols) = self.symbols(&meta).await? else {
+                    return Ok(None);
+                };
                 let (whole, partial): (Vec<SeriesHeader>, Vec<SeriesHeader>) = wanted.into_iter().partition(|header| {
                     resolution == Resolution::SumPerStack && header.totals_cover(from_ms, until_ms)
                 });
                 let storage = self.catalog.storage();
                 let mut series = Vec::with_capacity(partial.len() + whole.len());
-                if !partial.is_empty() {
-                    series.extend(block::load_series(storage, &meta, &symbols, &partial).await?);
+                let loaded = async {
+                    if !partial.is_empty() {
+                        series.extend(block::load_series(storage, &meta, &symbols, &partial).await?);
+                    }
+                    if !whole.is_empty() {
+                        series.extend(block::load_series_totals(storage, &meta, &symbols, &whole).await?);
+                    }
+                    Ok::<_, BlockError>(())
+                };
+                match loaded.await {
+                    Ok(()) => Ok::<_, QueryError>(Some((symbols, series))),
+                    Err(err) if err.is_corrupt() => {
+                        let empty = self.skip_corrupt(&meta, "rows", &err);
+                        self.indexes.insert(&meta.id, empty);
+                        Ok(None)
+                    }
+                    Err(err) => Err(err.into()),
                 }
-                if !whole.is_empty() {
-                    series.extend(block::load_series_totals(storage, &meta, &symbols, &whole).await?);
-                }
-                Ok::<_, QueryError>(Some((symbols, series)))
             })
             .buffered(CONCURRENT_BLOCK_READS);
         let mut loads = std::pin::pin!(loads);
@@ -764,7 +807,8 @@ fn merge_partition(
                 && time < params.until_ms
                 && span_ids.is_none_or(|ids| ids.contains(&series.span_id(row)))
             {
-                *per_stack.entry(stack).or_default() += value;
+                let sum = per_stack.entry(stack).or_default();
+                *sum = sum.saturating_add(value);
             }
         }
     }
@@ -949,7 +993,8 @@ mod totals_tests {
         let middle = AT_MS + 10_000;
         let mut halves = folded(&querier.select_merge(&params(from_ms, middle)).await.unwrap());
         for (stack, value) in folded(&querier.select_merge(&params(middle, until_ms)).await.unwrap()) {
-            *halves.entry(stack).or_default() += value;
+            let sum = halves.entry(stack).or_default();
+            *sum = sum.saturating_add(value);
         }
         assert!(whole.len() > 10, "{whole:?}");
         assert_eq!(whole, halves);

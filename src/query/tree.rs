@@ -61,12 +61,12 @@ impl FlameTree {
     /// Adds `value` along a stack of interned names, root first.
     pub fn insert(&mut self, stack_root_first: &[u32], value: i64) {
         let mut node = 0u32;
-        self.nodes[0].total += value;
+        self.nodes[0].total = self.nodes[0].total.saturating_add(value);
         for &name in stack_root_first {
             node = self.child(node, name);
-            self.nodes[node as usize].total += value;
+            self.nodes[node as usize].total = self.nodes[node as usize].total.saturating_add(value);
         }
-        self.nodes[node as usize].self_value += value;
+        self.nodes[node as usize].self_value = self.nodes[node as usize].self_value.saturating_add(value);
     }
 
     /// Adds `value` along a stack of function names, root first.

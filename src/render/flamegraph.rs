@@ -30,7 +30,7 @@ pub fn flamegraph_diff(left: &FlameTree, right: &FlameTree, max_nodes: Option<us
     FlameGraphDiff {
         names: layout.names,
         levels: layout.levels.into_iter().map(|values| Level { values }).collect(),
-        total: left.total() + right.total(),
+        total: left.total().saturating_add(right.total()),
         max_self: layout.max_self,
         left_ticks: left.total(),
         right_ticks: right.total(),
@@ -101,8 +101,8 @@ impl<'a, const N: usize> Aligned<'a, N> {
             while let Some((src, dst)) = pending.pop() {
                 let node = tree.node(src);
                 let target = &mut aligned.nodes[dst as usize];
-                target.total[side] += node.total;
-                target.self_value[side] += node.self_value;
+                target.total[side] = target.total[side].saturating_add(node.total);
+                target.self_value[side] = target.self_value[side].saturating_add(node.self_value);
                 for &child in &node.children {
                     let name = names[tree.node(child).name as usize];
                     let next_id = aligned.nodes.len() as u32;
@@ -190,12 +190,12 @@ impl<'a, const N: usize> Aligned<'a, N> {
             let pruned = children
                 .iter()
                 .any(|&child| self.nodes[child as usize].weight() < threshold);
-            let mut other_total = [0; N];
+            let mut other_total = [0i64; N];
             for &child_id in children {
                 let child = &self.nodes[child_id as usize];
                 // A real "other" next to pruned siblings joins them, keeping sibling names unique.
                 if child.weight() < threshold || (pruned && child.name == other) {
-                    (0..N).for_each(|side| other_total[side] += child.total[side]);
+                    (0..N).for_each(|side| other_total[side] = other_total[side].saturating_add(child.total[side]));
                     continue;
                 }
                 stack.push(Pending {
@@ -206,7 +206,7 @@ impl<'a, const N: usize> Aligned<'a, N> {
                     depth: item.depth + 1,
                     x,
                 });
-                (0..N).for_each(|side| x[side] += child.total[side]);
+                (0..N).for_each(|side| x[side] = x[side].saturating_add(child.total[side]));
             }
             if other_total != [0; N] {
                 stack.push(Pending {

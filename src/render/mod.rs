@@ -120,7 +120,7 @@ pub(crate) mod testutil {
                         assert!(previous.path[depth] < name, "siblings out of name order: {name}");
                     }
                     for s in 0..sides {
-                        cursor[parent][s] += total[s];
+                        cursor[parent][s] = cursor[parent][s].saturating_add(total[s]);
                     }
                     let mut path = out[parent].path.clone();
                     path.push(name);

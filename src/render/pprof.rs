@@ -179,7 +179,8 @@ mod tests {
                 })
                 .collect();
             stack.reverse();
-            *stacks.entry(stack).or_default() += sample.value[0];
+            let sum: &mut i64 = stacks.entry(stack).or_default();
+            *sum = sum.saturating_add(sample.value[0]);
         }
         stacks
     }
