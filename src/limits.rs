@@ -511,6 +511,40 @@ mod tests {
     }
 
     #[test]
+    fn bytes_are_taken_before_decoding_and_given_back_for_a_retry() {
+        let limits = Limits::unlimited();
+        let small = TenantLimits {
+            ingestion_rate_mb: 1e-9,
+            ingestion_burst_size_mb: 1.0,
+            ..TenantLimits::default()
+        };
+        let t = tenant("t");
+        limits.admit_bytes(&t, &small, 600 << 10).unwrap();
+        let refused = limits.admit_bytes(&t, &small, 600 << 10).unwrap_err();
+        assert!(
+            matches!(refused, Refusal::Bytes { bytes, .. } if bytes == 600 << 10),
+            "{refused}"
+        );
+        assert_eq!(refused.reason(), "rate_limited");
+        // The first request was then refused for now: its bytes come back, once.
+        limits.refund_bytes(&t, &small, 600 << 10);
+        limits.refund_bytes(&t, &small, 600 << 10);
+        limits.admit_bytes(&t, &small, 1 << 20).unwrap();
+        assert!(limits.admit_bytes(&t, &small, 1).is_err(), "never more than the burst");
+        // Unlimited by default for `Limits::unlimited`'s tenants.
+        limits
+            .admit_bytes(
+                &t,
+                &TenantLimits {
+                    ingestion_rate_mb: 0.0,
+                    ..small
+                },
+                usize::MAX,
+            )
+            .unwrap();
+    }
+
+    #[test]
     fn the_file_is_reread_when_it_changes_and_a_broken_one_keeps_the_old_limits() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("overrides.yaml");

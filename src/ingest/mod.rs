@@ -546,6 +546,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_request_shares_one_decoded_size_budget_and_bytes_over_the_burst_never_fit() {
+        let store = TempStore::new();
+        let raw = corpus_file("gotarget__cpu_5s.pb.gz");
+        let size = pprof::decoded_size(&pprof::decode(&raw, &DecodeLimits::default()).unwrap());
+        let limits = DecodeLimits {
+            max_request_decoded_bytes: size * 2 + size / 2,
+            ..DecodeLimits::default()
+        };
+        let head = store.open().await;
+        let ingester = Ingester::new(head.clone(), limits);
+        let (_, first) = ingester.decode_in_request(&raw, 0).unwrap();
+        assert_eq!(first, size);
+        ingester.decode_in_request(&raw, size).unwrap();
+        let third = ingester.decode_in_request(&raw, size * 2).unwrap_err();
+        assert!(matches!(third, IngestError::RequestTooLarge { .. }), "{third}");
+        assert_eq!(third.outcome(), "too_large");
+
+        let tenant = Tenant::parse("t").unwrap();
+        let tenant_limits = Limits::unlimited();
+        let ingester = ingester.with_tenant_limits(Arc::new(tenant_limits));
+        ingester.admit_bytes(&tenant, usize::MAX).unwrap();
+        let limited = Ingester::new(head, DecodeLimits::default()).with_tenant_limits(Arc::new(
+            Limits::load(TenantLimits::default(), RuntimeConfig::default()).unwrap(),
+        ));
+        let over = limited.admit_bytes(&tenant, 65 << 20).unwrap_err();
+        assert!(
+            matches!(over, IngestError::OverBurst { .. }) && over.is_client_error(),
+            "{over}"
+        );
+        limited.admit_bytes(&tenant, 1 << 20).unwrap();
+    }
+
+    #[tokio::test]
     async fn a_refused_cumulative_push_is_covered_by_the_next_delta() {
         let store = TempStore::new();
         let overrides = store.dir.path().join("overrides.yaml");
