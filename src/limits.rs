@@ -21,8 +21,16 @@ pub struct TenantLimits {
     /// Profile samples per second, sustained; 0: unlimited.
     pub ingestion_rate: f64,
     /// Samples accepted at once above the sustained rate; a profile with more samples than
-    /// this is always refused.
+    /// this is always refused. A sample weighs one per started 64 frames of its stack (see
+    /// [`crate::pprof::sample_weight`]).
     pub ingestion_burst_size: f64,
+    /// Profile bytes per second, as sent (gzipped or not), in MiB (Pyroscope's name), charged
+    /// before a request's profiles are decoded, so decoding work is bounded per tenant too;
+    /// 0: unlimited.
+    pub ingestion_rate_mb: f64,
+    /// MiB accepted at once; a request carrying more profile bytes can never be accepted and
+    /// is refused with 400. The default equals `api.max_body_bytes`' default (64 MiB).
+    pub ingestion_burst_size_mb: f64,
     /// Distinct series (label set × profile type) in the head, which holds everything since the
     /// last flush; 0: unlimited.
     #[serde(alias = "max_global_series_per_tenant")]
@@ -51,6 +59,8 @@ impl Default for TenantLimits {
         Self {
             ingestion_rate: 500_000.0,
             ingestion_burst_size: 5_000_000.0,
+            ingestion_rate_mb: 4.0,
+            ingestion_burst_size_mb: 64.0,
             max_global_series_per_user: 100_000,
             compactor_blocks_retention_period: Duration::ZERO,
             max_query_length: Duration::ZERO,
@@ -82,9 +92,20 @@ impl TenantLimits {
         if self.ingestion_rate > 0.0 && !(self.ingestion_burst_size >= 1.0 && self.ingestion_burst_size.is_finite()) {
             return Err("ingestion_burst_size must be at least 1 when ingestion_rate is set".into());
         }
+        if !(self.ingestion_rate_mb >= 0.0 && self.ingestion_rate_mb.is_finite()) {
+            return Err("ingestion_rate_mb must be a number of MiB per second, 0 or more".into());
+        }
+        if self.ingestion_rate_mb > 0.0
+            && !(self.ingestion_burst_size_mb > 0.0 && self.ingestion_burst_size_mb.is_finite())
+        {
+            return Err("ingestion_burst_size_mb must be positive when ingestion_rate_mb is set".into());
+        }
         Ok(())
     }
 }
+
+/// Bytes in the MiB of `ingestion_rate_mb` and `ingestion_burst_size_mb`.
+pub const MIB: f64 = 1024.0 * 1024.0;
 
 /// Where the overrides file is and how often it is checked for changes.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -124,6 +145,16 @@ pub enum Refusal {
         burst: f64,
         samples: usize,
     },
+    #[error(
+        "tenant {tenant} is over its ingestion rate of {rate_mb} MiB/s (burst {burst_mb} MiB): \
+         {bytes} bytes of profiles refused, retry later"
+    )]
+    Bytes {
+        tenant: String,
+        rate_mb: f64,
+        burst_mb: f64,
+        bytes: usize,
+    },
     #[error("tenant {tenant} has reached its limit of {limit} series; a new series was refused")]
     Series { tenant: String, limit: usize },
 }
@@ -132,7 +163,7 @@ impl Refusal {
     /// Short reason for metrics: `rate_limited` or `series_limit`.
     pub fn reason(&self) -> &'static str {
         match self {
-            Self::Rate { .. } => "rate_limited",
+            Self::Rate { .. } | Self::Bytes { .. } => "rate_limited",
             Self::Series { .. } => "series_limit",
         }
     }
@@ -153,6 +184,8 @@ struct OverridesFile {
 struct PartialLimits {
     ingestion_rate: Option<f64>,
     ingestion_burst_size: Option<f64>,
+    ingestion_rate_mb: Option<f64>,
+    ingestion_burst_size_mb: Option<f64>,
     #[serde(alias = "max_global_series_per_tenant")]
     max_global_series_per_user: Option<usize>,
     #[serde(default, with = "humantime_serde")]
@@ -172,6 +205,8 @@ impl PartialLimits {
         TenantLimits {
             ingestion_rate: self.ingestion_rate.unwrap_or(defaults.ingestion_rate),
             ingestion_burst_size: self.ingestion_burst_size.unwrap_or(defaults.ingestion_burst_size),
+            ingestion_rate_mb: self.ingestion_rate_mb.unwrap_or(defaults.ingestion_rate_mb),
+            ingestion_burst_size_mb: self.ingestion_burst_size_mb.unwrap_or(defaults.ingestion_burst_size_mb),
             max_global_series_per_user: self
                 .max_global_series_per_user
                 .unwrap_or(defaults.max_global_series_per_user),
@@ -217,6 +252,8 @@ pub struct Limits {
     /// Modification time of the overrides file as last read.
     loaded: Mutex<Option<SystemTime>>,
     buckets: Mutex<HashMap<Tenant, TokenBucket>>,
+    /// The same for profile bytes (`ingestion_rate_mb`).
+    byte_buckets: Mutex<HashMap<Tenant, TokenBucket>>,
 }
 
 impl Limits {
@@ -225,6 +262,7 @@ impl Limits {
         Self::new(
             TenantLimits {
                 ingestion_rate: 0.0,
+                ingestion_rate_mb: 0.0,
                 max_global_series_per_user: 0,
                 ..TenantLimits::default()
             },
@@ -239,6 +277,7 @@ impl Limits {
             overrides: RwLock::new(Arc::new(HashMap::new())),
             loaded: Mutex::new(None),
             buckets: Mutex::new(HashMap::new()),
+            byte_buckets: Mutex::new(HashMap::new()),
         }
     }
 
@@ -310,33 +349,85 @@ impl Limits {
     }
 
     fn admit_with(&self, tenant: &Tenant, limits: &TenantLimits, samples: usize, now: Instant) -> Result<(), Refusal> {
-        if limits.ingestion_rate <= 0.0 {
-            return Ok(());
-        }
-        let mut buckets = self.buckets.lock();
-        let bucket = buckets.entry(tenant.clone()).or_insert(TokenBucket {
-            tokens: limits.ingestion_burst_size,
-            updated: now,
-        });
-        let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
-        bucket.tokens = (bucket.tokens + elapsed * limits.ingestion_rate).min(limits.ingestion_burst_size);
-        bucket.updated = now;
-        let wanted = samples as f64;
-        if wanted > bucket.tokens {
-            return Err(Refusal::Rate {
+        let (rate, burst) = (limits.ingestion_rate, limits.ingestion_burst_size);
+        if take(&self.buckets, tenant, rate, burst, samples as f64, now) {
+            Ok(())
+        } else {
+            Err(Refusal::Rate {
                 tenant: tenant.to_string(),
-                rate: limits.ingestion_rate,
-                burst: limits.ingestion_burst_size,
+                rate,
+                burst,
                 samples,
-            });
+            })
         }
-        bucket.tokens -= wanted;
-        Ok(())
+    }
+
+    /// Takes `bytes` of profiles from the tenant's byte bucket (`ingestion_rate_mb`), or
+    /// refuses them all (taking nothing). The caller refuses a request larger than the whole
+    /// burst itself (it never fits: a 400, not a 429).
+    pub fn admit_bytes(&self, tenant: &Tenant, limits: &TenantLimits, bytes: usize) -> Result<(), Refusal> {
+        let (rate_mb, burst_mb) = (limits.ingestion_rate_mb, limits.ingestion_burst_size_mb);
+        if take(
+            &self.byte_buckets,
+            tenant,
+            rate_mb * MIB,
+            burst_mb * MIB,
+            bytes as f64,
+            Instant::now(),
+        ) {
+            Ok(())
+        } else {
+            Err(Refusal::Bytes {
+                tenant: tenant.to_string(),
+                rate_mb,
+                burst_mb,
+                bytes,
+            })
+        }
+    }
+
+    /// Gives back `bytes` taken by [`Limits::admit_bytes`] for profiles that were then refused
+    /// for now (429/503, nothing stored), so the client's retry is not charged twice.
+    pub fn refund_bytes(&self, tenant: &Tenant, limits: &TenantLimits, bytes: usize) {
+        if limits.ingestion_rate_mb <= 0.0 {
+            return;
+        }
+        if let Some(bucket) = self.byte_buckets.lock().get_mut(tenant) {
+            bucket.tokens = (bucket.tokens + bytes as f64).min(limits.ingestion_burst_size_mb * MIB);
+        }
     }
 
     pub fn overrides_file(&self) -> Option<&Path> {
         self.runtime.file.as_deref()
     }
+}
+
+/// Takes `wanted` tokens from `tenant`'s bucket (refilled at `rate` per second up to `burst`),
+/// or nothing if there are fewer; a `rate` of 0 or less is no limit.
+fn take(
+    buckets: &Mutex<HashMap<Tenant, TokenBucket>>,
+    tenant: &Tenant,
+    rate: f64,
+    burst: f64,
+    wanted: f64,
+    now: Instant,
+) -> bool {
+    if rate <= 0.0 {
+        return true;
+    }
+    let mut buckets = buckets.lock();
+    let bucket = buckets.entry(tenant.clone()).or_insert(TokenBucket {
+        tokens: burst,
+        updated: now,
+    });
+    let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
+    bucket.tokens = (bucket.tokens + elapsed * rate).min(burst);
+    bucket.updated = now;
+    if wanted > bucket.tokens {
+        return false;
+    }
+    bucket.tokens -= wanted;
+    true
 }
 
 /// Writes an overrides file stamped `ahead_secs` in the future, so a reload sees a new
@@ -426,6 +517,40 @@ mod tests {
         );
         // Another tenant is untouched.
         limits.admit_at(&tenant("other"), 1_000_000, start).unwrap();
+    }
+
+    #[test]
+    fn bytes_are_taken_before_decoding_and_given_back_for_a_retry() {
+        let limits = Limits::unlimited();
+        let small = TenantLimits {
+            ingestion_rate_mb: 1e-9,
+            ingestion_burst_size_mb: 1.0,
+            ..TenantLimits::default()
+        };
+        let t = tenant("t");
+        limits.admit_bytes(&t, &small, 600 << 10).unwrap();
+        let refused = limits.admit_bytes(&t, &small, 600 << 10).unwrap_err();
+        assert!(
+            matches!(refused, Refusal::Bytes { bytes, .. } if bytes == 600 << 10),
+            "{refused}"
+        );
+        assert_eq!(refused.reason(), "rate_limited");
+        // The first request was then refused for now: its bytes come back, once.
+        limits.refund_bytes(&t, &small, 600 << 10);
+        limits.refund_bytes(&t, &small, 600 << 10);
+        limits.admit_bytes(&t, &small, 1 << 20).unwrap();
+        assert!(limits.admit_bytes(&t, &small, 1).is_err(), "never more than the burst");
+        // Unlimited by default for `Limits::unlimited`'s tenants.
+        limits
+            .admit_bytes(
+                &t,
+                &TenantLimits {
+                    ingestion_rate_mb: 0.0,
+                    ..small
+                },
+                usize::MAX,
+            )
+            .unwrap();
     }
 
     #[test]

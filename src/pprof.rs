@@ -12,7 +12,7 @@
 mod validate;
 mod wire;
 
-use std::io::{Read, Write};
+use std::io::Write;
 
 use flate2::Compression;
 use flate2::bufread::MultiGzDecoder;
@@ -22,14 +22,26 @@ use prost::Message;
 pub use crate::proto::google::v1::{Function, Label, Line, Location, Mapping, Profile, Sample, ValueType};
 pub use validate::validate;
 
-/// Upper bounds on what one profile may contain. Every bound is checked before the structure it
-/// limits is allocated where the wire format allows it (decompressed size, top-level counts),
-/// so memory use while decoding is at most a small constant factor of `max_decompressed_bytes`.
+/// Upper bounds on what one profile may contain. Every bound is checked while reading, before
+/// the structure it limits is allocated: each top-level entry's length prefix is checked
+/// before its body is read (a sample against what `max_locations_per_sample` and
+/// `max_labels_per_sample` allow, a string against `max_string_length`), its repeated fields
+/// are counted before it is decoded, and gzip is decompressed as the entries are read, never
+/// into one buffer. Memory while decoding one profile is at most `max_decoded_bytes` plus one
+/// entry: a 58 KB gzipped profile claiming one sample of 60 M location ids costs a few KB.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DecodeLimits {
     /// Size of the protobuf after gunzip (or of the raw protobuf).
     pub max_decompressed_bytes: usize,
+    /// Estimated in-memory size of the decoded profile: each entry's struct size plus 8 bytes
+    /// per location id (after truncation to `max_stack_depth`) and value, its labels and lines,
+    /// and string lengths. Varint ids take 1–2 bytes on the wire and 8 decoded, so this, not
+    /// `max_decompressed_bytes`, bounds the memory a profile costs.
+    pub max_decoded_bytes: usize,
+    /// The sum of `max_decoded_bytes`' estimate over all profiles of one push.v1 request, which
+    /// are all decoded before any is stored (so a request is stored or refused whole).
+    pub max_request_decoded_bytes: usize,
     pub max_samples: usize,
     pub max_strings: usize,
     pub max_locations: usize,
@@ -38,9 +50,16 @@ pub struct DecodeLimits {
     /// Deeper stacks are not refused but truncated to this many frames, keeping the frames
     /// nearest the root: one runaway recursion should not cost the whole profile, totals stay
     /// exact, and the kept prefix still merges with the other stacks of a flame graph (keeping
-    /// the leaf end instead would grow a spurious root for every truncated stack).
+    /// the leaf end instead would grow a spurious root for every truncated stack). Truncation
+    /// happens as each sample is read, so the location ids it drops are not checked to exist.
     pub max_stack_depth: usize,
-    /// Length in bytes of one string of the string table (after lossy UTF-8 conversion).
+    /// Hard cap on the location ids of one sample: a sample with more is refused (400) before
+    /// its body is read; between `max_stack_depth` and this, it is truncated.
+    pub max_locations_per_sample: usize,
+    /// Labels of one sample; a sample with more is refused.
+    pub max_labels_per_sample: usize,
+    /// Length in bytes of one string of the string table (after lossy UTF-8 conversion), and of
+    /// one frame name of a folded profile.
     pub max_string_length: usize,
 }
 
@@ -48,12 +67,16 @@ impl Default for DecodeLimits {
     fn default() -> Self {
         Self {
             max_decompressed_bytes: 64 << 20,
+            max_decoded_bytes: 256 << 20,
+            max_request_decoded_bytes: 512 << 20,
             max_samples: 1_000_000,
             max_strings: 1_000_000,
             max_locations: 1_000_000,
             max_functions: 1_000_000,
             max_mappings: 10_000,
             max_stack_depth: 4096,
+            max_locations_per_sample: 65_536,
+            max_labels_per_sample: 256,
             max_string_length: 64 << 10,
         }
     }
@@ -70,12 +93,40 @@ pub enum DecodeError {
     TooLarge { limit: usize },
     #[error("not a pprof protobuf: {0}")]
     Protobuf(#[from] prost::DecodeError),
-    #[error("profile has {count} {what}, more than the limit of {limit}")]
+    /// `count` is where reading stopped (the limit + 1) when decoding, the exact count when
+    /// validating a decoded profile.
+    #[error("profile has {count} or more {what}, more than the limit of {limit}")]
     TooMany {
         what: &'static str,
         count: usize,
         limit: usize,
     },
+    #[error(
+        "sample {sample} is {len} bytes long, more than a sample within max_locations_per_sample \
+         ({max_locations_per_sample}) and max_labels_per_sample ({max_labels_per_sample}) can take \
+         ({limit} bytes)"
+    )]
+    SampleTooLarge {
+        sample: usize,
+        len: usize,
+        limit: usize,
+        max_locations_per_sample: usize,
+        max_labels_per_sample: usize,
+    },
+    #[error("sample {sample} has {count} location ids, more than max_locations_per_sample ({limit})")]
+    SampleTooDeep { sample: usize, count: usize, limit: usize },
+    #[error("sample {sample} has {count} labels, more than max_labels_per_sample ({limit})")]
+    TooManyLabels { sample: usize, count: usize, limit: usize },
+    #[error("a {what} entry is {len} bytes long, more than the limit of {limit}")]
+    EntryTooLarge {
+        what: &'static str,
+        len: usize,
+        limit: usize,
+    },
+    #[error("profile would take more than max_decoded_bytes ({limit}) once decoded")]
+    DecodedTooLarge { limit: usize },
+    #[error("not a pprof protobuf: malformed field")]
+    Malformed,
     #[error("string {index} is {len} bytes long, more than the limit of {limit}")]
     StringTooLong { index: usize, len: usize, limit: usize },
     #[error("string table is empty (it must start with the empty string)")]
@@ -106,55 +157,67 @@ pub fn is_gzip(bytes: &[u8]) -> bool {
 }
 
 /// Decodes a pprof profile, gzip-compressed (sniffed by magic number, not trusted from any
-/// header) or raw, validates it and truncates over-deep stacks (see [`DecodeLimits`]).
+/// header) or raw, validates it and truncates over-deep stacks, within `limits` (see
+/// [`DecodeLimits`]: every bound is checked before the memory it limits is spent).
 pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<Profile, DecodeError> {
-    let decompressed;
     let raw = if is_gzip(bytes) {
-        decompressed = gunzip(bytes, limits.max_decompressed_bytes)?;
-        &decompressed[..]
+        // All members, as Go's reader does; decompressed as the entries are read.
+        let mut input = std::io::BufReader::with_capacity(64 << 10, MultiGzDecoder::new(bytes));
+        wire::decode_bounded(&mut input, limits)?
     } else if bytes.len() > limits.max_decompressed_bytes {
         return Err(DecodeError::TooLarge {
             limit: limits.max_decompressed_bytes,
         });
     } else {
-        bytes
+        wire::decode_bounded(&mut &bytes[..], limits)?
     };
-    if raw.is_empty() {
-        return Err(DecodeError::Empty);
-    }
-    validate::check_counts(&wire::count_top_level(raw), limits)?;
-    let mut profile = wire::RawProfile::decode(raw)?.into_profile();
+    let profile = raw.into_profile();
     validate(&profile, limits)?;
-    for sample in &mut profile.sample {
-        let excess = sample.location_id.len().saturating_sub(limits.max_stack_depth);
-        // location_id[0] is the leaf, so the root end is the tail.
-        sample.location_id.drain(..excess);
-    }
     Ok(profile)
 }
 
-/// Decompresses a gzip stream (all members, as Go's reader does), refusing it as soon as it
-/// exceeds `limit` bytes: at most `limit + 1` bytes are ever written (the buffer's doubling may
-/// reserve more address space, never touched).
-fn gunzip(bytes: &[u8], limit: usize) -> Result<Vec<u8>, DecodeError> {
-    // A gzip member ends with its uncompressed size (mod 2^32): a hint that spares the regrowth,
-    // bounded by deflate's best ratio (~1032:1) so a forged trailer cannot reserve much more.
-    let trailer_size = bytes
-        .last_chunk::<4>()
-        .map_or(0, |size| u32::from_le_bytes(*size) as usize);
-    let capacity = trailer_size
-        .max(bytes.len().saturating_mul(4))
-        .min(bytes.len().saturating_mul(1032))
-        .min(limit.saturating_add(1));
-    let mut out = Vec::with_capacity(capacity);
-    MultiGzDecoder::new(bytes)
-        .take(limit as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(DecodeError::Gzip)?;
-    if out.len() > limit {
-        return Err(DecodeError::TooLarge { limit });
-    }
-    Ok(out)
+/// Frames per unit of [`sample_weight`]: Go's profilers record at most 64 frames a stack, so a
+/// typical sample still weighs 1.
+pub const FRAMES_PER_WEIGHT: usize = 64;
+
+/// What a profile's samples weigh against a tenant's `ingestion_rate`: each sample one per
+/// started [`FRAMES_PER_WEIGHT`] frames of its stack (at least 1), so a 4096-frame sample
+/// (the default `max_stack_depth`) counts 64, not 1 — its cost to store and query grows
+/// with its depth.
+pub fn sample_weight(profile: &Profile) -> usize {
+    profile
+        .sample
+        .iter()
+        .map(|sample| sample.location_id.len().div_ceil(FRAMES_PER_WEIGHT).max(1))
+        .sum()
+}
+
+/// Estimated in-memory size of a decoded profile, as [`DecodeLimits::max_decoded_bytes`]
+/// counts it.
+pub fn decoded_size(profile: &Profile) -> usize {
+    use std::mem::size_of;
+    size_of::<Profile>()
+        + profile
+            .sample
+            .iter()
+            .map(|s| {
+                size_of::<Sample>() + 8 * (s.location_id.len() + s.value.len()) + size_of::<Label>() * s.label.len()
+            })
+            .sum::<usize>()
+        + size_of::<Mapping>() * profile.mapping.len()
+        + profile
+            .location
+            .iter()
+            .map(|l| size_of::<Location>() + size_of::<Line>() * l.line.len())
+            .sum::<usize>()
+        + size_of::<Function>() * profile.function.len()
+        + profile
+            .string_table
+            .iter()
+            .map(|s| size_of::<String>() + s.len())
+            .sum::<usize>()
+        + size_of::<ValueType>() * (profile.sample_type.len() + usize::from(profile.period_type.is_some()))
+        + 8 * profile.comment.len()
 }
 
 /// Encodes a profile as raw protobuf.

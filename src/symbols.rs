@@ -295,15 +295,43 @@ impl SymbolTable {
     }
 
     /// Calls `visit` with each frame's name, root first.
-    pub fn visit_stack_frames(&self, stack: u32, mut visit: impl FnMut(&str)) {
+    pub fn visit_stack_frames(&self, stack: u32, visit: impl FnMut(&str)) {
+        self.visit_stack_frames_within(stack, usize::MAX, visit);
+    }
+
+    /// [`SymbolTable::visit_stack_frames`] of at most the first (root) `max_frames` frames,
+    /// in memory O(`max_frames`) however deep the stack (data stored before ingest bounded
+    /// stack depth may hold millions of frames).
+    pub fn visit_stack_frames_within(&self, stack: u32, max_frames: usize, mut visit: impl FnMut(&str)) {
+        let mut skip = 0usize;
+        if max_frames != usize::MAX {
+            let mut depth = 0usize;
+            let mut node = stack;
+            while node != ROOT_STACK {
+                depth += 1;
+                node = self.stacks.values[node as usize].parent;
+            }
+            skip = depth.saturating_sub(max_frames);
+        }
         let mut locations: SmallVec<[u32; 64]> = SmallVec::new();
         let mut node = stack;
         while node != ROOT_STACK {
             let StackNode { parent, location } = self.stacks.values[node as usize];
-            locations.push(location);
+            if skip > 0 {
+                skip -= 1;
+            } else {
+                locations.push(location);
+            }
             node = parent;
         }
         let mut address_name = String::new();
+        let mut frames = 0usize;
+        let mut visit = |name: &str| {
+            if frames < max_frames {
+                frames += 1;
+                visit(name);
+            }
+        };
         for &location in locations.iter().rev() {
             let location = &self.locations.values[location as usize];
             if location.lines.is_empty() {
@@ -577,6 +605,15 @@ mod tests {
         assert_eq!(names, ["main", "work", "inlined"]);
         table.stack_names(c, &mut names);
         assert_eq!(names, ["main", "0xbeef"]);
+        // Cut to the root frames, in memory of the frames kept, however deep the stack.
+        let mut kept = Vec::new();
+        table.visit_stack_frames_within(a, 2, |name| kept.push(name.to_string()));
+        assert_eq!(kept, ["main", "work"]);
+        let deep_ids: Vec<u64> = std::iter::repeat_n(30, 100_000).chain([10]).collect();
+        let deep = table.add_stack(&symbols, &deep_ids);
+        kept.clear();
+        table.visit_stack_frames_within(deep, 3, |name| kept.push(name.to_string()));
+        assert_eq!(kept, ["main", "0xbeef", "0xbeef"]);
         // A second copy of the same profile adds no symbols.
         let before = table.to_proto();
         let symbols = table.add_profile(&profile());

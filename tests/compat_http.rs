@@ -321,8 +321,8 @@ fn connect_json_push_and_every_malformed_request_shape() {
     );
     assert_eq!((health.status, health.body.as_str()), (200, "{}"));
 
-    // Over the body limit: resource_exhausted in JSON (connect clients retry it), not a
-    // plain-text 413.
+    // Over the body limit: invalid_argument in JSON (400: Alloy must not retry what will never
+    // fit; it retries 429s), not a plain-text 413.
     let small_dir = tempfile::tempdir().unwrap();
     let config = small_dir.path().join("pyrite.yaml");
     std::fs::write(&config, "api:\n  max_body_bytes: 65536\n").unwrap();
@@ -334,7 +334,16 @@ fn connect_json_push_and_every_malformed_request_shape() {
         &json_type,
         big,
     )
-    .assert_connect_error(429, "resource_exhausted", "push over max_body_bytes");
+    .assert_connect_error(400, "invalid_argument", "push over max_body_bytes");
+    // The legacy /ingest answers 413, naming the limit.
+    let over = post(
+        &format!("{}/ingest?name=big&format=folded", small.url),
+        tenant,
+        &[],
+        b"main;work 1\n".repeat(10_000),
+    );
+    assert_eq!(over.status, 413, "{}", over.body);
+    assert!(over.body.contains("api.max_body_bytes"), "{}", over.body);
     let inflating = gzip(&[b' '; 1 << 20]);
     assert!(inflating.len() < 65536);
     post(
@@ -343,7 +352,7 @@ fn connect_json_push_and_every_malformed_request_shape() {
         &[("Content-Type", "application/json"), ("Content-Encoding", "gzip")],
         inflating,
     )
-    .assert_connect_error(429, "resource_exhausted", "gzip body inflating over max_body_bytes");
+    .assert_connect_error(400, "invalid_argument", "gzip body inflating over max_body_bytes");
 }
 
 /// Pyroscope's legacy render API (PYROSCOPE-COMPAT.md §5), as the Pyroscope UI and the

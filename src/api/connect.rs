@@ -8,14 +8,15 @@
 //!   type is answered with HTTP 415 (and a Connect error body, which connect-go leaves empty).
 //! - An optional `Content-Encoding: gzip` compresses the whole body (`identity` means none).
 //!   Decompression is bounded by [`ConnectLimits::max_body_bytes`]; going over is
-//!   `resource_exhausted` (HTTP 429). Any other encoding is `unimplemented`.
+//!   `invalid_argument` (HTTP 400: the same body will never fit, so a client such as Alloy,
+//!   which retries 429s, must not send it again). Any other encoding is `unimplemented`.
 //! - Success is HTTP 200 with the request's codec as `Content-Type` and the serialized response
 //!   as the body (an empty proto message is 0 bytes, an empty JSON message is `{}`).
 //! - Failure is a non-200 status chosen by [`Code::http_status`] (or set explicitly with
 //!   [`ConnectError::with_status`], e.g. 415), with `Content-Type: application/json` and a body
 //!   `{"code":"invalid_argument","message":"..."}`.
 //! - Handlers that read the body themselves use [`read_body`], which bounds it the same way, so
-//!   an oversized request is a JSON `resource_exhausted`, never axum's plain-text 413.
+//!   an oversized request is a JSON `invalid_argument`, never axum's plain-text 413.
 //!
 //! Handlers take a [`Connect<T>`] extractor, which yields the decoded request and the
 //! [`Codec`] to answer in, and return [`encode_response`] or a [`ConnectError`]:
@@ -319,11 +320,7 @@ fn decompress<'a>(
     body: &'a [u8],
     max_body_bytes: usize,
 ) -> Result<std::borrow::Cow<'a, [u8]>, ConnectError> {
-    let too_large = || {
-        ConnectError::resource_exhausted(format!(
-            "request body is larger than the configured maximum of {max_body_bytes} bytes"
-        ))
-    };
+    let too_large = || too_large(max_body_bytes);
     if body.len() > max_body_bytes {
         return Err(too_large());
     }
@@ -365,7 +362,7 @@ fn type_name<T>() -> &'static str {
 /// `Content-Encoding` (bounded by `max_body_bytes`), then parses protobuf or proto3 JSON.
 ///
 /// Errors: unsupported content type → 415; unknown encoding → `unimplemented`; body (or
-/// decompressed body) over `max_body_bytes` → `resource_exhausted`; corrupt gzip, bad protobuf,
+/// decompressed body) over `max_body_bytes` → `invalid_argument`; corrupt gzip, bad protobuf,
 /// bad JSON or wrongly typed fields → `invalid_argument` naming the problem.
 pub fn decode_request<T>(headers: &HeaderMap, body: &[u8], max_body_bytes: usize) -> Result<(T, Codec), ConnectError>
 where
@@ -414,8 +411,15 @@ where
     response
 }
 
+/// A body over `max_body_bytes`: `invalid_argument`, since it is no smaller when retried.
+fn too_large(max_body_bytes: usize) -> ConnectError {
+    ConnectError::invalid_argument(format!(
+        "request body is larger than the configured maximum of {max_body_bytes} bytes (api.max_body_bytes)"
+    ))
+}
+
 /// Whether `err`, or any error in its source chain, is a body length-limit error.
-fn is_length_limit(err: &(dyn std::error::Error + 'static)) -> bool {
+pub(super) fn is_length_limit(err: &(dyn std::error::Error + 'static)) -> bool {
     let mut current = Some(err);
     while let Some(err) = current {
         if err.is::<http_body_util::LengthLimitError>() {
@@ -426,14 +430,13 @@ fn is_length_limit(err: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// Reads a request body of at most `max_body_bytes`; a longer one is `resource_exhausted`
-/// (HTTP 429 with a JSON body, which connect clients read), never axum's plain-text 413.
+/// Reads a request body of at most `max_body_bytes`; a longer one is `invalid_argument`
+/// (HTTP 400 with a JSON body, which connect clients read, and do not retry), never axum's
+/// plain-text 413.
 pub async fn read_body(body: Body, max_body_bytes: usize) -> Result<Bytes, ConnectError> {
     axum::body::to_bytes(body, max_body_bytes).await.map_err(|err| {
         if is_length_limit(&err) {
-            ConnectError::resource_exhausted(format!(
-                "request body is larger than the configured maximum of {max_body_bytes} bytes"
-            ))
+            too_large(max_body_bytes)
         } else {
             ConnectError::invalid_argument(format!("read request body: {err}"))
         }
@@ -586,13 +589,13 @@ mod tests {
     }
 
     #[test]
-    fn gzip_bomb_over_limit_is_resource_exhausted() {
+    fn gzip_bomb_over_limit_is_invalid_argument() {
         let limit = 1 << 20;
         let bomb = gzip(&vec![0u8; 4 << 20]);
         assert!(bomb.len() < limit);
         let err = decode_request::<Req>(&headers("application/proto", Some("gzip")), &bomb, limit).unwrap_err();
-        assert_eq!(err.code, Code::ResourceExhausted);
-        assert_eq!(err.http_status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(err.code, Code::InvalidArgument);
+        assert_eq!(err.http_status(), StatusCode::BAD_REQUEST);
 
         // Exactly at the limit is fine (zeros are not valid protobuf, so use an empty JSON
         // object padded with whitespace).
@@ -602,9 +605,9 @@ mod tests {
     }
 
     #[test]
-    fn raw_body_over_limit_is_resource_exhausted() {
+    fn raw_body_over_limit_is_invalid_argument() {
         let err = decode_request::<Req>(&headers("application/json", None), &[b' '; 11], 10).unwrap_err();
-        assert_eq!(err.code, Code::ResourceExhausted);
+        assert_eq!(err.code, Code::InvalidArgument);
     }
 
     #[test]
@@ -688,9 +691,9 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn read_body_over_the_limit_is_resource_exhausted() {
+    async fn read_body_over_the_limit_is_invalid_argument() {
         let err = read_body(Body::from(vec![b' '; 100]), 10).await.unwrap_err();
-        assert_error(err.into_response(), 429, "resource_exhausted").await;
+        assert_error(err.into_response(), 400, "invalid_argument").await;
         assert_eq!(read_body(Body::from(vec![b' '; 10]), 10).await.unwrap().len(), 10);
     }
 
@@ -827,13 +830,13 @@ mod tests {
         let mut over = request("application/json", None, vec![b' '; 8192]);
         over.extensions_mut().insert(limits);
         let err = extract(over).await.unwrap_err();
-        assert_error(err.into_response(), 429, "resource_exhausted").await;
+        assert_error(err.into_response(), 400, "invalid_argument").await;
 
         let compressed = gzip(&[b' '; 64 << 10]);
         assert!(compressed.len() < limits.max_body_bytes);
         let mut bomb = request("application/json", Some("gzip"), compressed);
         bomb.extensions_mut().insert(limits);
         let err = extract(bomb).await.unwrap_err();
-        assert_error(err.into_response(), 429, "resource_exhausted").await;
+        assert_error(err.into_response(), 400, "invalid_argument").await;
     }
 }

@@ -66,9 +66,36 @@ fn ingest_status(err: IngestError, status_for_invalid: StatusCode) -> Response {
     if !err.is_client_error() {
         return server_error(err).into_response();
     }
+    let status = match err {
+        IngestError::OverBurst { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        _ => status_for_invalid,
+    };
     let mut response = ConnectError::invalid_argument(err.to_string()).into_response();
-    *response.status_mut() = status_for_invalid;
+    *response.status_mut() = status;
     response
+}
+
+/// Takes an upload's bytes from the tenant's byte rate before it is decoded (see
+/// [`crate::ingest::Ingester::admit_bytes`]); the refusal to answer otherwise.
+fn admit_bytes(state: &SharedState, tenant: &crate::model::Tenant, size: usize) -> Option<Response> {
+    let err = state.ingester.admit_bytes(tenant, size).err()?;
+    state.metrics.record_ingest(tenant.as_str(), err.outcome(), size, 0);
+    Some(ingest_status(err, StatusCode::BAD_REQUEST))
+}
+
+/// Counts a failed ingest and answers it; bytes of a push refused for now are given back.
+fn ingest_failed(
+    state: &SharedState,
+    tenant: &crate::model::Tenant,
+    size: usize,
+    err: IngestError,
+    status_for_invalid: StatusCode,
+) -> Response {
+    state.metrics.record_ingest(tenant.as_str(), err.outcome(), size, 0);
+    if err.is_temporary_refusal() {
+        state.ingester.refund_bytes(tenant, size);
+    }
+    ingest_status(err, status_for_invalid)
 }
 
 pub async fn ingest(
@@ -114,18 +141,27 @@ pub async fn ingest(
             let mut multipart = Multipart::from_request(request, &state)
                 .await
                 .map_err(|err| ConnectError::invalid_argument(format!("multipart body: {err}")))?;
+            let multipart_error = |what: &str, err: axum::extract::multipart::MultipartError| {
+                if err.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    too_large(limit)
+                } else {
+                    ConnectError::invalid_argument(format!("{what}: {err}")).into()
+                }
+            };
             let mut profile = None;
             while let Some(field) = multipart
                 .next_field()
                 .await
-                .map_err(|err| ConnectError::invalid_argument(format!("multipart body: {err}")))?
+                .map_err(|err| multipart_error("multipart body", err))?
             {
                 match field.name() {
                     Some("profile") => {
-                        profile =
-                            Some(field.bytes().await.map_err(|err| {
-                                ConnectError::invalid_argument(format!("multipart part profile: {err}"))
-                            })?)
+                        profile = Some(
+                            field
+                                .bytes()
+                                .await
+                                .map_err(|err| multipart_error("multipart part profile", err))?,
+                        )
                     }
                     Some("prev_profile") => {
                         return Err(ConnectError::invalid_argument(
@@ -188,13 +224,25 @@ fn unsupported_format(format: &str) -> StatusError {
     )
 }
 
+/// The body, at most `limit` bytes: a longer one is 413 (a client must not send it again as
+/// is), one that cannot be read 400.
 async fn read_body(request: Request, limit: usize) -> Result<Bytes, StatusError> {
     axum::body::to_bytes(request.into_body(), limit).await.map_err(|err| {
-        StatusError(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            ConnectError::resource_exhausted(format!("request body over {limit} bytes or unreadable: {err}")),
-        )
+        if super::connect::is_length_limit(&err) {
+            too_large(limit)
+        } else {
+            ConnectError::invalid_argument(format!("read request body: {err}")).into()
+        }
     })
+}
+
+fn too_large(limit: usize) -> StatusError {
+    StatusError(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        ConnectError::invalid_argument(format!(
+            "request body is larger than api.max_body_bytes ({limit} bytes)"
+        )),
+    )
 }
 
 async fn ingest_pprof(
@@ -205,6 +253,9 @@ async fn ingest_pprof(
     from_ms: i64,
 ) -> Result<Response, ConnectError> {
     let size = body.len();
+    if let Some(refused) = admit_bytes(state, tenant, size) {
+        return Ok(refused);
+    }
     let profile = match crate::pprof::decode(&body, state.ingester.limits()) {
         Ok(profile) => profile,
         Err(err) => {
@@ -229,10 +280,13 @@ async fn ingest_pprof(
                 .record_ingest(tenant.as_str(), "accepted", size, ingested.samples);
             Ok(StatusCode::OK.into_response())
         }
-        Err(err) => {
-            state.metrics.record_ingest(tenant.as_str(), err.outcome(), size, 0);
-            Ok(ingest_status(err, StatusCode::UNPROCESSABLE_ENTITY))
-        }
+        Err(err) => Ok(ingest_failed(
+            state,
+            tenant,
+            size,
+            err,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )),
     }
 }
 
@@ -299,6 +353,10 @@ async fn ingest_folded(
 ) -> Result<Response, ConnectError> {
     let kind = folded_type(suffix.as_deref())
         .ok_or_else(|| ConnectError::invalid_argument(format!("unknown profile type suffix {suffix:?} in name")))?;
+    let size = body.len();
+    if let Some(refused) = admit_bytes(state, tenant, size) {
+        return Ok(refused);
+    }
     let owned_lines;
     let body = if lines_mode {
         // `lines`: one stack per line, each worth 1.
@@ -320,11 +378,16 @@ async fn ingest_folded(
     } else {
         (None, 1)
     };
-    let folded = parse_folded(body, (&kind.sample_type, kind.sample_unit), period, scale)
-        .map_err(|err| ConnectError::invalid_argument(err.to_string()))?;
+    let folded = parse_folded(
+        body,
+        (&kind.sample_type, kind.sample_unit),
+        period,
+        scale,
+        state.ingester.limits(),
+    )
+    .map_err(|err| ConnectError::invalid_argument(err.to_string()))?;
     labels.set(crate::model::LABEL_NAME, kind.name);
     let raw = Bytes::from(crate::pprof::encode(&folded.profile));
-    let size = body.len();
     match state
         .ingester
         .push_decoded(tenant, labels, raw, &folded.profile, Some(from_ms))
@@ -336,10 +399,7 @@ async fn ingest_folded(
                 .record_ingest(tenant.as_str(), "accepted", size, ingested.samples);
             Ok(StatusCode::OK.into_response())
         }
-        Err(err) => {
-            state.metrics.record_ingest(tenant.as_str(), err.outcome(), size, 0);
-            Ok(ingest_status(err, StatusCode::BAD_REQUEST))
-        }
+        Err(err) => Ok(ingest_failed(state, tenant, size, err, StatusCode::BAD_REQUEST)),
     }
 }
 

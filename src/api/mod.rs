@@ -101,7 +101,7 @@ pub fn router(state: SharedState) -> Router {
         .route("/debug/pprof/profile", get(debug_pprof::profile))
         // Bounds the legacy routes' bodies. The connect routes read theirs with
         // `connect::read_body` under the same limit, so going over is a JSON
-        // `resource_exhausted` a connect client understands, not a plain-text 413.
+        // `invalid_argument` a connect client understands, not a plain-text 413.
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }

@@ -19,11 +19,31 @@ pub async fn push(State(state): State<SharedState>, headers: HeaderMap, body: Bo
     if request.series.iter().all(|series| series.samples.is_empty()) {
         return Err(ConnectError::invalid_argument("no profiles received"));
     }
+    // The request's profile bytes are taken from the tenant's byte rate before any is decoded
+    // (decoding is the costly part), and given back if it is then refused for now.
+    let profiles = request.series.iter().flat_map(|series| &series.samples);
+    let (count, bytes) = profiles.fold((0, 0), |(count, bytes), sample| {
+        (count + 1, bytes + sample.raw_profile.len())
+    });
+    if let Err(err) = state.ingester.admit_bytes(&tenant, bytes) {
+        for sample in request.series.iter().flat_map(|series| &series.samples) {
+            state
+                .metrics
+                .record_ingest(tenant.as_str(), err.outcome(), sample.raw_profile.len(), 0);
+        }
+        tracing::debug!(tenant = %tenant, profiles = count, bytes, error = %err, "push refused");
+        return Err(match err {
+            IngestError::Refused(_) => ConnectError::resource_exhausted(err.to_string()),
+            err => ConnectError::invalid_argument(err.to_string()),
+        });
+    }
     // Every profile is decoded before any is stored, so the request's samples are taken from
     // the tenant's rate at once: a request is stored whole or refused whole, and the retry of
-    // a refused one stores nothing twice.
+    // a refused one stores nothing twice. Their decoded size together is bounded by
+    // `max_request_decoded_bytes`, checked while each decodes.
     let mut client_errors = Vec::new();
     let mut decoded = Vec::new();
+    let mut decoded_bytes = 0usize;
     for (series_index, series) in request.series.into_iter().enumerate() {
         let labels = match Labels::from_pairs(&series.labels) {
             Ok(labels) => labels,
@@ -39,8 +59,16 @@ pub async fn push(State(state): State<SharedState>, headers: HeaderMap, body: Bo
                 client_errors.push(format!("{at}: empty profile"));
                 continue;
             }
-            match state.ingester.decode(&sample.raw_profile) {
-                Ok(profile) => decoded.push((at, labels.clone(), sample.raw_profile, profile)),
+            match state.ingester.decode_in_request(&sample.raw_profile, decoded_bytes) {
+                Ok((profile, profile_bytes)) => {
+                    decoded_bytes += profile_bytes;
+                    decoded.push((at, labels.clone(), sample.raw_profile, profile));
+                }
+                Err(err @ IngestError::RequestTooLarge { .. }) => {
+                    // Nothing of a request that can never fit is stored.
+                    state.metrics.record_ingest(tenant.as_str(), err.outcome(), size, 0);
+                    return Err(ConnectError::invalid_argument(format!("{at}: {err}")));
+                }
                 Err(err) => {
                     state.metrics.record_ingest(tenant.as_str(), err.outcome(), size, 0);
                     client_errors.push(format!("{at}: {err}"));
@@ -48,8 +76,12 @@ pub async fn push(State(state): State<SharedState>, headers: HeaderMap, body: Bo
             }
         }
     }
-    let samples = decoded.iter().map(|(_, _, _, profile)| profile.sample.len()).sum();
+    let samples = decoded
+        .iter()
+        .map(|(_, _, _, profile)| crate::pprof::sample_weight(profile))
+        .sum();
     if let Err(err) = state.ingester.admit_request(&tenant, samples) {
+        state.ingester.refund_bytes(&tenant, bytes);
         return Err(refused(&state, tenant.as_str(), &decoded, err));
     }
     for (index, (at, labels, raw, profile)) in decoded.iter().enumerate() {
@@ -63,14 +95,24 @@ pub async fn push(State(state): State<SharedState>, headers: HeaderMap, body: Bo
                 .metrics
                 .record_ingest(tenant.as_str(), "accepted", size, ingested.samples),
             // Over the series limit: the rest of the request is to be retried later (Alloy
-            // retries 429s).
-            Err(err @ IngestError::Refused(_)) => return Err(refused(&state, tenant.as_str(), &decoded[index..], err)),
+            // retries 429s); its bytes are given back.
+            Err(err @ IngestError::Refused(_)) => {
+                state
+                    .ingester
+                    .refund_bytes(&tenant, not_stored_bytes(&decoded[index..]));
+                return Err(refused(&state, tenant.as_str(), &decoded[index..], err));
+            }
             Err(err) if err.is_client_error() => {
                 state.metrics.record_ingest(tenant.as_str(), err.outcome(), size, 0);
                 client_errors.push(format!("{at}: {err}"));
             }
             Err(err) => {
                 state.metrics.record_ingest(tenant.as_str(), err.outcome(), size, 0);
+                if err.is_temporary_refusal() {
+                    state
+                        .ingester
+                        .refund_bytes(&tenant, not_stored_bytes(&decoded[index..]));
+                }
                 return Err(server_error(err));
             }
         }
@@ -81,13 +123,14 @@ pub async fn push(State(state): State<SharedState>, headers: HeaderMap, body: Bo
     Ok(connect::encode_response(&PushResponse {}, codec))
 }
 
+type Decoded = (String, Labels, bytes::Bytes, Profile);
+
+fn not_stored_bytes(not_stored: &[Decoded]) -> usize {
+    not_stored.iter().map(|(_, _, raw, _)| raw.len()).sum()
+}
+
 /// A 429 for the profiles of `not_stored`, counted as refused.
-fn refused(
-    state: &SharedState,
-    tenant: &str,
-    not_stored: &[(String, Labels, bytes::Bytes, Profile)],
-    err: IngestError,
-) -> ConnectError {
+fn refused(state: &SharedState, tenant: &str, not_stored: &[Decoded], err: IngestError) -> ConnectError {
     let IngestError::Refused(refusal) = &err else {
         return server_error(err);
     };

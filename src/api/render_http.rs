@@ -130,6 +130,7 @@ pub async fn render_diff(
                 title: format!("{} {} against its baseline", after.profile_type.id(), after.query),
                 subtitle: Some("red: grew since the baseline, blue: shrank".into()),
                 profile_type: after.profile_type.clone(),
+                max_nodes: Some(max_nodes(&state, max_nodes_param(&params)?)?),
             };
             let body = render::svg_diff(&before_tree, &after_tree, &options)
                 .map_err(|err| ConnectError::internal(err.to_string()))?;

@@ -46,6 +46,22 @@ pub enum IngestError {
     /// The tenant is over one of its limits: a 429, to be retried later.
     #[error(transparent)]
     Refused(#[from] Refusal),
+    /// More profile bytes than the tenant's whole byte burst: never accepted, a 400.
+    #[error(
+        "{bytes} bytes of profiles are more than tenant {tenant}'s ingestion_burst_size_mb \
+         ({burst_mb} MiB): never accepted, send fewer or smaller profiles"
+    )]
+    OverBurst {
+        tenant: String,
+        bytes: usize,
+        burst_mb: f64,
+    },
+    /// A push.v1 request's profiles would take more than `max_request_decoded_bytes`.
+    #[error(
+        "the request's profiles would take more than max_request_decoded_bytes ({limit} bytes) \
+         once decoded: send them in several requests"
+    )]
+    RequestTooLarge { limit: usize },
 }
 
 impl IngestError {
@@ -73,6 +89,7 @@ impl IngestError {
             Self::Head(HeadError::Wal(crate::head::WalError::Full { .. })) => "wal_full",
             Self::Head(HeadError::Wal(_)) => "wal_error",
             Self::Head(_) => "error",
+            Self::OverBurst { .. } | Self::RequestTooLarge { .. } => "too_large",
             _ => "invalid",
         }
     }
@@ -186,9 +203,55 @@ impl Ingester {
         Ok(pprof::decode(raw, &self.limits)?)
     }
 
-    /// Takes a whole request's `samples` from the tenant's ingestion rate at once, so a request
-    /// is stored whole or refused whole (a retried request never stores its first profiles
-    /// twice). Its profiles then go in with [`Admission::Granted`].
+    /// Decodes one profile of a request whose other profiles already take `used` of
+    /// `max_request_decoded_bytes`: this one may take what is left (and at most
+    /// `max_decoded_bytes`), checked while it decodes. Returns it and its decoded size.
+    pub fn decode_in_request(&self, raw: &[u8], used: usize) -> Result<(Profile, usize), IngestError> {
+        let left = self.limits.max_request_decoded_bytes.saturating_sub(used);
+        let limits = DecodeLimits {
+            max_decoded_bytes: self.limits.max_decoded_bytes.min(left),
+            ..self.limits.clone()
+        };
+        match pprof::decode(raw, &limits) {
+            Ok(profile) => {
+                let size = pprof::decoded_size(&profile);
+                Ok((profile, size))
+            }
+            Err(DecodeError::DecodedTooLarge { .. }) if left < self.limits.max_decoded_bytes => {
+                Err(IngestError::RequestTooLarge {
+                    limit: self.limits.max_request_decoded_bytes,
+                })
+            }
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// Takes `bytes` of profiles from the tenant's byte rate (`ingestion_rate_mb`) before they
+    /// are decoded: 429 ([`IngestError::Refused`]) when over it for now, 400
+    /// ([`IngestError::OverBurst`]) when more than its whole burst.
+    pub fn admit_bytes(&self, tenant: &Tenant, bytes: usize) -> Result<(), IngestError> {
+        let limits = self.tenant_limits.for_tenant(tenant);
+        if limits.ingestion_rate_mb > 0.0 && bytes as f64 > limits.ingestion_burst_size_mb * crate::limits::MIB {
+            return Err(IngestError::OverBurst {
+                tenant: tenant.to_string(),
+                bytes,
+                burst_mb: limits.ingestion_burst_size_mb,
+            });
+        }
+        Ok(self.tenant_limits.admit_bytes(tenant, &limits, bytes)?)
+    }
+
+    /// Gives back bytes [`Ingester::admit_bytes`] took for profiles refused for now (429/503),
+    /// so their retry is charged once.
+    pub fn refund_bytes(&self, tenant: &Tenant, bytes: usize) {
+        let limits = self.tenant_limits.for_tenant(tenant);
+        self.tenant_limits.refund_bytes(tenant, &limits, bytes);
+    }
+
+    /// Takes a whole request's `samples` (weighed by [`pprof::sample_weight`]) from the
+    /// tenant's ingestion rate at once, so a request is stored whole or refused whole (a
+    /// retried request never stores its first profiles twice). Its profiles then go in with
+    /// [`Admission::Granted`].
     pub fn admit_request(&self, tenant: &Tenant, samples: usize) -> Result<(), IngestError> {
         let limits = self.tenant_limits.for_tenant(tenant);
         Ok(self.tenant_limits.admit(tenant, &limits, samples)?)
@@ -367,7 +430,8 @@ impl Ingester {
             .into());
         }
         if admission == Admission::Pending {
-            self.tenant_limits.admit(tenant, &limits, profile.sample.len())?;
+            self.tenant_limits
+                .admit(tenant, &limits, pprof::sample_weight(profile))?;
         }
         self.head
             .append(tenant, time_ms, raw, profile, &series, durability)
@@ -527,6 +591,39 @@ mod tests {
         };
         let querier = Querier::new(head.clone(), head.storage().clone());
         querier.select_merge(&params).await.unwrap().total()
+    }
+
+    #[tokio::test]
+    async fn a_request_shares_one_decoded_size_budget_and_bytes_over_the_burst_never_fit() {
+        let store = TempStore::new();
+        let raw = corpus_file("gotarget__cpu_5s.pb.gz");
+        let size = pprof::decoded_size(&pprof::decode(&raw, &DecodeLimits::default()).unwrap());
+        let limits = DecodeLimits {
+            max_request_decoded_bytes: size * 2 + size / 2,
+            ..DecodeLimits::default()
+        };
+        let head = store.open().await;
+        let ingester = Ingester::new(head.clone(), limits);
+        let (_, first) = ingester.decode_in_request(&raw, 0).unwrap();
+        assert_eq!(first, size);
+        ingester.decode_in_request(&raw, size).unwrap();
+        let third = ingester.decode_in_request(&raw, size * 2).unwrap_err();
+        assert!(matches!(third, IngestError::RequestTooLarge { .. }), "{third}");
+        assert_eq!(third.outcome(), "too_large");
+
+        let tenant = Tenant::parse("t").unwrap();
+        let tenant_limits = Limits::unlimited();
+        let ingester = ingester.with_tenant_limits(Arc::new(tenant_limits));
+        ingester.admit_bytes(&tenant, usize::MAX).unwrap();
+        let limited = Ingester::new(head, DecodeLimits::default()).with_tenant_limits(Arc::new(
+            Limits::load(TenantLimits::default(), RuntimeConfig::default()).unwrap(),
+        ));
+        let over = limited.admit_bytes(&tenant, 65 << 20).unwrap_err();
+        assert!(
+            matches!(over, IngestError::OverBurst { .. }) && over.is_client_error(),
+            "{over}"
+        );
+        limited.admit_bytes(&tenant, 1 << 20).unwrap();
     }
 
     #[tokio::test]

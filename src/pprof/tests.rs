@@ -89,11 +89,12 @@ fn refused(profile: &Profile) -> DecodeError {
     decode(&encode(profile), &DecodeLimits::default()).expect_err("profile must be refused")
 }
 
-/// Compresses `len` zeros once and repeats the gzip member `members` times: a valid
-/// (multi-member) gzip stream of `len * members` bytes at a ratio of about 1000:1.
+/// Compresses `len` bytes of valid protobuf (`drop_frames: 0`, repeated) once and repeats the
+/// gzip member `members` times: a valid (multi-member) gzip stream of `len * members` bytes at
+/// a ratio of about 1000:1, which the reader can only refuse by its size.
 fn gzip_bomb(len: usize, members: usize) -> Vec<u8> {
     let mut encoder = GzEncoder::new(Vec::new(), Compression::best());
-    encoder.write_all(&vec![0; len]).unwrap();
+    encoder.write_all(&[0x38, 0x00].repeat(len / 2)).unwrap();
     encoder.finish().unwrap().repeat(members)
 }
 
@@ -181,9 +182,16 @@ fn refuses_gzip_bomb_with_a_small_limit() {
     let bomb = gzip_bomb(1 << 20, 100);
     assert!(bomb.len() < 200 << 10, "100 MiB in {} bytes", bomb.len());
     assert!(matches!(decode(&bomb, &limits), Err(DecodeError::TooLarge { limit }) if limit == 1 << 20));
-    // Exactly at the limit is still read (and then refused as protobuf: zeros are field 0).
+    // Exactly at the limit is still read (and then refused: it has no string table).
     assert!(matches!(
         decode(&bomb[..bomb.len() / 100], &limits),
+        Err(DecodeError::EmptyStringTable)
+    ));
+    // Zeros are field 0: refused at the first byte, however much follows.
+    let mut zeros = GzEncoder::new(Vec::new(), Compression::best());
+    zeros.write_all(&vec![0; 100 << 20]).unwrap();
+    assert!(matches!(
+        decode(&zeros.finish().unwrap(), &limits),
         Err(DecodeError::Protobuf(_))
     ));
 }
@@ -210,30 +218,134 @@ fn refuses_raw_profile_over_the_size_limit() {
 
 #[test]
 fn refuses_length_prefix_beyond_the_input() {
-    // 2 GiB claimed by a sample (field 2), a string (field 6) and a sample's label, inside a
-    // few bytes of input: prost must refuse without allocating the claimed length.
+    // 2 GiB claimed by a sample (field 2), a string (field 6), a location (field 4) and a
+    // sample's label, inside a few bytes of input: refused on the length prefix (or by prost,
+    // for the label inside a 6-byte sample) without allocating the claimed length.
     let two_gib = [0x80, 0x80, 0x80, 0x80, 0x08];
-    for prefix in [&[0x12][..], &[0x32], &[0x12, 0x06, 0x1a]] {
+    for prefix in [&[0x12][..], &[0x32], &[0x22], &[0x12, 0x06, 0x1a]] {
         let bytes = [prefix, &two_gib[..]].concat();
         let err = decode(&bytes, &DecodeLimits::default()).expect_err("bogus length");
-        assert!(matches!(err, DecodeError::Protobuf(_)), "{err}");
+        match prefix[0] {
+            _ if prefix.len() > 1 => assert!(matches!(err, DecodeError::Protobuf(_)), "{err}"),
+            0x12 => assert!(matches!(err, DecodeError::SampleTooLarge { sample: 0, .. }), "{err}"),
+            0x32 => assert!(matches!(err, DecodeError::StringTooLong { index: 0, .. }), "{err}"),
+            _ => assert!(
+                matches!(err, DecodeError::EntryTooLarge { what: "location", .. }),
+                "{err}"
+            ),
+        }
     }
+    // A length within the limits but beyond the input: prost's error.
+    let err = decode(&[0x12, 0x7f, 0x0a], &DecodeLimits::default()).expect_err("cut short");
+    assert!(matches!(err, DecodeError::Protobuf(_)), "{err}");
+}
+
+/// A valid profile followed by one sample whose `ids` location ids (all 1, a byte each, packed)
+/// are streamed through gzip: the sample is `ids` bytes long on the wire and 8 × `ids` decoded.
+fn gzip_with_deep_sample(ids: usize) -> Vec<u8> {
+    let mut header = encode(&profile());
+    let mut packed = vec![0x0a];
+    prost::encoding::encode_varint(ids as u64, &mut packed);
+    let value = [0x12, 0x02, 0x01, 0x01]; // value: [1, 1], packed
+    header.push(0x12);
+    prost::encoding::encode_varint((packed.len() + ids + value.len()) as u64, &mut header);
+    header.extend(&packed);
+    let mut encoder = GzEncoder::new(Vec::new(), Compression::default());
+    encoder.write_all(&header).unwrap();
+    let chunk = vec![0x01; 1 << 20];
+    let mut left = ids;
+    while left > 0 {
+        let n = left.min(chunk.len());
+        encoder.write_all(&chunk[..n]).unwrap();
+        left -= n;
+    }
+    encoder.write_all(&value).unwrap();
+    encoder.finish().unwrap()
 }
 
 #[test]
-fn counts_top_level_entries_without_decoding() {
-    let profile = profile();
-    let counts = wire::count_top_level(&encode(&profile));
-    assert_eq!(
-        (
-            counts.samples,
-            counts.mappings,
-            counts.locations,
-            counts.functions,
-            counts.strings
-        ),
-        (2, 1, 2, 2, 11)
+fn refuses_a_sample_of_60m_location_ids_from_its_length_prefix() {
+    let gzip = gzip_with_deep_sample(60_000_000);
+    assert!(gzip.len() < 100 << 10, "{} bytes gzipped", gzip.len());
+    let started = std::time::Instant::now();
+    let err = decode(&gzip, &DecodeLimits::default()).expect_err("60 M ids");
+    assert!(
+        matches!(err, DecodeError::SampleTooLarge { sample: 2, len, .. } if len > 60_000_000),
+        "{err}"
     );
+    assert!(err.to_string().contains("max_locations_per_sample (65536)"), "{err}");
+    // Refused on the prefix: nothing of the 60 MB was decompressed.
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_sample_between_the_stack_depth_and_the_hard_cap_is_truncated_and_over_it_refused() {
+    let limits = DecodeLimits {
+        max_stack_depth: 100,
+        max_locations_per_sample: 1000,
+        ..DecodeLimits::default()
+    };
+    let truncated = decode(&gzip_with_deep_sample(1000), &limits).unwrap();
+    assert_eq!(truncated.sample[2].location_id, vec![1; 100]);
+    assert_eq!(
+        truncated.sample[2].location_id.capacity(),
+        100,
+        "the dropped ids are freed"
+    );
+    // 1001 ids fit the length bound (it allows 10 bytes an id) but not the count.
+    let err = decode(&gzip_with_deep_sample(1001), &limits).expect_err("1001 ids");
+    assert!(
+        matches!(
+            err,
+            DecodeError::SampleTooDeep {
+                sample: 2,
+                count: 1001,
+                limit: 1000
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn refuses_too_many_labels_and_too_large_a_decoded_size() {
+    let raw = encode(&profile());
+    let no_labels = DecodeLimits {
+        max_labels_per_sample: 0,
+        ..DecodeLimits::default()
+    };
+    let err = decode(&raw, &no_labels).expect_err("one label");
+    assert_eq!(
+        err.to_string(),
+        "sample 0 has 1 labels, more than max_labels_per_sample (0)"
+    );
+
+    let decoded = decode(&raw, &DecodeLimits::default()).unwrap();
+    let size = decoded_size(&decoded);
+    let exact = DecodeLimits {
+        max_decoded_bytes: size,
+        ..DecodeLimits::default()
+    };
+    assert_eq!(decode(&raw, &exact).unwrap(), decoded, "the estimate is decoded_size");
+    let under = DecodeLimits {
+        max_decoded_bytes: size - 1,
+        ..DecodeLimits::default()
+    };
+    assert!(matches!(decode(&raw, &under), Err(DecodeError::DecodedTooLarge { .. })));
+    // 10 000 one-byte ids: 10 KB on the wire, 32 KB decoded once truncated to 4096.
+    let deep = gzip_with_deep_sample(10_000);
+    let small = DecodeLimits {
+        max_decoded_bytes: 16 << 10,
+        ..DecodeLimits::default()
+    };
+    assert!(matches!(
+        decode(&deep, &small),
+        Err(DecodeError::DecodedTooLarge { limit }) if limit == 16 << 10
+    ));
 }
 
 #[test]

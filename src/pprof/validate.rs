@@ -2,22 +2,12 @@
 
 use foldhash::{HashSet, HashSetExt};
 
-use super::wire::Counts;
 use super::{DecodeError, DecodeLimits, Profile};
 
 /// Refuses a profile that is not internally consistent or exceeds `limits`. Stack depth is not
 /// checked: [`super::decode`] truncates deep stacks instead of refusing them.
 pub fn validate(profile: &Profile, limits: &DecodeLimits) -> Result<(), DecodeError> {
-    check_counts(
-        &Counts {
-            samples: profile.sample.len(),
-            mappings: profile.mapping.len(),
-            locations: profile.location.len(),
-            functions: profile.function.len(),
-            strings: profile.string_table.len(),
-        },
-        limits,
-    )?;
+    check_counts(profile, limits)?;
     check_strings(profile, limits)?;
     if profile.sample_type.is_empty() {
         return Err(DecodeError::NoSampleTypes);
@@ -62,13 +52,26 @@ pub fn validate(profile: &Profile, limits: &DecodeLimits) -> Result<(), DecodeEr
     Ok(())
 }
 
-pub(super) fn check_counts(counts: &Counts, limits: &DecodeLimits) -> Result<(), DecodeError> {
+fn check_counts(profile: &Profile, limits: &DecodeLimits) -> Result<(), DecodeError> {
+    if let Some((sample, labels)) = profile
+        .sample
+        .iter()
+        .map(|sample| sample.label.len())
+        .enumerate()
+        .find(|&(_, labels)| labels > limits.max_labels_per_sample)
+    {
+        return Err(DecodeError::TooManyLabels {
+            sample,
+            count: labels,
+            limit: limits.max_labels_per_sample,
+        });
+    }
     let checks = [
-        ("samples", counts.samples, limits.max_samples),
-        ("strings", counts.strings, limits.max_strings),
-        ("locations", counts.locations, limits.max_locations),
-        ("functions", counts.functions, limits.max_functions),
-        ("mappings", counts.mappings, limits.max_mappings),
+        ("samples", profile.sample.len(), limits.max_samples),
+        ("strings", profile.string_table.len(), limits.max_strings),
+        ("locations", profile.location.len(), limits.max_locations),
+        ("functions", profile.function.len(), limits.max_functions),
+        ("mappings", profile.mapping.len(), limits.max_mappings),
     ];
     match checks.into_iter().find(|&(_, count, limit)| count > limit) {
         Some((what, count, limit)) => Err(DecodeError::TooMany { what, count, limit }),

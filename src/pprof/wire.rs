@@ -1,7 +1,14 @@
 //! The wire-level half of decoding: a mirror of `Profile` that tolerates invalid UTF-8, and a
-//! pre-scan that counts top-level entries before anything is allocated for them.
+//! bounded reader that frames the top-level entries one at a time from a (decompressing)
+//! stream and checks every limit on an entry's length prefix and shape before the entry is
+//! read or allocated.
 
-use super::{Function, Location, Mapping, Profile, Sample, ValueType};
+use std::io::BufRead;
+use std::mem::size_of;
+
+use prost::Message;
+
+use super::{DecodeError, DecodeLimits, Function, Label, Line, Location, Mapping, Profile, Sample, ValueType};
 
 /// `google.v1.Profile` with `string_table` read as bytes: prost refuses invalid UTF-8 in a
 /// `string` field, but Go's reader, and so every profiler tested against it, accepts it.
@@ -68,50 +75,245 @@ impl RawProfile {
     }
 }
 
-/// How many entries each limited top-level table has.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Counts {
-    pub samples: usize,
-    pub mappings: usize,
-    pub locations: usize,
-    pub functions: usize,
-    pub strings: usize,
+/// Largest top-level entry other than a sample or a string (a location with its inlined lines,
+/// a function, a mapping, a value type, a packed comment list, an unknown field): far above
+/// what any profiler writes (a location of 1 MiB holds ~100 000 inlined lines).
+pub(super) const MAX_ENTRY_BYTES: usize = 1 << 20;
+
+/// Wire bytes a sample may take for its values: one varint (at most 10 bytes) per sample type,
+/// for up to this many sample types (validation then requires exactly one per type).
+const MAX_SAMPLE_VALUES: usize = 1024;
+
+/// The largest encoding of a sample within `limits`: every location id and value a 10-byte
+/// varint, every label four 10-byte varints, plus field keys and length prefixes.
+pub(super) fn max_sample_bytes(limits: &DecodeLimits) -> usize {
+    limits
+        .max_locations_per_sample
+        .saturating_mul(10)
+        .saturating_add(limits.max_labels_per_sample.saturating_mul(48))
+        .saturating_add(MAX_SAMPLE_VALUES * 10)
+        .saturating_add(32)
 }
 
-/// Counts the top-level entries of an encoded profile without decoding them, so a profile of a
-/// million empty samples (2 bytes each on the wire, ~70 once decoded) is refused cheaply.
-/// Stops at the first malformed field: prost then reports the error precisely, and the counts
-/// are checked again on the decoded profile.
-pub(super) fn count_top_level(mut buf: &[u8]) -> Counts {
-    let mut counts = Counts::default();
-    while let Some(key) = read_varint(&mut buf) {
-        let skip = match key & 7 {
-            0 => match read_varint(&mut buf) {
+/// Reads one profile from `input` (the decompressed protobuf), entry by entry. Each top-level
+/// entry's key and length prefix is read first and checked against its limit (a sample against
+/// [`max_sample_bytes`], a string against `max_string_length`, anything else against
+/// [`MAX_ENTRY_BYTES`], the running total against `max_decompressed_bytes`); then its body is
+/// read into a reused buffer, its repeated fields counted (location ids and labels per sample,
+/// lines per location) and its decoded size estimated and checked against
+/// `max_decoded_bytes`; only then is it decoded (by prost, merging one field at a time, which
+/// protobuf defines to be the same as decoding the whole message). A sample deeper than
+/// `max_stack_depth` is truncated as soon as it is decoded, so a profile of many deep samples
+/// never holds their whole stacks. Memory while decoding is the decoded profile (at most
+/// `max_decoded_bytes`) plus one entry (at most [`max_sample_bytes`] or [`MAX_ENTRY_BYTES`])
+/// plus the reader's buffers.
+pub(super) fn decode_bounded(input: &mut dyn BufRead, limits: &DecodeLimits) -> Result<RawProfile, DecodeError> {
+    let mut profile = RawProfile::default();
+    let mut reader = Reader { input, read: 0 };
+    let mut entry: Vec<u8> = Vec::new();
+    let mut decoded = size_of::<Profile>();
+    let mut samples = 0usize;
+    let mut strings = 0usize;
+    let mut locations = 0usize;
+    let mut functions = 0usize;
+    let mut mappings = 0usize;
+    loop {
+        entry.clear();
+        let key = match reader.varint(&mut entry)? {
+            Varint::Value(key) => key,
+            Varint::End if entry.is_empty() => break,
+            // A key cut short or longer than 10 bytes: prost says which.
+            Varint::End | Varint::Malformed => return Err(malformed(&mut profile, &entry)),
+        };
+        let (field, wire_type) = (key >> 3, key & 7);
+        let len = match wire_type {
+            0 => {
+                if !matches!(reader.varint(&mut entry)?, Varint::Value(_)) {
+                    return Err(malformed(&mut profile, &entry));
+                }
+                0
+            }
+            1 => 8,
+            5 => 4,
+            2 => match reader.varint(&mut entry)? {
+                Varint::Value(len) => usize::try_from(len).unwrap_or(usize::MAX),
+                _ => return Err(malformed(&mut profile, &entry)),
+            },
+            // Groups are obsolete and nothing else is valid: prost names the problem.
+            _ => return Err(malformed(&mut profile, &entry)),
+        };
+        if wire_type == 2 {
+            let limit = match field {
+                2 => max_sample_bytes(limits),
+                6 => limits.max_string_length,
+                _ => MAX_ENTRY_BYTES,
+            };
+            if len > limit {
+                return Err(match field {
+                    2 => DecodeError::SampleTooLarge {
+                        sample: samples,
+                        len,
+                        limit,
+                        max_locations_per_sample: limits.max_locations_per_sample,
+                        max_labels_per_sample: limits.max_labels_per_sample,
+                    },
+                    6 => DecodeError::StringTooLong {
+                        index: strings,
+                        len,
+                        limit,
+                    },
+                    _ => DecodeError::EntryTooLarge {
+                        what: entry_name(field),
+                        len,
+                        limit,
+                    },
+                });
+            }
+        }
+        if reader.read.saturating_add(len) > limits.max_decompressed_bytes {
+            return Err(DecodeError::TooLarge {
+                limit: limits.max_decompressed_bytes,
+            });
+        }
+        let header = entry.len();
+        if !reader.take(len, &mut entry)? {
+            // The input ends inside this entry.
+            return Err(malformed(&mut profile, &entry));
+        }
+        let body = &entry[header..];
+        let count = |what: &'static str, count: &mut usize, limit: usize| {
+            *count += 1;
+            if *count > limit {
+                Err(DecodeError::TooMany {
+                    what,
+                    count: *count,
+                    limit,
+                })
+            } else {
+                Ok(())
+            }
+        };
+        let cost = match (field, wire_type) {
+            (2, 2) => {
+                count("samples", &mut samples, limits.max_samples)?;
+                let shape = scan(body, |field| matches!(field, 1 | 2), |field| field == 3);
+                let (ids, values, labels) = (shape[1], shape[2], shape[3]);
+                if ids > limits.max_locations_per_sample {
+                    return Err(DecodeError::SampleTooDeep {
+                        sample: samples - 1,
+                        count: ids,
+                        limit: limits.max_locations_per_sample,
+                    });
+                }
+                if labels > limits.max_labels_per_sample {
+                    return Err(DecodeError::TooManyLabels {
+                        sample: samples - 1,
+                        count: labels,
+                        limit: limits.max_labels_per_sample,
+                    });
+                }
+                size_of::<Sample>() + 8 * (ids.min(limits.max_stack_depth) + values) + size_of::<Label>() * labels
+            }
+            (3, 2) => {
+                count("mappings", &mut mappings, limits.max_mappings)?;
+                size_of::<Mapping>()
+            }
+            (4, 2) => {
+                count("locations", &mut locations, limits.max_locations)?;
+                let lines = scan(body, |_| false, |field| field == 4)[4];
+                size_of::<Location>() + size_of::<Line>() * lines
+            }
+            (5, 2) => {
+                count("functions", &mut functions, limits.max_functions)?;
+                size_of::<Function>()
+            }
+            (6, 2) => {
+                count("strings", &mut strings, limits.max_strings)?;
+                size_of::<String>() + len
+            }
+            (1 | 11, 2) => size_of::<ValueType>(),
+            // A packed list of comments (string indices).
+            (13, 2) => 8 * body.iter().filter(|&&byte| byte < 0x80).count(),
+            (13, 0) => 8,
+            _ => 0,
+        };
+        decoded = decoded.saturating_add(cost);
+        if decoded > limits.max_decoded_bytes {
+            return Err(DecodeError::DecodedTooLarge {
+                limit: limits.max_decoded_bytes,
+            });
+        }
+        profile.merge(&entry[..])?;
+        if (field, wire_type) == (2, 2)
+            && let Some(sample) = profile.sample.last_mut()
+            && sample.location_id.len() > limits.max_stack_depth
+        {
+            // location_id[0] is the leaf, so the root end is the tail.
+            let excess = sample.location_id.len() - limits.max_stack_depth;
+            sample.location_id.drain(..excess);
+            sample.location_id.shrink_to_fit();
+        }
+    }
+    if reader.read == 0 {
+        return Err(DecodeError::Empty);
+    }
+    Ok(profile)
+}
+
+/// What a top-level field holds, for error messages.
+fn entry_name(field: u64) -> &'static str {
+    match field {
+        1 => "sample type",
+        3 => "mapping",
+        4 => "location",
+        5 => "function",
+        11 => "period type",
+        13 => "comment list",
+        _ => "unknown field",
+    }
+}
+
+/// The error prost reports for a malformed entry (its bytes as far as they go).
+fn malformed(profile: &mut RawProfile, entry: &[u8]) -> DecodeError {
+    match profile.merge(entry) {
+        Err(err) => DecodeError::Protobuf(err),
+        Ok(()) => DecodeError::Malformed,
+    }
+}
+
+/// How many elements each field (1..=4) of an encoded message has: one per occurrence, or for
+/// a field that `packed` accepts, one per varint of a length-delimited occurrence; a field that
+/// `message` accepts counts one per occurrence. Stops at the first malformed field (prost then
+/// refuses the entry).
+fn scan(mut body: &[u8], packed: impl Fn(u64) -> bool, message: impl Fn(u64) -> bool) -> [usize; 5] {
+    let mut counts = [0usize; 5];
+    while let Some(key) = read_varint(&mut body) {
+        let (field, wire_type) = (key >> 3, key & 7);
+        let slot = usize::try_from(field).ok().filter(|&field| field < counts.len());
+        let skip = match wire_type {
+            0 => match read_varint(&mut body) {
                 Some(_) => 0,
                 None => break,
             },
             1 => 8,
-            2 => match read_varint(&mut buf) {
+            2 => match read_varint(&mut body).and_then(|len| usize::try_from(len).ok()) {
                 Some(len) => len,
                 None => break,
             },
             5 => 4,
-            _ => break, // groups are obsolete, and nothing else is valid
+            _ => break,
         };
-        let Some(rest) = usize::try_from(skip).ok().and_then(|skip| buf.get(skip..)) else {
+        let Some(payload) = body.get(..skip) else {
             break;
         };
-        buf = rest;
-        if key & 7 == 2 {
-            match key >> 3 {
-                2 => counts.samples += 1,
-                3 => counts.mappings += 1,
-                4 => counts.locations += 1,
-                5 => counts.functions += 1,
-                6 => counts.strings += 1,
-                _ => {}
-            }
+        if let Some(slot) = slot {
+            counts[slot] += if wire_type == 2 && packed(field) && !message(field) {
+                payload.iter().filter(|&&byte| byte < 0x80).count()
+            } else {
+                1
+            };
         }
+        body = &body[skip..];
     }
     counts
 }
@@ -126,4 +328,63 @@ fn read_varint(buf: &mut &[u8]) -> Option<u64> {
         }
     }
     None
+}
+
+enum Varint {
+    Value(u64),
+    /// The input ended (before or inside the varint).
+    End,
+    /// More than 10 bytes.
+    Malformed,
+}
+
+/// The decompressed input and how much of it was read.
+struct Reader<'a> {
+    input: &'a mut dyn BufRead,
+    read: usize,
+}
+
+impl Reader<'_> {
+    /// Reads a varint, appending its bytes to `out`.
+    fn varint(&mut self, out: &mut Vec<u8>) -> Result<Varint, DecodeError> {
+        let mut value = 0u64;
+        for i in 0..10 {
+            let Some(byte) = self.byte()? else {
+                return Ok(Varint::End);
+            };
+            out.push(byte);
+            value |= u64::from(byte & 0x7f) << (7 * i);
+            if byte < 0x80 {
+                return Ok(Varint::Value(value));
+            }
+        }
+        Ok(Varint::Malformed)
+    }
+
+    fn byte(&mut self) -> Result<Option<u8>, DecodeError> {
+        let buf = self.input.fill_buf().map_err(DecodeError::Gzip)?;
+        let Some(&byte) = buf.first() else {
+            return Ok(None);
+        };
+        self.input.consume(1);
+        self.read += 1;
+        Ok(Some(byte))
+    }
+
+    /// Appends the next `len` bytes to `out`; false if the input ends first.
+    fn take(&mut self, mut len: usize, out: &mut Vec<u8>) -> Result<bool, DecodeError> {
+        out.reserve(len);
+        while len > 0 {
+            let buf = self.input.fill_buf().map_err(DecodeError::Gzip)?;
+            if buf.is_empty() {
+                return Ok(false);
+            }
+            let n = buf.len().min(len);
+            out.extend_from_slice(&buf[..n]);
+            self.input.consume(n);
+            self.read += n;
+            len -= n;
+        }
+        Ok(true)
+    }
 }

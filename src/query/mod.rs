@@ -783,6 +783,11 @@ pub fn step_point(start_ms: i64, end_ms: i64, step_ms: i64, time: i64) -> Option
     (point <= end_ms).then_some(point)
 }
 
+/// Frames of one stack a merge keeps (root first; the value goes to the deepest kept frame):
+/// ingest's default `max_stack_depth`, so a stack stored deeper (by a version that did not
+/// bound folded input) costs a query O(this) memory, not its millions of frames.
+pub const MAX_STACK_DEPTH: usize = 4096;
+
 /// Adds the in-window rows of the wanted series of one partition to `tree`. Rows are first
 /// summed per stack, so each distinct stack is walked once however many samples it has.
 /// With `span_ids`, only rows carrying one of those span ids count.
@@ -818,7 +823,7 @@ fn merge_partition(
             continue;
         }
         names.clear();
-        symbols.visit_stack_frames(stack, |name| names.push(tree.intern(name)));
+        symbols.visit_stack_frames_within(stack, MAX_STACK_DEPTH, |name| names.push(tree.intern(name)));
         tree.insert(&names, value);
     }
 }

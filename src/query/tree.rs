@@ -167,6 +167,57 @@ impl FlameTree {
         &self.names
     }
 
+    /// This tree cut to at most `max_nodes` nodes besides the root, for renderers that lay out
+    /// every node they get (the SVG): nodes are kept heaviest first (by total, ties to the
+    /// earlier inserted), each only after its parent, so the kept set is connected and a single
+    /// deep chain of equal totals is cut too. What a kept node's pruned children held goes to
+    /// one child named `other_name` (its self value), so every total stays exact; the "other"
+    /// nodes are not counted in `max_nodes`, so the result has at most `2 * max_nodes` nodes.
+    /// Costs O(n log n) time in the nodes visited and O(max_nodes) memory beyond them.
+    pub fn truncated(&self, max_nodes: usize, other_name: &str) -> FlameTree {
+        let mut out = FlameTree::new();
+        if self.nodes.len() <= max_nodes + 1 {
+            out.merge(self);
+            return out;
+        }
+        // Heaviest first: (total, earlier first), source node, parent in `out`.
+        let mut queue: std::collections::BinaryHeap<(i64, std::cmp::Reverse<u32>, u32)> =
+            std::collections::BinaryHeap::new();
+        out.nodes[0].total = self.nodes[0].total;
+        out.nodes[0].self_value = self.nodes[0].self_value;
+        let mut parents: HashMap<u32, u32> = HashMap::new();
+        for &child in &self.nodes[0].children {
+            queue.push((self.nodes[child as usize].total, std::cmp::Reverse(child), child));
+            parents.insert(child, 0);
+        }
+        let mut kept = 0;
+        while kept < max_nodes
+            && let Some((_, _, source)) = queue.pop()
+        {
+            let parent = parents.remove(&source).expect("queued with its parent");
+            let node = &self.nodes[source as usize];
+            let name = out.intern(&self.names[node.name as usize]);
+            let id = out.child(parent, name);
+            out.nodes[id as usize].total += node.total;
+            out.nodes[id as usize].self_value += node.self_value;
+            kept += 1;
+            for &child in &node.children {
+                queue.push((self.nodes[child as usize].total, std::cmp::Reverse(child), child));
+                parents.insert(child, id);
+            }
+        }
+        // Whatever was left in the queue was pruned: its total goes to its parent's "other".
+        let other = out.intern(other_name);
+        for (_, _, source) in queue {
+            let parent = parents[&source];
+            let id = out.child(parent, other);
+            let total = self.nodes[source as usize].total;
+            out.nodes[id as usize].total += total;
+            out.nodes[id as usize].self_value += total;
+        }
+        out
+    }
+
     /// Whether nothing was inserted.
     pub fn is_empty(&self) -> bool {
         self.nodes.len() == 1 && self.nodes[0].total == 0
@@ -176,6 +227,40 @@ impl FlameTree {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn truncation_keeps_the_heaviest_nodes_and_exact_totals() {
+        let mut tree = FlameTree::new();
+        tree.insert_names(&["main", "work", "hash"], 50);
+        tree.insert_names(&["main", "idle"], 3);
+        tree.insert_names(&["gc"], 20);
+        let cut = tree.truncated(3, "other");
+        let mut stacks = Vec::new();
+        cut.for_each_stack(|stack, value| {
+            let names: Vec<&str> = stack.iter().map(|&id| cut.name(id)).collect();
+            stacks.push((names.join(";"), value));
+        });
+        stacks.sort();
+        assert_eq!(
+            stacks,
+            // main (53), work and hash (50) are kept; gc (20) and idle (3) go to "other"s.
+            [
+                ("main;other".to_string(), 3),
+                ("main;work;hash".into(), 50),
+                ("other".into(), 20)
+            ]
+        );
+        assert_eq!(cut.total(), tree.total());
+
+        // One chain of 200 000 equal frames: cut to the first frames, the rest in "other".
+        let mut deep = FlameTree::new();
+        let frames: Vec<u32> = (0..200_000).map(|i| deep.intern(&format!("f{}", i % 7))).collect();
+        deep.insert(&frames, 9);
+        let cut = deep.truncated(100, "other");
+        assert_eq!(cut.nodes().len(), 1 + 100 + 1);
+        assert_eq!(cut.total(), 9);
+        assert_eq!(tree.truncated(100, "other").nodes().len(), tree.nodes().len());
+    }
 
     #[test]
     fn insert_merge_and_walk() {

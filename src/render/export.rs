@@ -90,6 +90,7 @@ pub fn export(tree: &FlameTree, format: ExportFormat, context: &ExportContext) -
                 title: format!("{} {}", context.profile_type.id(), display_query(&context.query)),
                 subtitle: Some(format!("{} — {}", rfc3339(context.from_ms), rfc3339(context.until_ms))),
                 profile_type: context.profile_type.clone(),
+                max_nodes: context.max_nodes,
             };
             super::svg(tree, &options)?
         }

@@ -3,8 +3,8 @@
 
 use inferno::flamegraph::{Options, from_lines};
 
-use super::RenderError;
 use super::folded::stacks;
+use super::{DEFAULT_MAX_NODES, OTHER_NAME, RenderError};
 use crate::model::ProfileType;
 use crate::query::FlameTree;
 
@@ -16,11 +16,16 @@ pub struct SvgOptions {
     pub subtitle: Option<String>,
     /// Decides the unit the counts are labelled with.
     pub profile_type: ProfileType,
+    /// The tree is cut to this many nodes (plus one "other" per cut parent) before inferno lays
+    /// anything out ([`FlameTree::truncated`]); none: [`DEFAULT_MAX_NODES`]. inferno's own
+    /// `min_width` would drop narrow frames only after reading and sorting every line.
+    pub max_nodes: Option<usize>,
 }
 
 /// An SVG flame graph of `tree`. An empty tree still yields a well-formed SVG saying so,
 /// so exporting a window without data gives a valid file rather than an error.
 pub fn svg(tree: &FlameTree, options: &SvgOptions) -> Result<Vec<u8>, RenderError> {
+    let tree = &tree.truncated(options.max_nodes.unwrap_or(DEFAULT_MAX_NODES), OTHER_NAME);
     // inferno only reads non-negative integer counts.
     let lines: Vec<String> = stacks(tree, |value| value > 0)
         .into_iter()
@@ -49,7 +54,13 @@ fn draw<'a>(lines: impl Iterator<Item = &'a str>, options: &SvgOptions, total: i
 
 /// A differential flame graph: frames sized by `after`, red where they grew since `before`, blue
 /// where they shrank (inferno's colouring of two-count folded lines).
+/// Each tree is cut to `max_nodes` first, so the graph has at most twice as many frames.
 pub fn svg_diff(before: &FlameTree, after: &FlameTree, options: &SvgOptions) -> Result<Vec<u8>, RenderError> {
+    let max_nodes = options.max_nodes.unwrap_or(DEFAULT_MAX_NODES);
+    let (before, after) = (
+        &before.truncated(max_nodes, OTHER_NAME),
+        &after.truncated(max_nodes, OTHER_NAME),
+    );
     let folded = super::folded::folded_diff(before, after);
     if folded.is_empty() {
         return Ok(empty_svg(options));
@@ -121,6 +132,7 @@ mod tests {
             title: title.to_string(),
             subtitle: Some("last 1h".to_string()),
             profile_type: ProfileType::parse(profile_type).unwrap(),
+            max_nodes: None,
         }
     }
 
@@ -193,6 +205,28 @@ mod tests {
         assert_eq!(
             count_unit(&ProfileType::parse("w:wall:nanoseconds::").unwrap(), 5_000_000).0,
             "µs"
+        );
+    }
+
+    #[test]
+    fn a_huge_tree_is_cut_to_max_nodes_before_inferno_sees_it() {
+        // A 200 000-frame chain (what an unbounded folded line stored) and 50 000 leaves.
+        let mut tree = FlameTree::new();
+        let chain: Vec<u32> = (0..200_000).map(|i| tree.intern(&format!("deep{i}"))).collect();
+        tree.insert(&chain, 1_000);
+        for i in 0..50_000 {
+            tree.insert_names(&["main", &format!("leaf{i}")], 1 + i % 5);
+        }
+        let mut options = options("huge", "process_cpu:samples:count:cpu:nanoseconds");
+        options.max_nodes = Some(500);
+        let svg = svg(&tree, &options).unwrap();
+        let text = String::from_utf8(svg).unwrap();
+        // inferno draws one <g> per frame (plus a few fixed groups).
+        let frames = text.matches("<g>").count();
+        assert!(frames <= 2 * 500 + 10, "{frames} frames");
+        assert!(
+            text.contains("deep0") && text.contains("other"),
+            "kept the heaviest nodes"
         );
     }
 

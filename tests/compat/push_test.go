@@ -103,6 +103,7 @@ func TestPushShapes(t *testing.T) {
 
 // Malformed pushes get the code a Pyroscope client acts on (Alloy drops invalid_argument,
 // retries resource_exhausted): only possible when the error body is connect JSON.
+// A body over the limit never fits, so it is invalid_argument too.
 func TestPushErrors(t *testing.T) {
 	ctx := context.Background()
 	tenant := newTenant("push-errors")
@@ -122,8 +123,8 @@ func TestPushErrors(t *testing.T) {
 		wantCode(t, err, connect.CodeInvalidArgument, name)
 	}
 
-	// Over the body limit (a server started with api.max_body_bytes = 1 MiB): resource_exhausted,
-	// raw and gzip-compressed alike.
+	// Over the body limit (a server started with api.max_body_bytes = 1 MiB): invalid_argument
+	// (not to be retried), raw and gzip-compressed alike.
 	small := os.Getenv("PYRITE_SMALL_BODY_URL")
 	if small == "" {
 		t.Fatal("PYRITE_SMALL_BODY_URL is not set: run these tests through `cargo test --test compat`")
@@ -137,13 +138,13 @@ func TestPushErrors(t *testing.T) {
 		Samples: []*pushv1.RawSample{{RawProfile: big}},
 	}}}
 	_, err := pusher(t, small, tenant).Push(ctx, connect.NewRequest(huge))
-	wantCode(t, err, connect.CodeResourceExhausted, "push over the body limit")
+	wantCode(t, err, connect.CodeInvalidArgument, "push over the body limit")
 	zeros := &pushv1.PushRequest{Series: []*pushv1.RawProfileSeries{{
 		Labels:  alloyLabels("process_cpu", "x"),
 		Samples: []*pushv1.RawSample{{RawProfile: make([]byte, 4<<20)}},
 	}}}
 	_, err = pusher(t, small, tenant, connect.WithSendGzip()).Push(ctx, connect.NewRequest(zeros))
-	wantCode(t, err, connect.CodeResourceExhausted, "gzip push inflating over the body limit")
+	wantCode(t, err, connect.CodeInvalidArgument, "gzip push inflating over the body limit")
 	// Under the limit the same server accepts.
 	if _, err := pusher(t, small, tenant).Push(ctx, connect.NewRequest(&pushv1.PushRequest{Series: []*pushv1.RawProfileSeries{{
 		Labels: alloyLabels("process_cpu", "x"), Samples: []*pushv1.RawSample{{RawProfile: good}},
