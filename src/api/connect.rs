@@ -430,7 +430,12 @@ fn is_length_limit(err: &(dyn std::error::Error + 'static)) -> bool {
 /// (HTTP 429 with a JSON body, which connect clients read), never axum's plain-text 413.
 pub async fn read_body(body: Body, max_body_bytes: usize) -> Result<Bytes, ConnectError> {
     axum::body::to_bytes(body, max_body_bytes).await.map_err(|err| {
-        if is_length_limit(&err) {
+        if crate::server::BodyTimeout::is_cause_of(&err) {
+            ConnectError {
+                status: Some(StatusCode::REQUEST_TIMEOUT),
+                ..ConnectError::new(Code::DeadlineExceeded, err.to_string())
+            }
+        } else if is_length_limit(&err) {
             ConnectError::resource_exhausted(format!(
                 "request body is larger than the configured maximum of {max_body_bytes} bytes"
             ))
