@@ -264,6 +264,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         config: config.api.clone(),
         metrics,
         settings,
+        pool: api::pool::Pool::new(&config.api),
     });
     let flusher = tokio::spawn(head.clone().run_flusher(flush_heartbeat));
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -274,13 +275,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     // Scrapes ingest through the same Ingester as pushes; the self-scrape job follows `address`.
     let mut scraper =
         crate::scrape::ScrapeManager::start(config.scrape_configs.clone(), address, ingester, scrape_metrics, peers)?;
-    axum::serve(listener, api::router(state))
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            scraper.stop();
-            api::debug_pprof::begin_shutdown();
-        })
-        .await?;
+    crate::server::serve(listener, api::router(state), &config.server, async move {
+        shutdown_signal().await;
+        scraper.stop();
+        api::debug_pprof::begin_shutdown();
+    })
+    .await?;
     flusher.abort();
     overrides_watch.abort();
     retention.abort();

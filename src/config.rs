@@ -38,6 +38,8 @@ pub struct Config {
     /// Limits applied while decoding every incoming profile.
     pub limits: DecodeLimits,
     pub api: ApiConfig,
+    /// HTTP server limits: connections, header, idle and body timeouts.
+    pub server: crate::server::ServerConfig,
     /// Limits of every tenant the overrides file does not name (Mimir's `limits`).
     pub tenant_limits: TenantLimits,
     /// The per-tenant overrides file, re-read when it changes (Mimir's `runtime_config`).
@@ -60,6 +62,7 @@ impl Default for Config {
             head: HeadConfig::default(),
             limits: DecodeLimits::default(),
             api: ApiConfig::default(),
+            server: crate::server::ServerConfig::default(),
             tenant_limits: TenantLimits::default(),
             runtime_config: RuntimeConfig::default(),
             retention: RetentionConfig::default(),
@@ -85,6 +88,15 @@ pub struct ApiConfig {
     /// A read (querier.v1, render, peer head) running longer answers `deadline_exceeded`.
     #[serde(with = "humantime_serde")]
     pub query_timeout: std::time::Duration,
+    /// Largest body of a read (querier.v1, render, peer head); pushes use `max_body_bytes`.
+    pub max_query_body_bytes: usize,
+    /// Reads running at once on the blocking pool (the peer head route is not counted).
+    pub max_concurrent_queries: usize,
+    /// How long a read waits for a turn before it is answered 503 `unavailable`.
+    #[serde(with = "humantime_serde")]
+    pub query_queue_timeout: std::time::Duration,
+    /// Pushed profiles decoded at once on the blocking pool (others wait their turn).
+    pub max_concurrent_decodes: usize,
 }
 
 impl Default for ApiConfig {
@@ -95,6 +107,10 @@ impl Default for ApiConfig {
             default_max_nodes: 8192,
             max_nodes_limit: 1 << 20,
             query_timeout: std::time::Duration::from_secs(120),
+            max_query_body_bytes: 4 * 1024 * 1024,
+            max_concurrent_queries: 8,
+            query_queue_timeout: std::time::Duration::from_secs(1),
+            max_concurrent_decodes: std::thread::available_parallelism().map_or(4, |n| n.get()),
         }
     }
 }
@@ -151,6 +167,15 @@ impl Config {
         if self.api.query_timeout.is_zero() {
             return invalid("api.query_timeout must be positive");
         }
+        if self.api.max_query_body_bytes == 0
+            || self.api.max_concurrent_queries == 0
+            || self.api.max_concurrent_decodes == 0
+        {
+            return invalid(
+                "api.max_query_body_bytes, max_concurrent_queries and max_concurrent_decodes must be positive",
+            );
+        }
+        self.server.validate().map_err(ConfigError::Invalid)?;
         if self.api.default_max_nodes == 0 || self.api.default_max_nodes > self.api.max_nodes_limit {
             return invalid("api.default_max_nodes must be between 1 and api.max_nodes_limit");
         }
@@ -211,6 +236,7 @@ mod tests {
         assert_eq!(example.tenant_limits, TenantLimits::default());
         assert_eq!(example.compactor, CompactorConfig::default());
         assert_eq!(example.retention, RetentionConfig::default());
+        assert_eq!(example.server, crate::server::ServerConfig::default());
         let overrides = crate::limits::Limits::load(
             example.tenant_limits.clone(),
             RuntimeConfig {

@@ -28,6 +28,7 @@ pub mod query;
 pub mod render;
 pub mod retention;
 pub mod scrape;
+pub mod server;
 pub mod settings;
 pub mod storage;
 pub mod symbols;

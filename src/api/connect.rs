@@ -435,7 +435,12 @@ pub(super) fn is_length_limit(err: &(dyn std::error::Error + 'static)) -> bool {
 /// plain-text 413.
 pub async fn read_body(body: Body, max_body_bytes: usize) -> Result<Bytes, ConnectError> {
     axum::body::to_bytes(body, max_body_bytes).await.map_err(|err| {
-        if is_length_limit(&err) {
+        if crate::server::BodyTimeout::is_cause_of(&err) {
+            ConnectError {
+                status: Some(StatusCode::REQUEST_TIMEOUT),
+                ..ConnectError::new(Code::DeadlineExceeded, err.to_string())
+            }
+        } else if is_length_limit(&err) {
             too_large(max_body_bytes)
         } else {
             ConnectError::invalid_argument(format!("read request body: {err}"))

@@ -185,7 +185,7 @@ pub async fn ingest(
                 &tenant,
                 &name.suffix,
                 labels,
-                &body,
+                body,
                 sample_rate,
                 from_ms,
                 until_ms,
@@ -228,7 +228,12 @@ fn unsupported_format(format: &str) -> StatusError {
 /// is), one that cannot be read 400.
 async fn read_body(request: Request, limit: usize) -> Result<Bytes, StatusError> {
     axum::body::to_bytes(request.into_body(), limit).await.map_err(|err| {
-        if super::connect::is_length_limit(&err) {
+        if crate::server::BodyTimeout::is_cause_of(&err) {
+            StatusError(
+                StatusCode::REQUEST_TIMEOUT,
+                ConnectError::new(super::connect::Code::DeadlineExceeded, err.to_string()),
+            )
+        } else if super::connect::is_length_limit(&err) {
             too_large(limit)
         } else {
             ConnectError::invalid_argument(format!("read request body: {err}")).into()
@@ -256,7 +261,11 @@ async fn ingest_pprof(
     if let Some(refused) = admit_bytes(state, tenant, size) {
         return Ok(refused);
     }
-    let profile = match crate::pprof::decode(&body, state.ingester.limits()) {
+    let decoded = {
+        let (body, limits) = (body.clone(), state.ingester.limits().clone());
+        state.pool.decode(move || crate::pprof::decode(&body, &limits)).await
+    };
+    let profile = match decoded {
         Ok(profile) => profile,
         Err(err) => {
             state.metrics.record_ingest(tenant.as_str(), "invalid", size, 0);
@@ -345,7 +354,7 @@ async fn ingest_folded(
     tenant: &crate::model::Tenant,
     suffix: &Option<String>,
     mut labels: Labels,
-    body: &[u8],
+    body: Bytes,
     sample_rate: i64,
     from_ms: i64,
     _until_ms: i64,
@@ -357,37 +366,40 @@ async fn ingest_folded(
     if let Some(refused) = admit_bytes(state, tenant, size) {
         return Ok(refused);
     }
-    let owned_lines;
-    let body = if lines_mode {
-        // `lines`: one stack per line, each worth 1.
-        let text = String::from_utf8_lossy(body);
-        owned_lines = text
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| format!("{} 1\n", l.trim()))
-            .collect::<String>();
-        owned_lines.as_bytes()
-    } else {
-        body
-    };
-    let (period, scale) = if kind.timed {
-        (
-            Some((kind.sample_type.as_str(), "nanoseconds")),
-            1_000_000_000 / sample_rate,
-        )
-    } else {
-        (None, 1)
-    };
-    let folded = parse_folded(
-        body,
-        (&kind.sample_type, kind.sample_unit),
-        period,
-        scale,
-        state.ingester.limits(),
-    )
-    .map_err(|err| ConnectError::invalid_argument(err.to_string()))?;
-    labels.set(crate::model::LABEL_NAME, kind.name);
-    let raw = Bytes::from(crate::pprof::encode(&folded.profile));
+    let name = kind.name;
+    let limits = state.ingester.limits().clone();
+    // Parsing and encoding are CPU work: on the blocking pool.
+    let (folded, raw) = state
+        .pool
+        .decode(move || {
+            let owned_lines;
+            let body: &[u8] = if lines_mode {
+                // `lines`: one stack per line, each worth 1.
+                let text = String::from_utf8_lossy(&body);
+                owned_lines = text
+                    .lines()
+                    .filter(|l| !l.trim().is_empty())
+                    .map(|l| format!("{} 1\n", l.trim()))
+                    .collect::<String>();
+                owned_lines.as_bytes()
+            } else {
+                &body
+            };
+            let (period, scale) = if kind.timed {
+                (
+                    Some((kind.sample_type.as_str(), "nanoseconds")),
+                    1_000_000_000 / sample_rate,
+                )
+            } else {
+                (None, 1)
+            };
+            let folded = parse_folded(body, (&kind.sample_type, kind.sample_unit), period, scale, &limits)
+                .map_err(|err| ConnectError::invalid_argument(err.to_string()))?;
+            let raw = Bytes::from(crate::pprof::encode(&folded.profile));
+            Ok::<_, ConnectError>((folded, raw))
+        })
+        .await?;
+    labels.set(crate::model::LABEL_NAME, name);
     match state
         .ingester
         .push_decoded(tenant, labels, raw, &folded.profile, Some(from_ms))

@@ -35,6 +35,14 @@ pub struct Metrics {
     pub wal_bytes: Gauge,
     pub wal_max_bytes: Gauge,
     pub query_seconds: Family<RouteLabels, Histogram>,
+    /// Reads answered without a result: `busy` (503 past `api.max_concurrent_queries`),
+    /// `deadline` (504 at `api.query_timeout`).
+    pub queries_unanswered: Family<ReasonLabels, Counter>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
 }
 
 impl Default for Metrics {
@@ -97,6 +105,12 @@ impl Default for Metrics {
             "Query latency by route",
             query_seconds.clone(),
         );
+        let queries_unanswered = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "queries_unanswered",
+            "Reads refused (busy: api.max_concurrent_queries) or cut (deadline: api.query_timeout)",
+            queries_unanswered.clone(),
+        );
         Self {
             registry,
             ingested_profiles,
@@ -108,6 +122,7 @@ impl Default for Metrics {
             wal_bytes,
             wal_max_bytes,
             query_seconds,
+            queries_unanswered,
         }
     }
 }
@@ -132,6 +147,15 @@ impl Metrics {
                 route: route.to_string(),
             })
             .observe(seconds);
+    }
+
+    /// Counts a read answered 503 (`busy`) or 504 (`deadline`) by the API's pool.
+    pub fn record_query_unanswered(&self, reason: &str) {
+        self.queries_unanswered
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_string(),
+            })
+            .inc();
     }
 
     /// The registry, so other modules (the scraper) can register their own metrics.

@@ -7,6 +7,7 @@ pub mod debug_pprof;
 mod legacy;
 mod metrics;
 mod peer;
+pub mod pool;
 mod push;
 mod querier;
 mod render_http;
@@ -34,6 +35,8 @@ pub struct AppState {
     pub config: ApiConfig,
     pub metrics: Metrics,
     pub settings: crate::settings::SettingsStore,
+    /// The blocking pool reads and decodes run on.
+    pub pool: pool::Pool,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -57,25 +60,6 @@ async fn ui() -> axum::response::Html<&'static str> {
     axum::response::Html(include_str!("../../ui/index.html"))
 }
 
-/// Ends a read that runs past `api.query_timeout` with `deadline_exceeded` (504), so a query
-/// over a failing bucket or a huge window never holds its client and a worker indefinitely.
-async fn query_deadline(
-    axum::extract::State(state): axum::extract::State<SharedState>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    let timeout = state.config.query_timeout;
-    match tokio::time::timeout(timeout, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => connect::ConnectError::new(
-            connect::Code::DeadlineExceeded,
-            format!("the query ran longer than api.query_timeout ({timeout:?})"),
-        )
-        .into_response(),
-    }
-}
-
 /// All routes of `pyrite serve`.
 pub fn router(state: SharedState) -> Router {
     let body_limit = state.config.max_body_bytes;
@@ -88,7 +72,7 @@ pub fn router(state: SharedState) -> Router {
         .route("/api/v1/render", get(render_http::render))
         .route("/api/v1/render-diff", get(render_http::render_diff))
         .route(crate::cluster::HEAD_ROUTE, post(peer::head))
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), query_deadline));
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), pool::heavy_read));
     Router::new()
         .merge(reads)
         .route("/ingest", post(legacy::ingest))

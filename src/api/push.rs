@@ -15,67 +15,14 @@ use crate::proto::push::v1::{PushRequest, PushResponse};
 
 pub async fn push(State(state): State<SharedState>, headers: HeaderMap, body: Body) -> Result<Response, ConnectError> {
     let (tenant, body) = super::connect_request(&state, &headers, body).await?;
-    let (request, codec) = connect::decode_request::<PushRequest>(&headers, &body, state.config.max_body_bytes)?;
-    if request.series.iter().all(|series| series.samples.is_empty()) {
-        return Err(ConnectError::invalid_argument("no profiles received"));
-    }
-    // The request's profile bytes are taken from the tenant's byte rate before any is decoded
-    // (decoding is the costly part), and given back if it is then refused for now.
-    let profiles = request.series.iter().flat_map(|series| &series.samples);
-    let (count, bytes) = profiles.fold((0, 0), |(count, bytes), sample| {
-        (count + 1, bytes + sample.raw_profile.len())
-    });
-    if let Err(err) = state.ingester.admit_bytes(&tenant, bytes) {
-        for sample in request.series.iter().flat_map(|series| &series.samples) {
-            state
-                .metrics
-                .record_ingest(tenant.as_str(), err.outcome(), sample.raw_profile.len(), 0);
-        }
-        tracing::debug!(tenant = %tenant, profiles = count, bytes, error = %err, "push refused");
-        return Err(match err {
-            IngestError::Refused(_) => ConnectError::resource_exhausted(err.to_string()),
-            err => ConnectError::invalid_argument(err.to_string()),
-        });
-    }
-    // Every profile is decoded before any is stored, so the request's samples are taken from
-    // the tenant's rate at once: a request is stored whole or refused whole, and the retry of
-    // a refused one stores nothing twice. Their decoded size together is bounded by
-    // `max_request_decoded_bytes`, checked while each decodes.
-    let mut client_errors = Vec::new();
-    let mut decoded = Vec::new();
-    let mut decoded_bytes = 0usize;
-    for (series_index, series) in request.series.into_iter().enumerate() {
-        let labels = match Labels::from_pairs(&series.labels) {
-            Ok(labels) => labels,
-            Err(err) => {
-                client_errors.push(format!("series {series_index}: invalid labels: {err}"));
-                continue;
-            }
-        };
-        for (sample_index, sample) in series.samples.into_iter().enumerate() {
-            let at = format!("series {series_index} sample {sample_index}");
-            let size = sample.raw_profile.len();
-            if size == 0 {
-                client_errors.push(format!("{at}: empty profile"));
-                continue;
-            }
-            match state.ingester.decode_in_request(&sample.raw_profile, decoded_bytes) {
-                Ok((profile, profile_bytes)) => {
-                    decoded_bytes += profile_bytes;
-                    decoded.push((at, labels.clone(), sample.raw_profile, profile));
-                }
-                Err(err @ IngestError::RequestTooLarge { .. }) => {
-                    // Nothing of a request that can never fit is stored.
-                    state.metrics.record_ingest(tenant.as_str(), err.outcome(), size, 0);
-                    return Err(ConnectError::invalid_argument(format!("{at}: {err}")));
-                }
-                Err(err) => {
-                    state.metrics.record_ingest(tenant.as_str(), err.outcome(), size, 0);
-                    client_errors.push(format!("{at}: {err}"));
-                }
-            }
-        }
-    }
+    // Decoding is CPU work: on the blocking pool, not the async threads.
+    let (decoded, mut client_errors, codec, bytes) = {
+        let (work_state, work_tenant) = (state.clone(), tenant.clone());
+        state
+            .pool
+            .decode(move || decode(&work_state, &work_tenant, &headers, &body))
+            .await?
+    };
     let samples = decoded
         .iter()
         .map(|(_, _, _, profile)| crate::pprof::sample_weight(profile))
@@ -123,10 +70,84 @@ pub async fn push(State(state): State<SharedState>, headers: HeaderMap, body: Bo
     Ok(connect::encode_response(&PushResponse {}, codec))
 }
 
+/// A decoded profile of a push: where it was in the request, its labels, its bytes.
 type Decoded = (String, Labels, bytes::Bytes, Profile);
 
 fn not_stored_bytes(not_stored: &[Decoded]) -> usize {
     not_stored.iter().map(|(_, _, raw, _)| raw.len()).sum()
+}
+
+/// Decodes the request and every profile in it, before any is stored, so the request's
+/// samples are taken from the tenant's rate at once: a request is stored whole or refused
+/// whole, and the retry of a refused one stores nothing twice. The request's profile bytes are
+/// taken from the tenant's byte rate before any is decoded (decoding is the costly part; the
+/// caller gives them back if the request is then refused for now), and their decoded size
+/// together is bounded by `max_request_decoded_bytes`, checked while each decodes. Profiles
+/// that do not decode are client errors, counted here. Returns the bytes taken.
+#[allow(clippy::type_complexity)]
+fn decode(
+    state: &SharedState,
+    tenant: &crate::model::Tenant,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(Vec<Decoded>, Vec<String>, connect::Codec, usize), ConnectError> {
+    let (request, codec) = connect::decode_request::<PushRequest>(headers, body, state.config.max_body_bytes)?;
+    if request.series.iter().all(|series| series.samples.is_empty()) {
+        return Err(ConnectError::invalid_argument("no profiles received"));
+    }
+    let profiles = request.series.iter().flat_map(|series| &series.samples);
+    let (count, bytes) = profiles.fold((0, 0), |(count, bytes), sample| {
+        (count + 1, bytes + sample.raw_profile.len())
+    });
+    if let Err(err) = state.ingester.admit_bytes(tenant, bytes) {
+        for sample in request.series.iter().flat_map(|series| &series.samples) {
+            state
+                .metrics
+                .record_ingest(tenant.as_str(), err.outcome(), sample.raw_profile.len(), 0);
+        }
+        tracing::debug!(tenant = %tenant, profiles = count, bytes, error = %err, "push refused");
+        return Err(match err {
+            IngestError::Refused(_) => ConnectError::resource_exhausted(err.to_string()),
+            err => ConnectError::invalid_argument(err.to_string()),
+        });
+    }
+    let mut client_errors = Vec::new();
+    let mut decoded = Vec::new();
+    let mut decoded_bytes = 0usize;
+    for (series_index, series) in request.series.into_iter().enumerate() {
+        let labels = match Labels::from_pairs(&series.labels) {
+            Ok(labels) => labels,
+            Err(err) => {
+                client_errors.push(format!("series {series_index}: invalid labels: {err}"));
+                continue;
+            }
+        };
+        for (sample_index, sample) in series.samples.into_iter().enumerate() {
+            let at = format!("series {series_index} sample {sample_index}");
+            let size = sample.raw_profile.len();
+            if size == 0 {
+                client_errors.push(format!("{at}: empty profile"));
+                continue;
+            }
+            match state.ingester.decode_in_request(&sample.raw_profile, decoded_bytes) {
+                Ok((profile, profile_bytes)) => {
+                    decoded_bytes += profile_bytes;
+                    decoded.push((at, labels.clone(), sample.raw_profile, profile));
+                }
+                Err(err @ IngestError::RequestTooLarge { .. }) => {
+                    // Nothing of a request that can never fit is stored.
+                    state.metrics.record_ingest(tenant.as_str(), err.outcome(), size, 0);
+                    state.ingester.refund_bytes(tenant, bytes);
+                    return Err(ConnectError::invalid_argument(format!("{at}: {err}")));
+                }
+                Err(err) => {
+                    state.metrics.record_ingest(tenant.as_str(), err.outcome(), size, 0);
+                    client_errors.push(format!("{at}: {err}"));
+                }
+            }
+        }
+    }
+    Ok((decoded, client_errors, codec, bytes))
 }
 
 /// A 429 for the profiles of `not_stored`, counted as refused.

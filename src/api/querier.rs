@@ -131,6 +131,7 @@ pub fn query_error(err: QueryError) -> ConnectError {
             tracing::error!(error = %err, "query failed: object storage");
             ConnectError::new(connect::Code::Unavailable, err.to_string())
         }
+        QueryError::DeadlineExceeded { .. } => ConnectError::new(connect::Code::DeadlineExceeded, err.to_string()),
         QueryError::Block(_) => {
             tracing::error!(error = %err, "query failed");
             ConnectError::internal(err.to_string())

@@ -172,6 +172,11 @@ impl Parser<'_> {
             self.skip_blank();
             let value = self.quoted()?;
             matchers.push(Matcher::new(&name, op, &value)?);
+            // A selector of thousands of regexes takes a while to compile: stop at the query's
+            // deadline (the API then answers 504).
+            if matchers.len() % 64 == 0 && crate::query::Deadline::expired() {
+                return Err(self.error("the query's deadline passed while parsing its selector"));
+            }
         }
         self.skip_blank();
         if self.position != self.bytes.len() {

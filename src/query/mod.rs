@@ -4,8 +4,10 @@
 //! Window rule: a row counts when `from_ms <= time < until_ms` (half-open, in ms since the
 //! epoch), in blocks and head alike. A profile's time is its collection time.
 
+pub mod deadline;
 mod tree;
 
+pub use deadline::{Deadline, Ticker};
 pub use tree::{FlameNode, FlameTree, ROOT_NAME};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -38,6 +40,8 @@ pub enum QueryError {
         length_ms: i64,
         limit_ms: i64,
     },
+    #[error("the query ran longer than api.query_timeout ({timeout:?})")]
+    DeadlineExceeded { timeout: std::time::Duration },
 }
 
 /// Which series and rows a query reads.
@@ -342,10 +346,14 @@ impl Querier {
                 &listed,
             )
             .await;
+        // About the work of matching one series.
+        let match_cost = 1 + selector.matchers.len();
+        let mut ticker = Ticker::new();
         for partition in &peer_heads {
             let wanted: Vec<Series> = partition
                 .series
                 .iter()
+                .take_while(|_| !ticker.expired(match_cost))
                 .filter(|s| wants(&s.labels, &s.profile_type, s.min_time_ms, s.max_time_ms))
                 .cloned()
                 .collect();
@@ -355,11 +363,14 @@ impl Querier {
         let loads = futures::stream::iter(metas)
             .map(|meta| async move {
                 let index = self.index(&meta).await?;
+                let mut ticker = Ticker::new();
                 let wanted: Vec<SeriesHeader> = index
                     .iter()
+                    .take_while(|_| !ticker.expired(match_cost))
                     .filter(|h| wants(&h.labels, &h.profile_type, h.min_time_ms, h.max_time_ms))
                     .cloned()
                     .collect();
+                Deadline::check()?;
                 if wanted.is_empty() {
                     return Ok(None);
                 }
@@ -396,8 +407,9 @@ impl Querier {
             if let Some((symbols, series)) = loaded? {
                 visit(&symbols, &series);
             }
+            Deadline::check()?;
         }
-        Ok(())
+        Deadline::check()
     }
 
     /// The merged flame tree of the matching series in the window.
@@ -530,12 +542,19 @@ impl Querier {
                             .entry(stack)
                             .or_insert_with(|| stack_starts_with(symbols, stack, call_site))
                 };
+                let mut ticker = Ticker::new();
                 for series in all_series {
+                    if ticker.expired(1 + params.selector.matchers.len()) {
+                        return;
+                    }
                     if !params.wants_series(series) {
                         continue;
                     }
                     let points = groups.entry(series.labels.project(group_by)).or_default();
                     for ((&time, &value), &stack) in series.times.iter().zip(&series.values).zip(&series.stacks) {
+                        if ticker.expired(1) {
+                            return;
+                        }
                         if time >= params.from_ms
                             && time < params.until_ms
                             && let Some(point) = bucket(time)
@@ -613,12 +632,15 @@ impl Querier {
             });
             self.catalog.list(tenant, from_ms, until_ms).await?.visible
         };
+        let mut ticker = Ticker::new();
         for meta in &metas {
             let index = self.index(meta).await?;
             let matching: Vec<&SeriesHeader> = index
                 .iter()
+                .take_while(|_| !ticker.expired(1 + selector.matchers.len()))
                 .filter(|h| wants(&h.labels, &h.profile_type, h.min_time_ms, h.max_time_ms))
                 .collect();
+            Deadline::check()?;
             if matching.is_empty() {
                 continue;
             }
@@ -658,8 +680,13 @@ impl Querier {
             let listed = self.catalog.list(tenant, from_ms, until_ms).await?;
             (listed.visible, listed.replaced)
         };
+        let match_cost = 1 + selectors.iter().map(|s| s.matchers.len()).sum::<usize>();
+        let mut ticker = Ticker::new();
         for meta in &metas {
             for header in self.index(meta).await?.iter() {
+                if ticker.expired(match_cost) {
+                    break;
+                }
                 if header.min_time_ms < until_ms && header.max_time_ms >= from_ms && matches(&header.labels) {
                     found.insert(header.labels.clone());
                 }
@@ -676,6 +703,7 @@ impl Querier {
                 }
             }
         }
+        Deadline::check()?;
         Ok(found.into_iter().collect())
     }
 
@@ -799,7 +827,11 @@ fn merge_partition(
     tree: &mut FlameTree,
 ) {
     let mut per_stack: HashMap<u32, i64> = HashMap::new();
+    let mut ticker = Ticker::new();
     for series in all_series {
+        if ticker.expired(1 + params.selector.matchers.len()) {
+            return;
+        }
         if !params.wants_series(series) {
             continue;
         }
@@ -808,6 +840,9 @@ fn merge_partition(
         }
         for (row, ((&time, &stack), &value)) in series.times.iter().zip(&series.stacks).zip(&series.values).enumerate()
         {
+            if ticker.expired(1) {
+                return;
+            }
             if time >= params.from_ms
                 && time < params.until_ms
                 && span_ids.is_none_or(|ids| ids.contains(&series.span_id(row)))
@@ -819,6 +854,9 @@ fn merge_partition(
     }
     let mut names = Vec::new();
     for (stack, value) in per_stack {
+        if ticker.expired(1) {
+            return;
+        }
         if value == 0 {
             continue;
         }

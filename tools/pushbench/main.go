@@ -4,6 +4,10 @@
 // at the end it prints throughput and latency percentiles of both.
 //
 //	pushbench -url http://127.0.0.1:4040 -duration 60s -concurrency 16 -services 100 -tenants 4
+//
+// With -slowloris N and -heavy M it also runs a hostile background meanwhile: N connections
+// trickling 50 MB push bodies a kilobyte at a time (each reconnecting when the server cuts it)
+// and M clients asking back to back for tenant-0's flame graph with a 10,000-matcher selector.
 package main
 
 import (
@@ -12,10 +16,13 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -123,6 +130,8 @@ func main() {
 	services := flag.Int("services", 100, "simulated services (service_name values) per tenant")
 	tenants := flag.Int("tenants", 4, "tenants (X-Scope-OrgID values)")
 	queryEvery := flag.Duration("query-every", time.Second, "interval of the flame graph query; 0: none")
+	slowloris := flag.Int("slowloris", 0, "background connections trickling large push bodies")
+	heavy := flag.Int("heavy", 0, "background clients running 10,000-matcher queries back to back")
 	flag.Parse()
 
 	st := &stamper{}
@@ -209,6 +218,36 @@ func main() {
 			}
 		}()
 	}
+	var cut atomic.Int64
+	for i := 0; i < *slowloris; i++ {
+		go trickle(*url, deadline, &cut)
+	}
+	heavyLat := &latencies{errs: map[string]int{}}
+	if *heavy > 0 {
+		var selector strings.Builder
+		selector.WriteString("{service_name=~\"svc-.*\"")
+		for i := 0; i < 10000; i++ {
+			fmt.Fprintf(&selector, ", m%d!~\"x%d.*\"", i, i)
+		}
+		selector.WriteString("}")
+		for i := 0; i < *heavy; i++ {
+			go func() {
+				for time.Now().Before(deadline) {
+					now := time.Now()
+					_, err := queriers[0].SelectMergeStacktraces(context.Background(), connect.NewRequest(&querierv1.SelectMergeStacktracesRequest{
+						ProfileTypeID: "process_cpu:cpu:nanoseconds:cpu:nanoseconds",
+						LabelSelector: selector.String(),
+						Start:         now.Add(-5 * time.Minute).UnixMilli(),
+						End:           now.UnixMilli(),
+					}))
+					heavyLat.record(time.Since(now), err)
+					if err != nil {
+						time.Sleep(100 * time.Millisecond)
+					}
+				}
+			}()
+		}
+	}
 	wg.Wait()
 	elapsed := time.Since(start).Seconds()
 	pushes := len(pushLat.all)
@@ -218,5 +257,36 @@ func main() {
 		float64(pushes)/elapsed, float64(pushedBytes.Load())/elapsed/1e6, pushLat.summary())
 	if *queryEvery > 0 {
 		fmt.Printf("query: last 5 min CPU flame graph of tenant-0 (all services) every %s; %s\n", *queryEvery, queryLat.summary())
+	}
+	if *slowloris > 0 || *heavy > 0 {
+		fmt.Printf("background: %d trickling connections (%d cut by the server), %d heavy query clients; heavy: %s\n",
+			*slowloris, cut.Load(), *heavy, heavyLat.summary())
+	}
+}
+
+// trickle holds a connection sending a push body announced as 50 MB a kilobyte every 100 ms
+// until the server cuts it, then opens the next one, until the deadline.
+func trickle(base string, deadline time.Time, cut *atomic.Int64) {
+	u, err := url.Parse(base)
+	if err != nil {
+		panic(err)
+	}
+	chunk := bytes.Repeat([]byte("x"), 1024)
+	for time.Now().Before(deadline) {
+		conn, err := net.DialTimeout("tcp", u.Host, 5*time.Second)
+		if err != nil {
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		_, err = fmt.Fprintf(conn, "POST /push.v1.PusherService/Push HTTP/1.1\r\nHost: %s\r\n"+
+			"Content-Type: application/proto\r\nContent-Length: %d\r\n\r\n", u.Host, 50<<20)
+		for err == nil && time.Now().Before(deadline) {
+			time.Sleep(100 * time.Millisecond)
+			_, err = conn.Write(chunk)
+		}
+		if err != nil {
+			cut.Add(1)
+		}
+		conn.Close()
 	}
 }

@@ -3,6 +3,8 @@
 # tools/pushbench through the official push.v1 connect client while a querier asks for a 5-minute
 # flame graph every second; the server's CPU and RSS are read from /proc as in scrapebench.
 #   tools/pushbench/run.sh [SECONDS=60] [CONCURRENCY=16] [SERVICES=100] [TENANTS=4]
+# PUSHBENCH_FLAGS adds pushbench flags (e.g. "-slowloris 20 -heavy 3", see background.sh);
+# PYRITE_PROFILE=debug uses the test build instead of a release one.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DURATION=${1:-60}
@@ -11,14 +13,15 @@ SERVICES=${3:-100}
 TENANTS=${4:-4}
 PORT=${PYRITE_PORT:-4042}
 
-cargo build --release --bin pyrite >&2
+PROFILE=${PYRITE_PROFILE:-release}
+if [[ $PROFILE == release ]]; then cargo build --release --bin pyrite >&2; else cargo build --bin pyrite >&2; fi
 (cd tools/pushbench && GOFLAGS=-mod=mod go build -o ../../target/pushbench/pushbench .)
 work=$(mktemp -d)
 cleanup() { kill "${pyrite_pid:-}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
 printf 'scrape_configs: []\n' >"$work/pyrite.yaml"
-RUST_LOG=warn target/release/pyrite serve --config "$work/pyrite.yaml" --listen "127.0.0.1:$PORT" --data-dir "$work/data" 2>"$work/pyrite.log" &
+RUST_LOG=warn target/$PROFILE/pyrite serve --config "$work/pyrite.yaml" --listen "127.0.0.1:$PORT" --data-dir "$work/data" 2>"$work/pyrite.log" &
 pyrite_pid=$!
 for _ in $(seq 50); do curl -sf "http://127.0.0.1:$PORT/ready" >/dev/null && break; sleep 0.1; done
 
@@ -28,7 +31,7 @@ hz=$(getconf CLK_TCK)
 start_ticks=$(ticks)
 start_s=$(date +%s.%N)
 target/pushbench/pushbench -url "http://127.0.0.1:$PORT" -corpus ../shared/corpus/files \
-  -duration "${DURATION}s" -concurrency "$CONCURRENCY" -services "$SERVICES" -tenants "$TENANTS" &
+  -duration "${DURATION}s" -concurrency "$CONCURRENCY" -services "$SERVICES" -tenants "$TENANTS" ${PUSHBENCH_FLAGS:-} &
 bench_pid=$!
 rss_sum=0; rss_n=0; rss_max=0
 while kill -0 "$bench_pid" 2>/dev/null; do

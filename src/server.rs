@@ -1,0 +1,347 @@
+//! The HTTP server under the API: hyper-util's auto (HTTP/1.1 and h2c) connection builder with
+//! the limits `axum::serve` does not offer — a cap on open connections, hyper's header read
+//! timeout, an idle timeout, a deadline for request bodies — and a graceful shutdown that
+//! waits for open requests a bounded time, so `serve()` can still flush the head after it.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use serde::Deserialize;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio::time::Instant;
+use tower_service::Service;
+
+/// Limits of the HTTP server (the `server:` section).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Connections open at once. Past it the server stops accepting: new connections wait in
+    /// the kernel's accept queue until one closes (no file descriptor or memory is spent on
+    /// them, and a client retrying a refused connection would only add load).
+    pub max_connections: usize,
+    /// Time for a request's headers to arrive, counted from the moment the connection waits
+    /// for them: its accept, or the end of the previous response. So for HTTP/1.1 it is also
+    /// the keep-alive idle timeout (hyper's `header_read_timeout`); a connection that sends no
+    /// first request within it is closed too.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// A connection with no request in flight for this long is closed (HTTP/2 connections,
+    /// whose streams hyper does not time out; for HTTP/1.1, `header_read_timeout` usually
+    /// closes an idle connection first).
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Time for a whole request body to arrive, from the request's headers. A body trickled
+    /// slower is cut (408) and its memory freed: at least `max_body_bytes / body_timeout` per
+    /// second is needed for the largest body.
+    #[serde(with = "humantime_serde")]
+    pub body_timeout: Duration,
+    /// At shutdown, how long open requests may run before their connections are dropped and
+    /// the head is flushed.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 512,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            body_timeout: Duration::from_secs(60),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+impl ServerConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_connections == 0 || self.max_connections > Semaphore::MAX_PERMITS {
+            return Err("server.max_connections must be positive".into());
+        }
+        if self.header_read_timeout.is_zero()
+            || self.idle_timeout.is_zero()
+            || self.body_timeout.is_zero()
+            || self.shutdown_grace.is_zero()
+        {
+            return Err(
+                "server.header_read_timeout, idle_timeout, body_timeout and shutdown_grace must be positive".into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, then stops accepting, lets open
+/// requests finish within `shutdown_grace` and returns.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    config: &ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let connections = Arc::new(Semaphore::new(config.max_connections));
+    let (closing_tx, closing_rx) = watch::channel(false);
+    let router = router.layer(axum::middleware::from_fn_with_state(config.body_timeout, body_deadline));
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout);
+    let builder = Arc::new(builder);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        // The permit first: at the cap, connections wait in the accept queue.
+        let permit = tokio::select! {
+            permit = connections.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            () = &mut shutdown => break,
+        };
+        let (stream, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // EMFILE and the like: back off instead of spinning on the error.
+                    tracing::warn!(error = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let connection = Connection {
+            builder: builder.clone(),
+            router: router.clone(),
+            header_read_timeout: config.header_read_timeout,
+            idle_timeout: config.idle_timeout,
+            closing: closing_rx.clone(),
+        };
+        tokio::spawn(async move {
+            connection.run(stream).await;
+            tracing::trace!(%remote, "connection closed");
+            drop(permit);
+        });
+    }
+    drop(listener);
+    let _ = closing_tx.send(true);
+    // Every connection returns its permit when it ends.
+    let all = u32::try_from(config.max_connections).expect("validated against Semaphore::MAX_PERMITS");
+    if tokio::time::timeout(config.shutdown_grace, connections.acquire_many(all))
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open = config.max_connections - connections.available_permits(),
+            "connections still open after server.shutdown_grace; dropping them"
+        );
+    }
+    Ok(())
+}
+
+/// One accepted connection.
+struct Connection {
+    builder: Arc<hyper_util::server::conn::auto::Builder<TokioExecutor>>,
+    router: Router,
+    header_read_timeout: Duration,
+    idle_timeout: Duration,
+    closing: watch::Receiver<bool>,
+}
+
+impl Connection {
+    async fn run(mut self, stream: tokio::net::TcpStream) {
+        let activity = Arc::new(Activity::new());
+        let service = {
+            let activity = activity.clone();
+            let router = self.router.clone();
+            hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+                let busy = activity.begin();
+                let mut router = router.clone();
+                async move {
+                    let response = router.call(request.map(Body::new)).await;
+                    drop(busy);
+                    response
+                }
+            })
+        };
+        let connection = self
+            .builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service);
+        let mut connection = std::pin::pin!(connection);
+        let mut closing = false;
+        loop {
+            let idle_limit = if activity.served() == 0 {
+                self.header_read_timeout
+            } else {
+                self.idle_timeout
+            };
+            let idle_check = activity.idle_deadline(idle_limit);
+            tokio::select! {
+                result = connection.as_mut() => {
+                    if let Err(err) = result {
+                        tracing::debug!(error = %err, "connection ended with an error");
+                    }
+                    return;
+                }
+                changed = self.closing.changed(), if !closing => {
+                    if changed.is_err() || *self.closing.borrow() {
+                        connection.as_mut().graceful_shutdown();
+                        closing = true;
+                    }
+                }
+                () = tokio::time::sleep_until(idle_check), if !closing => {
+                    if activity.idle_for(idle_limit) {
+                        // Gracefully: a response still being written goes out first.
+                        connection.as_mut().graceful_shutdown();
+                        closing = true;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Requests in flight on one connection and when it last went idle, for the idle timeout.
+struct Activity {
+    started: Instant,
+    in_flight: AtomicUsize,
+    served: AtomicUsize,
+    /// Milliseconds after `started` when the last request ended.
+    idle_since_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            served: AtomicUsize::new(0),
+            idle_since_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn begin(self: &Arc<Self>) -> Busy {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        self.served.fetch_add(1, Ordering::Relaxed);
+        Busy(self.clone())
+    }
+
+    fn served(&self) -> usize {
+        self.served.load(Ordering::Relaxed)
+    }
+
+    /// When the connection will have been idle for `limit` if nothing happens (a request in
+    /// flight: check again after `limit`).
+    fn idle_deadline(&self, limit: Duration) -> Instant {
+        if self.in_flight.load(Ordering::SeqCst) > 0 {
+            return Instant::now() + limit;
+        }
+        self.started + Duration::from_millis(self.idle_since_ms.load(Ordering::SeqCst)) + limit
+    }
+
+    fn idle_for(&self, limit: Duration) -> bool {
+        self.in_flight.load(Ordering::SeqCst) == 0 && self.idle_deadline(limit) <= Instant::now()
+    }
+}
+
+/// A request in flight; its end starts the idle clock again.
+struct Busy(Arc<Activity>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let elapsed = u64::try_from(self.0.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.0.idle_since_ms.store(elapsed, Ordering::SeqCst);
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Gives every request body a deadline of `server.body_timeout` from its headers.
+async fn body_deadline(
+    axum::extract::State(timeout): axum::extract::State<Duration>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let deadline = Instant::now() + timeout;
+    next.run(request.map(|body| Body::new(DeadlineBody::new(body, deadline, timeout))))
+        .await
+}
+
+/// The error of a body not received within `server.body_timeout`.
+#[derive(Debug)]
+pub struct BodyTimeout(Duration);
+
+impl std::fmt::Display for BodyTimeout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the request body did not arrive within server.body_timeout ({:?})",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for BodyTimeout {}
+
+impl BodyTimeout {
+    /// Whether `err` (or what caused it) is a body timeout.
+    pub fn is_cause_of(err: &(dyn std::error::Error + 'static)) -> bool {
+        let mut current = Some(err);
+        while let Some(err) = current {
+            if err.is::<BodyTimeout>() {
+                return true;
+            }
+            current = err.source();
+        }
+        false
+    }
+}
+
+/// A body that fails once its deadline passes, however its bytes trickle in.
+/// `tower_http::timeout::TimeoutBody` restarts its timer at every frame, so a client sending
+/// a byte a second would never trip it; this one has a single deadline for the whole body.
+struct DeadlineBody {
+    body: Body,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    timeout: Duration,
+}
+
+impl DeadlineBody {
+    fn new(body: Body, deadline: Instant, timeout: Duration) -> Self {
+        Self {
+            body,
+            sleep: Box::pin(tokio::time::sleep_until(deadline)),
+            timeout,
+        }
+    }
+}
+
+impl http_body::Body for DeadlineBody {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        if let Poll::Ready(frame) = Pin::new(&mut self.body).poll_frame(cx) {
+            return Poll::Ready(frame);
+        }
+        ready!(self.sleep.as_mut().poll(cx));
+        Poll::Ready(Some(Err(axum::Error::new(BodyTimeout(self.timeout)))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
