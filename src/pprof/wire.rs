@@ -107,7 +107,7 @@ pub(super) fn max_sample_bytes(limits: &DecodeLimits) -> usize {
 /// never holds their whole stacks. Memory while decoding is the decoded profile (at most
 /// `max_decoded_bytes`) plus one entry (at most [`max_sample_bytes`] or [`MAX_ENTRY_BYTES`])
 /// plus the reader's buffers.
-pub(super) fn decode_bounded(input: &mut dyn BufRead, limits: &DecodeLimits) -> Result<RawProfile, DecodeError> {
+pub(super) fn decode_bounded<R: BufRead>(input: &mut R, limits: &DecodeLimits) -> Result<RawProfile, DecodeError> {
     let mut profile = RawProfile::default();
     let mut reader = Reader { input, read: 0 };
     let mut entry: Vec<u8> = Vec::new();
@@ -126,10 +126,12 @@ pub(super) fn decode_bounded(input: &mut dyn BufRead, limits: &DecodeLimits) -> 
             Varint::End | Varint::Malformed => return Err(malformed(&mut profile, &entry)),
         };
         let (field, wire_type) = (key >> 3, key & 7);
+        let mut scalar = 0u64;
         let len = match wire_type {
             0 => {
-                if !matches!(reader.varint(&mut entry)?, Varint::Value(_)) {
-                    return Err(malformed(&mut profile, &entry));
+                match reader.varint(&mut entry)? {
+                    Varint::Value(value) => scalar = value,
+                    _ => return Err(malformed(&mut profile, &entry)),
                 }
                 0
             }
@@ -174,6 +176,37 @@ pub(super) fn decode_bounded(input: &mut dyn BufRead, limits: &DecodeLimits) -> 
             return Err(DecodeError::TooLarge {
                 limit: limits.max_decompressed_bytes,
             });
+        }
+        if wire_type == 0 {
+            // Scalars are set as prost would (last one wins, comments appended), without a
+            // merge call each: a profile of millions of them stays fast.
+            let value = scalar as i64;
+            match field {
+                7 => profile.drop_frames = value,
+                8 => profile.keep_frames = value,
+                9 => profile.time_nanos = value,
+                10 => profile.duration_nanos = value,
+                12 => profile.period = value,
+                13 => {
+                    decoded = decoded.saturating_add(8);
+                    if decoded > limits.max_decoded_bytes {
+                        return Err(DecodeError::DecodedTooLarge {
+                            limit: limits.max_decoded_bytes,
+                        });
+                    }
+                    profile.comment.push(value);
+                }
+                14 => profile.default_sample_type = value,
+                15 => profile.doc_url = value,
+                // Field 0 and out-of-range keys are invalid, fields 1-6 are not varints:
+                // prost names the error. Other fields are unknown, skipped as prost does.
+                0..=6 => return Err(malformed(&mut profile, &entry)),
+                _ if key > u64::from(u32::MAX) || field > (1 << 29) - 1 => {
+                    return Err(malformed(&mut profile, &entry));
+                }
+                _ => {}
+            }
+            continue;
         }
         let header = entry.len();
         if !reader.take(len, &mut entry)? {
@@ -234,7 +267,6 @@ pub(super) fn decode_bounded(input: &mut dyn BufRead, limits: &DecodeLimits) -> 
             (1 | 11, 2) => size_of::<ValueType>(),
             // A packed list of comments (string indices).
             (13, 2) => 8 * body.iter().filter(|&&byte| byte < 0x80).count(),
-            (13, 0) => 8,
             _ => 0,
         };
         decoded = decoded.saturating_add(cost);
@@ -339,14 +371,32 @@ enum Varint {
 }
 
 /// The decompressed input and how much of it was read.
-struct Reader<'a> {
-    input: &'a mut dyn BufRead,
+struct Reader<'a, R> {
+    input: &'a mut R,
     read: usize,
 }
 
-impl Reader<'_> {
+impl<R: BufRead> Reader<'_, R> {
     /// Reads a varint, appending its bytes to `out`.
     fn varint(&mut self, out: &mut Vec<u8>) -> Result<Varint, DecodeError> {
+        // Fast path: the whole varint is in the buffer (one virtual call, not one a byte).
+        let buf = self.input.fill_buf().map_err(DecodeError::Gzip)?;
+        if buf.len() >= 10 {
+            let mut value = 0u64;
+            for (i, &byte) in buf.iter().take(10).enumerate() {
+                value |= u64::from(byte & 0x7f) << (7 * i);
+                if byte < 0x80 {
+                    out.extend_from_slice(&buf[..=i]);
+                    self.input.consume(i + 1);
+                    self.read += i + 1;
+                    return Ok(Varint::Value(value));
+                }
+            }
+            out.extend_from_slice(&buf[..10]);
+            self.input.consume(10);
+            self.read += 10;
+            return Ok(Varint::Malformed);
+        }
         let mut value = 0u64;
         for i in 0..10 {
             let Some(byte) = self.byte()? else {
