@@ -16,7 +16,7 @@ const CPU_FILE: &str = "ddnotes_cpu-profiler-labels.pprof";
 const TENANT: &str = "heavy";
 const CPU_TYPE: &str = "process_cpu:cpu:nanoseconds:cpu:nanoseconds";
 /// Series pushed for the heavy queries: each query matches 10,000 matchers against each.
-const SERIES: usize = 200;
+const SERIES: usize = 100;
 const MATCHERS: usize = 10_000;
 
 fn start(dir: &Path, extra: &str) -> Server {
@@ -33,7 +33,7 @@ fn cpu_now() -> Vec<u8> {
     profile.encode_to_vec()
 }
 
-/// Pushes `SERIES` series of service `heavy` (label `i` apart), in requests of 100 series.
+/// Pushes `SERIES` series of service `heavy` (label `i` apart), in requests of 50 series.
 fn push_many_series(server: &Server) {
     use pyrite::proto::push::v1::{PushRequest, RawProfileSeries, RawSample};
     use pyrite::proto::types::v1::LabelPair;
@@ -43,7 +43,7 @@ fn push_many_series(server: &Server) {
         name: name.into(),
         value,
     };
-    for batch in (0..SERIES).collect::<Vec<_>>().chunks(100) {
+    for batch in (0..SERIES).collect::<Vec<_>>().chunks(50) {
         let request = PushRequest {
             series: batch
                 .iter()
