@@ -23,6 +23,7 @@ pub mod model;
 pub mod pprof;
 pub mod proto;
 pub mod query;
+pub mod reload;
 pub mod render;
 pub mod retention;
 pub mod scrape;
