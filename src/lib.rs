@@ -10,6 +10,7 @@
 //! `settings` keeps per-tenant UI settings beside the blocks.
 
 pub mod api;
+pub mod auth;
 pub mod block;
 pub mod cli;
 pub mod cluster;
