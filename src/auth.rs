@@ -94,8 +94,9 @@ impl ClusterSecret {
     /// The secret from `file` if given, else from `$PYRITE_CLUSTER_SECRET`; `None` if neither.
     pub fn load(file: Option<&Path>) -> Result<Option<Self>, String> {
         let text = match file {
-            Some(path) => std::fs::read_to_string(path)
-                .map_err(|err| format!("cluster.secret_file {}: {err}", path.display()))?,
+            Some(path) => {
+                std::fs::read_to_string(path).map_err(|err| format!("cluster.secret_file {}: {err}", path.display()))?
+            }
             None => match std::env::var(CLUSTER_SECRET_ENV) {
                 Ok(text) if !text.trim().is_empty() => text,
                 _ => return Ok(None),
@@ -208,7 +209,10 @@ impl Grant {
 /// Credentials a request presents in `Authorization`.
 pub enum Credential {
     Bearer(String),
-    Basic { username: String, password: String },
+    Basic {
+        username: String,
+        password: String,
+    },
     /// An `Authorization` header in no scheme we know, or not decodable.
     Malformed,
 }
@@ -369,11 +373,7 @@ fn parse_tokens(text: &str) -> Result<TokenTable, String> {
                     entry.bearer_token_sha256.as_deref(),
                 )
                 .map_err(invalid)?;
-                if let Some(other) = table
-                    .bearer
-                    .iter()
-                    .position(|(known, _)| same(known, &digest))
-                {
+                if let Some(other) = table.bearer.iter().position(|(known, _)| same(known, &digest)) {
                     return Err(invalid(format!("the same bearer token as {}", bearer_names[other])));
                 }
                 table.bearer.push((digest, grant));
@@ -558,7 +558,10 @@ mod tests {
         }
         assert!(Credential::from_headers(&HeaderMap::new()).is_none());
         assert_eq!(
-            format!("{:?}", Credential::from_headers(&headers("Bearer alloy-token-0123456789"))),
+            format!(
+                "{:?}",
+                Credential::from_headers(&headers("Bearer alloy-token-0123456789"))
+            ),
             "Some(Bearer(redacted))"
         );
     }
@@ -572,20 +575,32 @@ mod tests {
                 "tokens:\n  - bearer_token: 0123456789abcdef01\n    basic_auth: { username: u, password: 0123456789abcdef01 }\n    read: [a]\n",
                 "exactly one credential",
             ),
-            ("tokens:\n  - bearer_token: 0123456789abcdef01\n    read: ['a/b']\n", "tenant"),
+            (
+                "tokens:\n  - bearer_token: 0123456789abcdef01\n    read: ['a/b']\n",
+                "tenant",
+            ),
             (
                 "tokens:\n  - { bearer_token: 0123456789abcdef01, read: [a] }\n  - { bearer_token: 0123456789abcdef01, read: [b] }\n",
                 "same bearer token",
             ),
-            ("tokens:\n  - { bearer: 0123456789abcdef01, read: [a] }\n", "unknown field"),
+            (
+                "tokens:\n  - { bearer: 0123456789abcdef01, read: [a] }\n",
+                "unknown field",
+            ),
             ("tokens:\n  - { bearer_token: 0123456789abcdef01, read: [a", ""),
             ("tokens:\n", ""),
             ("# nothing\n", ""),
-            ("tokens:\n  - basic_auth: 'user:a-password, that is secret'\n    read: [a]\n", "not shown"),
+            (
+                "tokens:\n  - basic_auth: 'user:a-password, that is secret'\n    read: [a]\n",
+                "not shown",
+            ),
         ] {
             let err = parse_tokens(text).err().unwrap_or_else(|| panic!("accepted {text:?}"));
             assert!(err.contains(expected), "{text:?}: {err}");
-            assert!(!err.contains("0123456789abcdef01") && !err.contains("a-password"), "{err}");
+            assert!(
+                !err.contains("0123456789abcdef01") && !err.contains("a-password"),
+                "{err}"
+            );
         }
         assert_eq!(parse_tokens("tokens: []").unwrap().len(), 0);
     }

@@ -110,14 +110,20 @@ fn read(server: &Server, tenant: Option<&str>, auth: &Auth) -> (u16, serde_json:
         "start": 1, "end": pyrite::now_ms() + 3_600_000,
     });
     let mut http = reqwest::blocking::Client::new()
-        .post(format!("{}/querier.v1.QuerierService/SelectMergeStacktraces", server.url))
+        .post(format!(
+            "{}/querier.v1.QuerierService/SelectMergeStacktraces",
+            server.url
+        ))
         .header("Content-Type", "application/json")
         .body(body.to_string());
     if let Some(tenant) = tenant {
         http = http.header("X-Scope-OrgID", tenant);
     }
     let response = with_auth(http, auth).send().unwrap();
-    (response.status().as_u16(), response.json().unwrap_or(serde_json::Value::Null))
+    (
+        response.status().as_u16(),
+        response.json().unwrap_or(serde_json::Value::Null),
+    )
 }
 
 fn total(answer: &(u16, serde_json::Value)) -> i64 {
@@ -144,9 +150,7 @@ fn the_peer_route_needs_the_cluster_secret() {
     let secret_file = dir.path().join("cluster-secret");
     std::fs::write(&secret_file, format!("{SECRET}\n")).unwrap();
     let cluster = |secret: &str| {
-        format!(
-            "scrape_configs: []\ncluster:\n  replica: solo\n  peers: {{ solo: '127.0.0.1:{port}' }}\n{secret}"
-        )
+        format!("scrape_configs: []\ncluster:\n  replica: solo\n  peers: {{ solo: '127.0.0.1:{port}' }}\n{secret}")
     };
     let config = dir.path().join("pyrite.yaml");
     std::fs::write(&config, cluster(&format!("  secret_file: {}\n", secret_file.display()))).unwrap();
@@ -176,7 +180,10 @@ fn the_peer_route_needs_the_cluster_secret() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
-    assert!(stderr.contains("cluster.secret_file") && stderr.contains("PYRITE_CLUSTER_SECRET"), "{stderr}");
+    assert!(
+        stderr.contains("cluster.secret_file") && stderr.contains("PYRITE_CLUSTER_SECRET"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -219,9 +226,23 @@ fn tokens_decide_who_reads_and_writes_which_tenant() {
     assert!(challenges.iter().any(|c| c.starts_with("Bearer")) && challenges.iter().any(|c| c.starts_with("Basic")));
     assert_eq!(response.json::<serde_json::Value>().unwrap()["code"], "unauthenticated");
     assert_eq!(push(&server, Some("team-a"), &Auth::None).0, 401);
-    assert_eq!(push(&server, Some("team-a"), &Auth::Bearer("token-of-team-a-0002")).0, 401);
-    assert_eq!(read(&server, Some("team-a"), &Auth::Basic("grafana", "wrong-password-000001")).0, 401);
-    assert_eq!(read(&server, Some("team-a"), &Auth::Basic("nobody", GRAFANA_PASSWORD)).0, 401);
+    assert_eq!(
+        push(&server, Some("team-a"), &Auth::Bearer("token-of-team-a-0002")).0,
+        401
+    );
+    assert_eq!(
+        read(
+            &server,
+            Some("team-a"),
+            &Auth::Basic("grafana", "wrong-password-000001")
+        )
+        .0,
+        401
+    );
+    assert_eq!(
+        read(&server, Some("team-a"), &Auth::Basic("nobody", GRAFANA_PASSWORD)).0,
+        401
+    );
 
     // Team A writes and reads A.
     let (status, body) = push(&server, Some("team-a"), &Auth::Bearer(TEAM_A));
@@ -230,7 +251,11 @@ fn tokens_decide_who_reads_and_writes_which_tenant() {
     assert!(one_push > 0);
     // ... and nothing of B: 403 permission_denied.
     let (status, body) = read(&server, Some("team-b"), &Auth::Bearer(TEAM_A));
-    assert_eq!((status, body["code"].as_str()), (403, Some("permission_denied")), "{body}");
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("permission_denied")),
+        "{body}"
+    );
     assert_eq!(push(&server, Some("team-b"), &Auth::Bearer(TEAM_A)).0, 403);
     // Two tenants granted, no header: `anonymous`, which it may not read.
     assert_eq!(read(&server, None, &Auth::Basic("grafana", GRAFANA_PASSWORD)).0, 403);
@@ -245,8 +270,22 @@ fn tokens_decide_who_reads_and_writes_which_tenant() {
     assert_eq!(push(&server, None, &Auth::Bearer(WRITER_B)).0, 200);
     assert_eq!(total(&read(&server, None, &Auth::Bearer(READER_B))), one_push);
     // Basic auth (Grafana's data source) reads both.
-    assert_eq!(total(&read(&server, Some("team-b"), &Auth::Basic("grafana", GRAFANA_PASSWORD))), one_push);
-    assert_eq!(total(&read(&server, Some("team-a"), &Auth::Basic("grafana", GRAFANA_PASSWORD))), one_push);
+    assert_eq!(
+        total(&read(
+            &server,
+            Some("team-b"),
+            &Auth::Basic("grafana", GRAFANA_PASSWORD)
+        )),
+        one_push
+    );
+    assert_eq!(
+        total(&read(
+            &server,
+            Some("team-a"),
+            &Auth::Basic("grafana", GRAFANA_PASSWORD)
+        )),
+        one_push
+    );
 
     // The legacy routes, settings.v1: the same rules.
     let raw = std::fs::read(common::corpus_dir().join("files").join(CPU_FILE)).unwrap();
@@ -262,7 +301,10 @@ fn tokens_decide_who_reads_and_writes_which_tenant() {
     assert_eq!(ingest(&Auth::Bearer(TEAM_A)), 200);
     let render = |auth: &Auth| {
         let request = client
-            .get(format!("{}/api/v1/render?query=%7B%7D&from=now-1h&until=now&format=folded", server.url))
+            .get(format!(
+                "{}/api/v1/render?query=%7B%7D&from=now-1h&until=now&format=folded",
+                server.url
+            ))
             .header("X-Scope-OrgID", "team-b");
         with_auth(request, auth).send().unwrap().status().as_u16()
     };
@@ -323,13 +365,27 @@ fn tokens_decide_who_reads_and_writes_which_tenant() {
     // An empty file, then a half-written one: refused, the tokens in force stay.
     for (broken, ahead) in [("", 10), (&with_later[..with_later.len() / 2], 15)] {
         write_later(&tokens, broken, ahead);
-        let refusals = server.log.lock().unwrap().matches("keeping the API tokens in force").count();
+        let refusals = server
+            .log
+            .lock()
+            .unwrap()
+            .matches("keeping the API tokens in force")
+            .count();
         common::wait_until("the broken file refused", Duration::from_secs(5), || {
-            server.log.lock().unwrap().matches("keeping the API tokens in force").count() > refusals
+            server
+                .log
+                .lock()
+                .unwrap()
+                .matches("keeping the API tokens in force")
+                .count()
+                > refusals
         });
         assert_eq!(read(&server, Some("team-a"), &Auth::Bearer(LATER)).0, 200);
         assert_eq!(push(&server, Some("team-a"), &Auth::Bearer(TEAM_A)).0, 200);
-        assert_eq!(read(&server, Some("team-b"), &Auth::Basic("grafana", GRAFANA_PASSWORD)).0, 200);
+        assert_eq!(
+            read(&server, Some("team-b"), &Auth::Basic("grafana", GRAFANA_PASSWORD)).0,
+            200
+        );
     }
     // A token taken out is refused within the period.
     write_later(&tokens, &tokens_file(), 20);
@@ -343,7 +399,15 @@ fn tokens_decide_who_reads_and_writes_which_tenant() {
         use base64::Engine;
         base64::engine::general_purpose::STANDARD.encode(format!("grafana:{GRAFANA_PASSWORD}"))
     };
-    for secret in [TEAM_A, READER_B, WRITER_B, GRAFANA_PASSWORD, LATER, "token-of-team-a-0002", &basic] {
+    for secret in [
+        TEAM_A,
+        READER_B,
+        WRITER_B,
+        GRAFANA_PASSWORD,
+        LATER,
+        "token-of-team-a-0002",
+        &basic,
+    ] {
         assert!(!log.contains(secret), "{secret} is in the server's log");
     }
 }

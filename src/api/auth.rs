@@ -86,7 +86,9 @@ pub async fn authenticate(State(state): State<SharedState>, mut request: Request
 fn authorize(tokens: &Tokens, access: Access, require_tenant: bool, headers: &mut HeaderMap) -> Result<(), Response> {
     let Some(credential) = Credential::from_headers(headers) else {
         tracing::debug!("refused a request without credentials");
-        return Err(challenge("credentials required: Authorization: Bearer <token>, or basic auth"));
+        return Err(challenge(
+            "credentials required: Authorization: Bearer <token>, or basic auth",
+        ));
     };
     let Some(grant) = tokens.authenticate(&credential) else {
         tracing::warn!(scheme = credential.scheme(), "refused unknown credentials");
