@@ -75,7 +75,7 @@ pub async fn authenticate(State(state): State<SharedState>, mut request: Request
             if let Some(tokens) = &state.auth.tokens {
                 let require_tenant = state.config.require_tenant_header;
                 if let Err(refusal) = authorize(tokens, access, require_tenant, request.headers_mut()) {
-                    return refusal;
+                    return *refusal;
                 }
             }
         }
@@ -83,16 +83,20 @@ pub async fn authenticate(State(state): State<SharedState>, mut request: Request
     next.run(request).await
 }
 
-fn authorize(tokens: &Tokens, access: Access, require_tenant: bool, headers: &mut HeaderMap) -> Result<(), Response> {
+/// Checks the request's credentials for its tenant; the refusal to answer otherwise.
+fn authorize(
+    tokens: &Tokens,
+    access: Access,
+    require_tenant: bool,
+    headers: &mut HeaderMap,
+) -> Result<(), Box<Response>> {
     let Some(credential) = Credential::from_headers(headers) else {
         tracing::debug!("refused a request without credentials");
-        return Err(challenge(
-            "credentials required: Authorization: Bearer <token>, or basic auth",
-        ));
+        return Err(challenge("credentials required: Authorization: Bearer <token>, or basic auth").into());
     };
     let Some(grant) = tokens.authenticate(&credential) else {
         tracing::warn!(scheme = credential.scheme(), "refused unknown credentials");
-        return Err(challenge("unknown credentials"));
+        return Err(challenge("unknown credentials").into());
     };
     headers.remove(header::AUTHORIZATION);
     if !headers.contains_key(TENANT_HEADER)
@@ -101,14 +105,15 @@ fn authorize(tokens: &Tokens, access: Access, require_tenant: bool, headers: &mu
         let value = HeaderValue::from_str(only.as_str()).expect("a tenant ID is a valid header value");
         headers.insert(TENANT_HEADER, value);
     }
-    let tenant = tenant_from_headers(headers, require_tenant).map_err(IntoResponse::into_response)?;
+    let tenant = tenant_from_headers(headers, require_tenant).map_err(|err| Box::new(err.into_response()))?;
     if !grant.allows(access, &tenant) {
         tracing::warn!(credentials = %grant.name, %tenant, %access, "refused: tenant not allowed for these credentials");
         return Err(ConnectError::new(
             Code::PermissionDenied,
             format!("these credentials may not {access} tenant {tenant}"),
         )
-        .into_response());
+        .into_response()
+        .into());
     }
     Ok(())
 }
