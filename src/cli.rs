@@ -228,6 +228,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         config.runtime_config.clone(),
     )?);
     let overrides_watch = tokio::spawn(tenant_limits.clone().watch());
+    let tokens = crate::auth::Tokens::load(&config.auth)?;
+    let tokens_watch = tokens.clone().map(|tokens| tokio::spawn(tokens.watch()));
     let mut metrics = Metrics::default();
     let scrape_metrics = crate::scrape::ScrapeMetrics::register(metrics.registry_mut());
     let flush_heartbeat = Heartbeat::register(metrics.registry_mut(), "head_flush", "Head flushes to storage");
@@ -265,6 +267,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         metrics,
         settings,
         pool: api::pool::Pool::new(&config.api),
+        auth: crate::auth::ApiAuth {
+            cluster_secret: peers.as_ref().map(|peers| peers.secret().clone()),
+            tokens,
+        },
     });
     let flusher = tokio::spawn(head.clone().run_flusher(flush_heartbeat));
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -283,6 +289,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     .await?;
     flusher.abort();
     overrides_watch.abort();
+    if let Some(tokens_watch) = tokens_watch {
+        tokens_watch.abort();
+    }
     retention.abort();
     if let Some(compactor) = compactor {
         compactor.abort();
@@ -398,7 +407,7 @@ async fn push(
         if let Some(tenant) = tenant {
             http = http.header("X-Scope-OrgID", tenant);
         }
-        let response = http
+        let response = with_token(http)
             .send()
             .await
             .with_context(|| format!("pushing {}", file.display()))?;
@@ -410,6 +419,15 @@ async fn push(
         println!("pushed {}", file.display());
     }
     Ok(())
+}
+
+/// Adds `$PYRITE_TOKEN` as a bearer token, for a server with `auth.tokens_file` (an environment
+/// variable rather than a flag: command lines are visible to every user of the machine).
+fn with_token(request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    match std::env::var("PYRITE_TOKEN") {
+        Ok(token) if !token.is_empty() => request.bearer_auth(token),
+        _ => request,
+    }
 }
 
 /// Reads a pprof file; with `at_ms`, rewrites its time (re-encoded, gzipped).
@@ -453,11 +471,13 @@ async fn export_remote(
     }
     let mut endpoint = url::Url::parse(&format!("{}/api/v1/render", url.trim_end_matches('/')))?;
     endpoint.query_pairs_mut().extend_pairs(params);
-    let response = reqwest::Client::new()
-        .get(endpoint)
-        .header("X-Scope-OrgID", tenant.as_str())
-        .send()
-        .await?;
+    let response = with_token(
+        reqwest::Client::new()
+            .get(endpoint)
+            .header("X-Scope-OrgID", tenant.as_str()),
+    )
+    .send()
+    .await?;
     let status = response.status();
     let body = response.bytes().await?;
     if !status.is_success() {

@@ -5,10 +5,12 @@
 //! ([`Peers::owns`]): each scrape target is scraped by one replica, and one replica compacts.
 
 use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::auth::{CLUSTER_SECRET_HEADER, ClusterSecret};
 use crate::block::{self, BlockError, Partition};
 use crate::model::Tenant;
 
@@ -19,6 +21,9 @@ pub struct ClusterConfig {
     pub replica: Option<String>,
     /// Every replica, this one included: name → `host:port` of its HTTP API. Empty: one replica.
     pub peers: BTreeMap<String, String>,
+    /// File holding the secret the replicas send each other on `/internal/v1/head` (which
+    /// serves any tenant's head data); default: `$PYRITE_CLUSTER_SECRET`. Required with `peers`.
+    pub secret_file: Option<PathBuf>,
     /// How long a flushed partition stays readable by peers after its block is published:
     /// longer than a peer takes from listing blocks to asking for heads.
     #[serde(with = "humantime_serde")]
@@ -33,6 +38,7 @@ impl Default for ClusterConfig {
         Self {
             replica: None,
             peers: BTreeMap::new(),
+            secret_file: None,
             published_grace: Duration::from_secs(60),
             peer_timeout: Duration::from_secs(10),
         }
@@ -133,6 +139,7 @@ pub struct Peers {
     names: Vec<String>,
     others: Vec<(String, reqwest::Url)>,
     client: reqwest::Client,
+    secret: ClusterSecret,
 }
 
 impl Peers {
@@ -143,6 +150,13 @@ impl Peers {
             return Ok(None);
         }
         let me = config.me()?;
+        let secret = ClusterSecret::load(config.secret_file.as_deref())?.ok_or_else(|| {
+            format!(
+                "cluster.peers is set but there is no cluster secret: set cluster.secret_file or \
+                 ${} (every replica the same); {HEAD_ROUTE} serves any tenant's data and is refused without it",
+                crate::auth::CLUSTER_SECRET_ENV
+            )
+        })?;
         let others = config
             .peers
             .iter()
@@ -162,11 +176,17 @@ impl Peers {
             names: config.peers.keys().cloned().collect(),
             others,
             client,
+            secret,
         }))
     }
 
     pub fn me(&self) -> &str {
         &self.me
+    }
+
+    /// The secret peers send and expect on [`HEAD_ROUTE`].
+    pub fn secret(&self) -> &ClusterSecret {
+        &self.secret
     }
 
     /// Whether this replica is the one for `key` (rendezvous hashing: the replica whose hash
@@ -188,10 +208,14 @@ impl Peers {
                     .client
                     .post(url.clone())
                     .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .header(CLUSTER_SECRET_HEADER, self.secret.header_value())
                     .body(serde_json::to_vec(request).expect("a request serializes"))
                     .send()
                     .await
                     .map_err(|err| err.to_string())?;
+                if response.status() == reqwest::StatusCode::UNAUTHORIZED {
+                    return Err("401: the peer refused this replica's cluster secret (do the secrets differ?)".into());
+                }
                 if !response.status().is_success() {
                     return Err(format!("{}", response.status()));
                 }
@@ -274,12 +298,19 @@ mod tests {
     }
 
     #[test]
-    fn config_needs_this_replica_among_its_peers() {
+    fn config_needs_this_replica_among_its_peers_and_a_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret_file = dir.path().join("secret");
         let mut config = ClusterConfig {
             replica: Some("a".into()),
             peers: BTreeMap::from([("a".into(), "127.0.0.1:1".into()), ("b".into(), "127.0.0.1:2".into())]),
+            secret_file: Some(secret_file.clone()),
             ..ClusterConfig::default()
         };
+        assert!(Peers::from_config(&config).is_err(), "the secret file is missing");
+        std::fs::write(&secret_file, "too short\n").unwrap();
+        assert!(Peers::from_config(&config).is_err());
+        std::fs::write(&secret_file, "a-secret-long-enough-for-a-cluster\n").unwrap();
         assert!(
             Peers::from_config(&config)
                 .unwrap()

@@ -48,6 +48,8 @@ pub struct Config {
     pub compactor: CompactorConfig,
     /// Several replicas on one bucket; none by default.
     pub cluster: ClusterConfig,
+    /// API token authentication; off by default.
+    pub auth: crate::auth::AuthConfig,
     /// Targets Pyrite pulls profiles from. Default: itself (`/debug/pprof/profile` at the listen
     /// address); `scrape_configs: []` turns scraping off.
     pub scrape_configs: Vec<ScrapeConfig>,
@@ -68,6 +70,7 @@ impl Default for Config {
             retention: RetentionConfig::default(),
             compactor: CompactorConfig::default(),
             cluster: ClusterConfig::default(),
+            auth: crate::auth::AuthConfig::default(),
             scrape_configs: vec![ScrapeConfig::self_scrape()],
         }
     }
@@ -189,6 +192,7 @@ impl Config {
             return invalid("runtime_config.period, retention.sweep_interval and compactor.interval must be positive");
         }
         self.cluster.validate().map_err(ConfigError::Invalid)?;
+        self.auth.validate().map_err(ConfigError::Invalid)?;
         let mut jobs = std::collections::BTreeSet::new();
         for scrape in &self.scrape_configs {
             scrape.validate().map_err(ConfigError::Invalid)?;

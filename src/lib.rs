@@ -11,6 +11,7 @@
 //! (WAL records, block parts) that readers set aside instead of failing.
 
 pub mod api;
+pub mod auth;
 pub mod block;
 pub mod cli;
 pub mod cluster;
@@ -25,6 +26,7 @@ pub mod model;
 pub mod pprof;
 pub mod proto;
 pub mod query;
+pub mod reload;
 pub mod render;
 pub mod retention;
 pub mod scrape;

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
 use serde::Deserialize;
@@ -175,7 +175,8 @@ impl Refusal {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct OverridesFile {
-    overrides: HashMap<String, Option<PartialLimits>>,
+    /// Required, and not null: a file cut after `overrides:` must not lift every override.
+    overrides: Option<HashMap<String, Option<PartialLimits>>>,
 }
 
 /// A tenant's entry in the overrides file: what it names replaces the default.
@@ -227,8 +228,11 @@ fn parse_overrides(text: &str, defaults: &TenantLimits) -> Result<HashMap<Tenant
         return Err("the file is empty (with no overrides, write `overrides: {}`)".into());
     }
     let file: OverridesFile = serde_yaml::from_str(text).map_err(|err| err.to_string())?;
+    let Some(overrides) = file.overrides else {
+        return Err("no `overrides:` entries (half-written?); write `overrides: {}` for none".into());
+    };
     let mut limits = HashMap::new();
-    for (tenant, partial) in file.overrides {
+    for (tenant, partial) in overrides {
         // `tenant:` with nothing after it is where a half-written file may end.
         let partial = partial.ok_or_else(|| format!("tenant {tenant:?} names no limits"))?;
         let tenant = Tenant::parse(&tenant).map_err(|err| format!("tenant {tenant:?}: {err}"))?;
@@ -249,8 +253,8 @@ pub struct Limits {
     defaults: TenantLimits,
     runtime: RuntimeConfig,
     overrides: RwLock<Arc<HashMap<Tenant, TenantLimits>>>,
-    /// Modification time of the overrides file as last read.
-    loaded: Mutex<Option<SystemTime>>,
+    /// The overrides file and the version of it in force.
+    file: Option<crate::reload::WatchedFile>,
     buckets: Mutex<HashMap<Tenant, TokenBucket>>,
     /// The same for profile bytes (`ingestion_rate_mb`).
     byte_buckets: Mutex<HashMap<Tenant, TokenBucket>>,
@@ -273,9 +277,9 @@ impl Limits {
     fn new(defaults: TenantLimits, runtime: RuntimeConfig) -> Self {
         Self {
             defaults,
+            file: runtime.file.clone().map(crate::reload::WatchedFile::new),
             runtime,
             overrides: RwLock::new(Arc::new(HashMap::new())),
-            loaded: Mutex::new(None),
             buckets: Mutex::new(HashMap::new()),
             byte_buckets: Mutex::new(HashMap::new()),
         }
@@ -302,26 +306,22 @@ impl Limits {
         self.overrides.read().keys().cloned().collect()
     }
 
-    /// Re-reads the overrides file if its modification time changed; true if it was read.
-    /// A file that does not parse keeps the limits in force.
+    /// Re-reads the overrides file if its modification time or size changed; true if it was
+    /// read. A file that does not parse, is empty or changes while read keeps the limits in force.
     pub fn reload(&self) -> Result<bool, LimitsError> {
-        let Some(path) = &self.runtime.file else {
+        let Some(file) = &self.file else {
             return Ok(false);
         };
         let error = |reason: String| LimitsError::File {
-            path: path.clone(),
+            path: file.path().to_path_buf(),
             reason,
         };
-        let modified = std::fs::metadata(path)
-            .and_then(|meta| meta.modified())
-            .map_err(|err| error(err.to_string()))?;
-        if *self.loaded.lock() == Some(modified) {
+        let Some((text, stamp)) = file.read_if_changed().map_err(error)? else {
             return Ok(false);
-        }
-        let text = std::fs::read_to_string(path).map_err(|err| error(err.to_string()))?;
+        };
         let overrides = parse_overrides(&text, &self.defaults).map_err(error)?;
         *self.overrides.write() = Arc::new(overrides);
-        *self.loaded.lock() = Some(modified);
+        file.taken(stamp);
         Ok(true)
     }
 
@@ -436,7 +436,7 @@ fn take(
 pub(crate) fn write_overrides_for_test(path: &Path, text: &str, ahead_secs: u64) {
     std::fs::write(path, text).unwrap();
     let file = std::fs::File::options().write(true).open(path).unwrap();
-    file.set_modified(SystemTime::now() + Duration::from_secs(ahead_secs))
+    file.set_modified(std::time::SystemTime::now() + Duration::from_secs(ahead_secs))
         .unwrap();
 }
 
@@ -473,11 +473,17 @@ mod tests {
         assert_eq!(parsed[&tenant("agents")].max_global_series_per_user, 3);
         assert!(parse_overrides("overrides: {}", &defaults).unwrap().is_empty());
         // Empty or cut off: refused, so the last good file stays in force.
-        assert!(parse_overrides("", &defaults).is_err());
-        assert!(parse_overrides("  \n", &defaults).is_err());
-        assert!(parse_overrides("# just a comment\n", &defaults).is_err());
-        assert!(parse_overrides("overrides:\n  platform:\n", &defaults).is_err());
-        assert!(parse_overrides("overrides:\n  platform:\n    ingestion_ra", &defaults).is_err());
+        for half in [
+            "",
+            "  \n",
+            "# nothing",
+            "overrides:",
+            "{}",
+            "overrides:\n  platform:\n",
+            "overrides:\n  platform:\n    ingestion_ra",
+        ] {
+            assert!(parse_overrides(half, &defaults).is_err(), "{half}");
+        }
         assert!(parse_overrides("overrides: { a: { ingestion_rat: 1 } }", &defaults).is_err());
         assert!(parse_overrides("overrides: { 'a/b': {} }", &defaults).is_err());
         assert!(parse_overrides("overrides: { a: { ingestion_rate: -1 } }", &defaults).is_err());
@@ -576,6 +582,10 @@ mod tests {
         assert_eq!(limits.for_tenant(&tenant("a")).ingestion_rate, 2.0);
         touch("overrides: [", 10);
         assert!(limits.reload().is_err());
+        assert_eq!(limits.for_tenant(&tenant("a")).ingestion_rate, 2.0);
+        // Empty (an editor truncating before it writes): refused too, the old limits stay.
+        touch("", 15);
+        assert!(limits.reload().unwrap_err().to_string().contains("empty"));
         assert_eq!(limits.for_tenant(&tenant("a")).ingestion_rate, 2.0);
     }
 }

@@ -22,15 +22,19 @@ fn start_replica(dir: &Path, name: &str, ports: &[(&str, u16)], shared_blocks: &
         .collect();
     let port = ports.iter().find(|(peer, _)| *peer == name).unwrap().1;
     let config = dir.join(format!("{name}.yaml"));
+    // Peers send each other the cluster secret (a Kubernetes Secret mounted as a file).
+    let secret = dir.join("cluster-secret");
+    std::fs::write(&secret, "a-shared-cluster-secret-for-the-test\n").unwrap();
     std::fs::write(
         &config,
         format!(
             "storage:\n  backend: filesystem\n  directory: {}\n\
              head: {{ flush_interval: 150ms }}\n\
-             cluster:\n  replica: {name}\n  published_grace: 10s\n  peers:\n{peers}\
+             cluster:\n  replica: {name}\n  published_grace: 10s\n  secret_file: {}\n  peers:\n{peers}\
              scrape_configs:\n  - job_name: fleet\n    scrape_interval: 1s\n    scrape_timeout: 500ms\n    \
              profiles: [goroutine]\n    static_configs:\n      - targets: [{}]\n",
             shared_blocks.display(),
+            secret.display(),
             (1..=8)
                 .map(|i| format!("'127.0.0.1:{i}'"))
                 .collect::<Vec<_>>()

@@ -1,6 +1,6 @@
 //! Pyroscope wire compatibility proven with the OFFICIAL Go clients: starts `pyrite serve`
-//! (twice: defaults, and one with a 1 MiB body limit) and runs the Go module `tests/compat`
-//! against it (`go test`, with `PYRITE_URL` / `PYRITE_SMALL_BODY_URL`). That module pushes real
+//! (three times: defaults, one with a 1 MiB body limit, one with API tokens) and runs the Go module `tests/compat`
+//! against it (`go test`, with `PYRITE_URL` / `PYRITE_SMALL_BODY_URL` / `PYRITE_AUTH_URL`). That module pushes real
 //! corpus profiles with `pushv1connect` and calls every querier RPC Grafana and the Pyroscope
 //! UI use through `querierv1connect` (and settings.v1 through `settingsv1connect`), checking
 //! answers against totals computed with `github.com/google/pprof/profile`. `go` missing is a failure, never a skip.
@@ -24,11 +24,29 @@ fn official_go_clients_against_pyrite_serve() {
     std::fs::write(&config, "api:\n  max_body_bytes: 1048576\n").unwrap();
     let small = Server::start_with_config(&small_data.path().join("data"), Some(&config));
 
+    // Tokens on: the credentials `auth_test.go` uses.
+    let auth_data = tempfile::tempdir().unwrap();
+    let tokens = auth_data.path().join("tokens.yaml");
+    std::fs::write(
+        &tokens,
+        "tokens:\n  - { name: writer, bearer_token: compat-writer-token-0001, write: [compat-auth] }\n  \
+         - { basic_auth: { username: grafana, password: compat-grafana-password-01 }, read: [compat-auth] }\n",
+    )
+    .unwrap();
+    let auth_config = auth_data.path().join("pyrite.yaml");
+    std::fs::write(
+        &auth_config,
+        format!("scrape_configs: []\nauth:\n  tokens_file: {}\n", tokens.display()),
+    )
+    .unwrap();
+    let authed = Server::start_with_config(&auth_data.path().join("data"), Some(&auth_config));
+
     let output = Command::new("go")
         .args(["test", "-count=1", "-v", "./..."])
         .current_dir(root.join("tests/compat"))
         .env("PYRITE_URL", &server.url)
         .env("PYRITE_SMALL_BODY_URL", &small.url)
+        .env("PYRITE_AUTH_URL", &authed.url)
         .env("PYRITE_CORPUS_DIR", &corpus)
         .output()
         .expect("`go` is needed for tests/compat (Go 1.26+ on PATH)");
@@ -51,6 +69,7 @@ fn official_go_clients_against_pyrite_serve() {
         "TestMemoryDeltas",
         "TestSelectMergeSpanProfile",
         "TestSettings",
+        "TestTokenAuth",
     ] {
         assert!(
             stdout.contains(&format!("--- PASS: {name} ")),

@@ -2,6 +2,7 @@
 //! `/ingest` and `/pyroscope/*` routes, `/api/v1/render` exports, `/ready` and `/metrics`.
 //! Handlers translate; the work happens in `ingest`, `query` and `render`.
 
+mod auth;
 pub mod connect;
 pub mod debug_pprof;
 mod legacy;
@@ -37,6 +38,8 @@ pub struct AppState {
     pub settings: crate::settings::SettingsStore,
     /// The blocking pool reads and decodes run on.
     pub pool: pool::Pool,
+    /// The cluster secret and API tokens (`api::auth` checks them on every request).
+    pub auth: crate::auth::ApiAuth,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -87,5 +90,7 @@ pub fn router(state: SharedState) -> Router {
         // `connect::read_body` under the same limit, so going over is a JSON
         // `invalid_argument` a connect client understands, not a plain-text 413.
         .layer(DefaultBodyLimit::max(body_limit))
+        // Outermost: nothing is read before the credentials are checked.
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
         .with_state(state)
 }

@@ -119,6 +119,8 @@ pub struct Server {
     pub url: String,
     pub data_dir: PathBuf,
     pub port: u16,
+    /// Everything the server wrote to stderr so far.
+    pub log: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl Server {
@@ -133,6 +135,11 @@ impl Server {
 
     /// As [`Server::start_with_config`], on a port chosen beforehand (peers name each other).
     pub fn start_on(data_dir: &Path, config: Option<&Path>, port: u16) -> Server {
+        Self::start_with_env(data_dir, config, port, &[])
+    }
+
+    /// As [`Server::start_on`], with extra environment variables (`RUST_LOG` among them).
+    pub fn start_with_env(data_dir: &Path, config: Option<&Path>, port: u16, env: &[(&str, &str)]) -> Server {
         let mut command = Command::new(pyrite_binary());
         command
             .arg("serve")
@@ -143,17 +150,25 @@ impl Server {
         if let Some(config) = config {
             command.arg("--config").arg(config);
         }
+        command.env("RUST_LOG", "warn");
+        for (name, value) in env {
+            command.env(name, value);
+        }
         let mut child = command
-            .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .expect("starting pyrite serve");
         // Drain stderr so the child never blocks on a full pipe; echo it for failing tests.
         let stderr = child.stderr.take().unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let kept = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 eprintln!("[pyrite] {line}");
+                let mut kept = kept.lock().unwrap();
+                kept.push_str(&line);
+                kept.push('\n');
             }
         });
         let server = Server {
@@ -161,6 +176,7 @@ impl Server {
             url: format!("http://127.0.0.1:{port}"),
             data_dir: data_dir.to_path_buf(),
             port,
+            log,
         };
         server.wait_ready();
         server
