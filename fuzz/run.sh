@@ -56,7 +56,8 @@ for target in "${targets[@]}"; do
   rm -rf "$out"
   mkdir -p "$out"
   status=0
-  PYRITE_FUZZ_SCRATCH="$out/scratch" \
+  # No backtraces under AFL++: symbolizing one takes longer than its timeout.
+  PYRITE_FUZZ_SCRATCH="$out/scratch" RUST_BACKTRACE=0 \
     AFL_SKIP_CPUFREQ=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 AFL_NO_UI=1 AFL_NO_AFFINITY=1 \
     "${nice_cmd[@]}" cargo afl fuzz -V "$seconds" -i "seeds/$target" -o "$out" "$target_dir/release/$target" \
     >"$out/afl.log" 2>&1 || status=$?

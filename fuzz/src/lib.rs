@@ -234,9 +234,10 @@ pub fn folded(data: &[u8]) {
     if let Some(text) = utf8_text(data) {
         let (accepted, invalid) = count_lines(text);
         assert_eq!(parsed.invalid_lines, invalid, "invalid lines of {text:?}");
+        // Each line's value saturates (documented); a stack's sum must not wrap.
         let expected: i128 = accepted
             .iter()
-            .map(|&count| i128::from(count) * i128::from(scale))
+            .map(|&count| i128::from(count.saturating_mul(scale)))
             .sum();
         let total: i128 = profile.sample.iter().map(|sample| i128::from(sample.value[0])).sum();
         assert_eq!(total, expected, "total of the accepted lines of {text:?}");
