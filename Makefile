@@ -1,7 +1,7 @@
 # Pyrite developer entry points. `make test` is what CI runs (.ci/run).
 CARGO ?= cargo
 
-.PHONY: run test fmt lint bench gocheck agents
+.PHONY: run test fmt lint bench fuzz gocheck agents
 
 ## run: start the server on default settings (release build)
 run:
@@ -22,6 +22,10 @@ lint:
 ## bench: criterion benchmarks
 bench:
 	$(CARGO) bench
+
+## fuzz: AFL++ over the five fuzz targets, FUZZ_SECONDS each (default 40; BENCHMARKS.md "Fuzzing")
+fuzz:
+	fuzz/run.sh $(or $(FUZZ_SECONDS),40)
 
 ## gocheck: build the Go pprof checker into target/gocheck/gocheck
 gocheck:

@@ -34,6 +34,14 @@ section "go vet (tests/compat)"
 section "cargo test"
 cargo test --all-targets
 
+# Bounded coverage-guided fuzzing (fuzz/run.sh, BENCHMARKS.md "Fuzzing"): each of the five
+# targets for PYRITE_FUZZ_SECONDS (0 skips); a crash fails the run.
+fuzz_seconds="${PYRITE_FUZZ_SECONDS:-40}"
+if [ "$fuzz_seconds" -gt 0 ]; then
+  section "fuzz (AFL++, ${fuzz_seconds}s per target)"
+  fuzz/run.sh "$fuzz_seconds"
+fi
+
 section "go test (tests/gocheck)"
 if compgen -G "tests/gocheck/*_test.go" >/dev/null; then
   (cd tests/gocheck && go test ./...)

@@ -109,7 +109,8 @@ pub fn encode_parts<'a>(symbols: &SymbolTable, series: impl Iterator<Item = &'a 
             time_deltas_ms: order
                 .iter()
                 .map(|&row| {
-                    let delta = series.times[row] - previous;
+                    // Wrapping, as decoding adds them: rows may be over i64::MAX ms apart.
+                    let delta = series.times[row].wrapping_sub(previous);
                     previous = series.times[row];
                     delta
                 })
@@ -792,6 +793,21 @@ mod tests {
         assert_eq!(by_name("spans").times, vec![100, 200, 300]);
         assert_eq!(by_name("spans").span_ids, vec![0, 0xdef, 0xabc]);
         assert!(by_name("plain").span_ids.is_empty());
+    }
+
+    /// Fuzzing (fuzz/, target `block`): decoding adds time deltas wrapping, so a block may hold
+    /// rows more than i64::MAX ms apart; encoding them again must not overflow.
+    #[test]
+    fn rows_at_extreme_times_round_trip() {
+        let cpu = ProfileType::parse("process_cpu:cpu:nanoseconds:cpu:nanoseconds").unwrap();
+        let labels = Labels::new([("service_name".to_string(), "a".to_string())]).unwrap();
+        let mut partition = Partition::default();
+        for time in [i64::MAX, i64::MIN, 0] {
+            partition.push(&labels, &cpu, time, crate::symbols::ROOT_STACK, 1);
+        }
+        let decoded = decode(&encode(&partition).data).unwrap();
+        assert_eq!(decoded.series[0].times, vec![i64::MIN, 0, i64::MAX]);
+        assert_eq!(encode(&decoded).data, encode(&partition).data);
     }
 
     #[test]
