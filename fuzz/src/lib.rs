@@ -126,52 +126,66 @@ pub fn store(profile: &Profile, time_ms: i64) -> Partition {
 pub fn wal(data: &[u8]) {
     let dir = scratch_dir();
     let segment = dir.join(SEGMENT);
-    std::fs::write(&segment, data).expect("writing the segment");
+    // As this version writes segments (magic first): the scanner that tells damage from a torn
+    // tail. Every byte after the magic is a record, damage between records, or the torn tail.
+    let mut file = SEGMENT_MAGIC.to_vec();
+    file.extend_from_slice(data);
+    std::fs::write(&segment, &file).expect("writing the segment");
     let replay = Wal::read_only(dir).expect("a readable segment replays");
-    let mut offset = 0usize;
+    let mut covered: u64 = replay.torn_bytes + replay.damaged.iter().map(|(_, length)| length).sum::<u64>();
+    let mut last = 0u64;
     for record in &replay.records {
-        let header = &data[offset..offset + 8];
-        assert_eq!(
-            u32::from_le_bytes(header[..4].try_into().unwrap()) as usize,
-            record.len()
-        );
-        assert_eq!(&data[offset + 8..offset + 8 + record.len()], &record[..]);
-        offset += 8 + record.len();
+        let offset = record.position.offset as usize;
+        assert!(record.position.offset >= last, "records in order");
+        let length = u32::from_le_bytes(file[offset..offset + 4].try_into().unwrap()) as usize;
+        assert_eq!(length, record.payload.len());
+        assert_eq!(&file[offset + 12..offset + 12 + length], &record.payload[..]);
+        covered += 12 + length as u64;
+        last = record.position.offset + 12 + length as u64;
     }
     assert_eq!(
-        offset as u64 + replay.torn_bytes,
+        covered,
         data.len() as u64,
-        "every byte is a record or the torn tail"
+        "every byte is a record, damage or the torn tail"
     );
 
-    let (fixed, frames) = with_checksums(data);
+    let (fixed, frames) = with_checksums(&file);
     std::fs::write(&segment, &fixed).expect("writing the segment");
     let replay = Wal::read_only(dir).expect("a readable segment replays");
-    assert_eq!(
-        replay.records.len(),
-        frames,
-        "every frame with a right checksum is a record"
+    assert!(
+        replay.records.len() >= frames,
+        "every frame with right checksums is a record"
     );
     let storage = Storage::new(Arc::new(object_store::memory::InMemory::new()));
     let _ = Head::open_read_only(HeadConfig::default(), storage, dir, &DecodeLimits::default());
+
+    // Segments of earlier versions (no magic) are read too.
+    std::fs::write(&segment, data).expect("writing the segment");
+    let _ = Wal::read_only(dir).expect("a readable segment replays");
 }
 
-/// `data` read as WAL frames (`[u32 le length][u32 le crc32][payload]`) with each complete
-/// frame's checksum set to its payload's; returns the bytes and how many frames were fixed.
-pub fn with_checksums(data: &[u8]) -> (Vec<u8>, usize) {
-    let mut out = data.to_vec();
-    let mut offset = 0usize;
+/// The magic of a segment this version writes (src/head/wal.rs).
+pub const SEGMENT_MAGIC: &[u8; 8] = b"PYRWAL2\n";
+
+/// `file` (a segment: magic, then frames `[u32 le length][u32 le crc32 of the payload][u32 le
+/// crc32 of those 8 bytes][payload]`) with each complete frame's checksums set right; returns
+/// the bytes and how many frames were fixed.
+pub fn with_checksums(file: &[u8]) -> (Vec<u8>, usize) {
+    let mut out = file.to_vec();
+    let mut offset = SEGMENT_MAGIC.len();
     let mut frames = 0;
-    while let Some(header) = data.get(offset..offset + 8) {
+    while let Some(header) = file.get(offset..offset + 12) {
         let length = u32::from_le_bytes(header[..4].try_into().unwrap());
         if length > MAX_RECORD_BYTES {
             break;
         }
-        let Some(payload) = data.get(offset + 8..offset + 8 + length as usize) else {
+        let Some(payload) = file.get(offset + 12..offset + 12 + length as usize) else {
             break;
         };
         out[offset + 4..offset + 8].copy_from_slice(&crc32(payload).to_le_bytes());
-        offset += 8 + length as usize;
+        let header_crc = crc32(&out[offset..offset + 8]);
+        out[offset + 8..offset + 12].copy_from_slice(&header_crc.to_le_bytes());
+        offset += 12 + length as usize;
         frames += 1;
     }
     (out, frames)
@@ -188,8 +202,10 @@ pub fn crc32(data: &[u8]) -> u32 {
 pub fn segment(records: &[Vec<u8>]) -> Vec<u8> {
     let mut out = Vec::new();
     for record in records {
-        out.extend_from_slice(&(record.len() as u32).to_le_bytes());
-        out.extend_from_slice(&crc32(record).to_le_bytes());
+        let mut header = (record.len() as u32).to_le_bytes().to_vec();
+        header.extend_from_slice(&crc32(record).to_le_bytes());
+        out.extend_from_slice(&header);
+        out.extend_from_slice(&crc32(&header).to_le_bytes());
         out.extend_from_slice(record);
     }
     out
@@ -226,7 +242,14 @@ fn scratch_dir() -> &'static Path {
 pub fn folded(data: &[u8]) {
     // A scale from the input's length, so both 1 and large ones (1e9/sampleRate) are tried.
     let scale = if data.len() % 2 == 0 { 1 } else { 10_000_000 };
-    let Ok(parsed) = parse_folded(data, ("cpu", "nanoseconds"), Some(("cpu", "nanoseconds")), scale) else {
+    let limits = DecodeLimits::default();
+    let Ok(parsed) = parse_folded(
+        data,
+        ("cpu", "nanoseconds"),
+        Some(("cpu", "nanoseconds")),
+        scale,
+        &limits,
+    ) else {
         return;
     };
     let profile = &parsed.profile;
@@ -234,15 +257,14 @@ pub fn folded(data: &[u8]) {
     if let Some(text) = utf8_text(data) {
         let (accepted, invalid) = count_lines(text);
         assert_eq!(parsed.invalid_lines, invalid, "invalid lines of {text:?}");
-        // Each line's value saturates (documented); a stack's sum must not wrap.
+        // A line's value or the total past i64::MAX is refused, so an accepted body sums exactly.
         let expected: i128 = accepted
             .iter()
-            .map(|&count| i128::from(count.saturating_mul(scale)))
+            .map(|&count| i128::from(count) * i128::from(scale))
             .sum();
         let total: i128 = profile.sample.iter().map(|sample| i128::from(sample.value[0])).sum();
         assert_eq!(total, expected, "total of the accepted lines of {text:?}");
     }
-    let limits = DecodeLimits::default();
     pprof::validate(profile, &limits).expect("a folded profile validates");
     let decoded = pprof::decode(&pprof::encode(profile), &limits).expect("a folded profile decodes");
     assert_eq!(&decoded, profile, "a folded profile, encoded, decodes to itself");

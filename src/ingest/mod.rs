@@ -692,20 +692,28 @@ mod tests {
     }
 
     /// Fuzzing (fuzz/, target `folded`; BENCHMARKS.md "Fuzzing"): lines of one stack whose
-    /// scaled values sum past i64::MAX overflow `parse_folded`'s per-stack total (a panic with
-    /// overflow checks, a negative total in release). Ignored until src/ingest/folded.rs
-    /// saturates that sum, as it saturates each line's scaling.
+    /// scaled values sum past i64::MAX overflowed `parse_folded`'s per-stack total (a panic with
+    /// overflow checks, a negative total in release). The profile's total is checked now, so
+    /// such a body is refused with the line that overflows.
     #[test]
-    #[ignore = "parse_folded's per-stack sum overflows: fix left to the folded limits rework"]
     fn folded_fuzz_crashes_parse() {
         for name in ["overflow-0", "overflow-1", "overflow-2"] {
             let path = format!("{}/testdata/fuzz/folded/{name}", env!("CARGO_MANIFEST_DIR"));
             let body = std::fs::read(path).unwrap();
-            let folded = parse_folded(&body, ("cpu", "nanoseconds"), None, 10_000_000).unwrap();
-            assert!(
-                folded.profile.sample.iter().all(|sample| sample.value[0] >= 0),
-                "{name}"
-            );
+            match parse_folded(
+                &body,
+                ("cpu", "nanoseconds"),
+                None,
+                10_000_000,
+                &DecodeLimits::default(),
+            ) {
+                Err(FoldedError::Overflow { .. }) => {}
+                Ok(folded) => assert!(
+                    folded.profile.sample.iter().all(|sample| sample.value[0] >= 0),
+                    "{name}"
+                ),
+                Err(err) => panic!("{name}: {err}"),
+            }
         }
     }
 }
