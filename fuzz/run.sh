@@ -19,6 +19,10 @@ targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(pprof wal block folded selector)
 nice_cmd=(nice -n "${PYRITE_FUZZ_NICE:-15}")
 target_dir="${CARGO_TARGET_DIR:-$FUZZ/target}"
+# cargo-afl builds every crate with one codegen unit at opt-level 3 by default: over an hour
+# for Pyrite's tree on 2 cores. Opt-level 1 builds several times faster and still runs tens of
+# thousands of execs per target in CI's bounded runs; set AFL_OPT_LEVEL=3 for long campaigns.
+export AFL_OPT_LEVEL="${AFL_OPT_LEVEL:-1}"
 export CARGO_TARGET_DIR="$target_dir"
 
 step() { printf '\n--> %s\n' "$*"; }
