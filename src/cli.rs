@@ -257,7 +257,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let state = Arc::new(AppState {
         ingester: ingester.clone(),
         querier: {
-            let querier = Querier::with_catalog(head.clone(), catalog).with_tenant_limits(tenant_limits.clone());
+            let querier = Querier::with_catalog(head.clone(), catalog)
+                .with_tenant_limits(tenant_limits.clone())
+                .with_max_tree_nodes(config.api.max_query_tree_nodes);
             match &peers {
                 Some(peers) => querier.with_peers(peers.clone()),
                 None => querier,

@@ -100,6 +100,9 @@ pub struct ApiConfig {
     pub query_queue_timeout: std::time::Duration,
     /// Pushed profiles decoded at once on the blocking pool (others wait their turn).
     pub max_concurrent_decodes: usize,
+    /// The memory budget of one flame graph query: nodes its merged tree may grow to before it
+    /// is refused with 400 (narrow the selector or window), before `max_nodes` cuts the answer.
+    pub max_query_tree_nodes: usize,
 }
 
 impl Default for ApiConfig {
@@ -114,6 +117,7 @@ impl Default for ApiConfig {
             max_concurrent_queries: 8,
             query_queue_timeout: std::time::Duration::from_secs(1),
             max_concurrent_decodes: std::thread::available_parallelism().map_or(4, |n| n.get()),
+            max_query_tree_nodes: crate::query::DEFAULT_MAX_TREE_NODES,
         }
     }
 }
@@ -166,6 +170,9 @@ impl Config {
         }
         if self.head.max_unflushed_bytes < self.head.max_head_bytes {
             return invalid("head.max_unflushed_bytes must be at least head.max_head_bytes");
+        }
+        if self.api.max_query_tree_nodes == 0 {
+            return invalid("api.max_query_tree_nodes must be positive");
         }
         if self.api.query_timeout.is_zero() {
             return invalid("api.query_timeout must be positive");

@@ -123,9 +123,11 @@ where
 
 pub fn query_error(err: QueryError) -> ConnectError {
     match err {
-        QueryError::EmptyWindow { .. } | QueryError::Step | QueryError::TooLong { .. } => {
-            ConnectError::invalid_argument(err.to_string())
-        }
+        // Not retryable as is: the query must be narrowed.
+        QueryError::EmptyWindow { .. }
+        | QueryError::Step
+        | QueryError::TooLong { .. }
+        | QueryError::TooManyNodes { .. } => ConnectError::invalid_argument(err.to_string()),
         // Object storage unreachable or failing: the query may succeed once it is back.
         QueryError::Block(BlockError::Storage(_)) => {
             tracing::error!(error = %err, "query failed: object storage");

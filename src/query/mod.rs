@@ -42,6 +42,12 @@ pub enum QueryError {
     },
     #[error("the query ran longer than api.query_timeout ({timeout:?})")]
     DeadlineExceeded { timeout: std::time::Duration },
+    /// The query's memory budget: its merged tree grew past `api.max_query_tree_nodes`.
+    #[error(
+        "the query's flame graph has more than {limit} distinct nodes (api.max_query_tree_nodes): \
+         narrow the selector or the time range"
+    )]
+    TooManyNodes { limit: usize },
 }
 
 /// Which series and rows a query reads.
@@ -126,7 +132,13 @@ pub struct Querier {
     peers: Option<Arc<Peers>>,
     indexes: BlockCache<Vec<SeriesHeader>>,
     symbols: BlockCache<SymbolTable>,
+    /// Most nodes a merged flame tree may grow to ([`QueryError::TooManyNodes`] past it).
+    max_tree_nodes: usize,
 }
+
+/// Default of `api.max_query_tree_nodes`: 16 M nodes, about 1 GiB of tree, above the 3 M-stack
+/// profiles (~9 M nodes) Pyroscope's users merge.
+pub const DEFAULT_MAX_TREE_NODES: usize = 16 << 20;
 
 /// Blocks a query fetches at once: a cold query over S3 waits for several blocks' round trips
 /// together instead of one after another.
@@ -180,7 +192,14 @@ impl Querier {
             peers: None,
             indexes: BlockCache::new(MAX_CACHED_INDEXES),
             symbols: BlockCache::new(MAX_CACHED_SYMBOLS),
+            max_tree_nodes: DEFAULT_MAX_TREE_NODES,
         }
+    }
+
+    /// The memory budget of one merge, in flame tree nodes (`api.max_query_tree_nodes`).
+    pub fn with_max_tree_nodes(mut self, max_tree_nodes: usize) -> Self {
+        self.max_tree_nodes = max_tree_nodes.max(1);
+        self
     }
 
     /// Enforces per-tenant `max_query_length` and `max_query_lookback` (none by default).
@@ -436,6 +455,8 @@ impl Querier {
             return Ok(tree);
         };
         let params = &params;
+        let max_nodes = self.max_tree_nodes;
+        let mut over_budget = false;
         let wants = |l: &Labels, p: &ProfileType, min: i64, max: i64| params.wants(l, p, min, max);
         self.visit_partitions(
             &params.tenant,
@@ -450,9 +471,16 @@ impl Querier {
                 Resolution::SumPerStack
             },
             wants,
-            |symbols, series| merge_partition(symbols, series, params, span_ids, &mut tree),
+            |symbols, series| {
+                if !over_budget {
+                    over_budget = !merge_partition(symbols, series, params, span_ids, &mut tree, max_nodes);
+                }
+            },
         )
         .await?;
+        if over_budget {
+            return Err(QueryError::TooManyNodes { limit: max_nodes });
+        }
         Ok(tree)
     }
 
@@ -819,18 +847,21 @@ pub const MAX_STACK_DEPTH: usize = 4096;
 /// Adds the in-window rows of the wanted series of one partition to `tree`. Rows are first
 /// summed per stack, so each distinct stack is walked once however many samples it has.
 /// With `span_ids`, only rows carrying one of those span ids count.
+/// Adds one partition's matching rows to `tree`; false once the tree holds more than
+/// `max_nodes` nodes (the query's memory budget: it stops there, before growing further).
 fn merge_partition(
     symbols: &SymbolTable,
     all_series: &[Series],
     params: &SelectParams,
     span_ids: Option<&HashSet<u64>>,
     tree: &mut FlameTree,
-) {
+    max_nodes: usize,
+) -> bool {
     let mut per_stack: HashMap<u32, i64> = HashMap::new();
     let mut ticker = Ticker::new();
     for series in all_series {
         if ticker.expired(1 + params.selector.matchers.len()) {
-            return;
+            return true;
         }
         if !params.wants_series(series) {
             continue;
@@ -841,7 +872,7 @@ fn merge_partition(
         for (row, ((&time, &stack), &value)) in series.times.iter().zip(&series.stacks).zip(&series.values).enumerate()
         {
             if ticker.expired(1) {
-                return;
+                return true;
             }
             if time >= params.from_ms
                 && time < params.until_ms
@@ -855,7 +886,7 @@ fn merge_partition(
     let mut names = Vec::new();
     for (stack, value) in per_stack {
         if ticker.expired(1) {
-            return;
+            return true;
         }
         if value == 0 {
             continue;
@@ -863,7 +894,11 @@ fn merge_partition(
         names.clear();
         symbols.visit_stack_frames_within(stack, MAX_STACK_DEPTH, |name| names.push(tree.intern(name)));
         tree.insert(&names, value);
+        if tree.nodes().len() > max_nodes {
+            return false;
+        }
     }
+    true
 }
 
 #[cfg(test)]
@@ -970,6 +1005,43 @@ mod totals_tests {
             .flat_map(|series| series.points.iter().map(|(_, value)| value))
             .sum();
         assert_eq!(points, total as f64, "time series keep to the same window");
+    }
+
+    /// The memory budget of a merge: a tree that would grow past `max_tree_nodes` stops
+    /// growing and the query is refused (a 400 at the API), while a budget it fits answers.
+    #[tokio::test]
+    async fn a_merge_past_its_node_budget_is_refused() {
+        const AT_MS: i64 = 1_700_000_000_000;
+        let store = TempStore::new();
+        let head = store.open().await;
+        let ingester = Ingester::new(head.clone(), DecodeLimits::default());
+        let tenant = Tenant::parse("budget").unwrap();
+        let labels = Labels::new([("service_name".to_string(), "b".to_string())]).unwrap();
+        ingester
+            .push_pprof(&tenant, labels, corpus_file("gotarget__cpu_5s.pb.gz"), Some(AT_MS))
+            .await
+            .unwrap();
+        let params = SelectParams {
+            tenant: tenant.clone(),
+            profile_type: ProfileType::parse("process_cpu:cpu:nanoseconds:cpu:nanoseconds").unwrap(),
+            selector: Selector::parse("{}").unwrap(),
+            from_ms: AT_MS,
+            until_ms: AT_MS + 1,
+        };
+        let nodes = Querier::new(head.clone(), store.storage.clone())
+            .select_merge(&params)
+            .await
+            .unwrap()
+            .nodes()
+            .len();
+        assert!(nodes > 20, "{nodes} nodes");
+        let fits = Querier::new(head.clone(), store.storage.clone()).with_max_tree_nodes(nodes);
+        assert_eq!(fits.select_merge(&params).await.unwrap().nodes().len(), nodes);
+        let tight = Querier::new(head.clone(), store.storage.clone()).with_max_tree_nodes(nodes / 2);
+        assert!(matches!(
+            tight.select_merge(&params).await,
+            Err(QueryError::TooManyNodes { limit }) if limit == nodes / 2
+        ));
     }
 
     #[tokio::test]
