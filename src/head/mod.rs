@@ -399,7 +399,14 @@ impl Head {
                             quarantined = %path.display(),
                             "write-ahead log record cannot be replayed; moved aside, start-up goes on"
                         ),
-                        _ => tracing::error!(
+                        Some(Err(err)) => tracing::error!(
+                            segment = position.segment,
+                            offset = position.offset,
+                            %reason,
+                            error = %err,
+                            "write-ahead log record cannot be replayed; skipped (could not copy it to quarantine)"
+                        ),
+                        None => tracing::error!(
                             segment = position.segment,
                             offset = position.offset,
                             %reason,
