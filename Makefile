@@ -3,9 +3,10 @@ CARGO ?= cargo
 
 .PHONY: run test fmt lint bench fuzz gocheck agents
 
-## run: start the server on default settings (release build)
+## run: Pyrite (release build) and the demo service it scrapes (deploy/demo); Ctrl-C stops both.
+## Pyrite alone on its defaults: cargo run --release -- serve
 run:
-	$(CARGO) run --release -- serve
+	CARGO="$(CARGO)" scripts/run-demo.sh
 
 ## test: everything CI checks: deps, fmt, clippy, Rust tests, Go checker tests
 test:

@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::head::Head;
 use crate::heartbeat::Heartbeat;
 use crate::ingest::Ingester;
-use crate::model::{Labels, ProfileType, Selector, Tenant, parse_time_ms};
+use crate::model::{LABEL_DELTA, Labels, ProfileType, Selector, Tenant, parse_time_ms};
 use crate::proto::push::v1::{PushRequest, RawProfileSeries, RawSample};
 use crate::query::{Querier, SelectParams};
 use crate::render::{self, ExportFormat};
@@ -47,27 +47,37 @@ pub enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
-    /// Push pprof files to a server over push.v1.
+    /// Push pprof files to a server over push.v1, stored as they are.
     Push {
+        /// The server, e.g. http://localhost:4040 (a token, if it needs one: $PYRITE_TOKEN).
         #[arg(long)]
         url: String,
+        /// Tenant the profiles land in (X-Scope-OrgID) [default: the server's, anonymous].
         #[arg(long)]
         tenant: Option<String>,
-        /// service_name of the pushed series.
+        /// service_name of the pushed series [default: unknown_service].
         #[arg(long)]
         name: Option<String>,
-        /// Extra labels, `k=v,k=v`.
+        /// Extra labels, `k=v,k=v` (names: letters, digits, `_` and `.`).
         #[arg(long)]
         labels: Option<String>,
-        /// Stamp the profiles with this time instead of their own (RFC 3339, unix s/ms, now-1h).
-        #[arg(long)]
+        /// Stamp the profiles with this time instead of their own: RFC 3339, unix seconds or
+        /// milliseconds, or `now`, `now-1h`, `now-15m`.
+        #[arg(long, value_name = "TIME")]
         at: Option<String>,
-        #[arg(required = true)]
+        /// The files are successive snapshots of cumulative profiles (Go heap/allocs): the
+        /// server stores each one's alloc_* as the difference to the one before in the same
+        /// series, the first only primes. Without it every file is stored as it is.
+        #[arg(long)]
+        cumulative: bool,
+        /// pprof files, gzipped or not, pushed one by one in this order.
+        #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
     },
-    /// Export a window as SVG, pprof, folded text or flamebearer JSON.
+    /// Export a window as SVG, pprof, folded text or flamebearer JSON. A window in which
+    /// nothing matched writes nothing and exits non-zero.
     Export {
-        /// Query a running server.
+        /// Query a running server, e.g. http://localhost:4040 (a token: $PYRITE_TOKEN).
         #[arg(long, conflicts_with = "data_dir", required_unless_present = "data_dir")]
         url: Option<String>,
         /// Read a data directory directly (blocks and WAL), no server needed.
@@ -76,33 +86,67 @@ pub enum Command {
         /// Config file describing storage, for --data-dir with S3 blocks.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Tenant to read (X-Scope-OrgID) [default: anonymous].
         #[arg(long)]
         tenant: Option<String>,
-        /// Label selector, e.g. '{service_name="api"}'.
-        #[arg(long, default_value = "{}")]
+        /// Label selector in braces, e.g. '{service_name="api"}', '{env=~"prod|stage"}'; `{}`
+        /// selects every series of the type.
+        #[arg(long, default_value = "{}", value_name = "SELECTOR", value_parser = selector_arg)]
         query: String,
-        /// Profile type ID.
-        #[arg(long = "type", default_value = DEFAULT_EXPORT_TYPE)]
+        /// Profile type ID, `<name>:<sample type>:<unit>:<period type>:<period unit>`, e.g.
+        /// memory:alloc_space:bytes:space:bytes (querier.v1 ProfileTypes lists what is stored).
+        #[arg(long = "type", default_value = DEFAULT_EXPORT_TYPE, value_name = "PROFILE_TYPE_ID")]
         profile_type: String,
-        #[arg(long)]
+        /// Start of the window (included): RFC 3339, unix seconds or milliseconds, or `now`,
+        /// `now-1h`, `now-15m`.
+        #[arg(long, value_name = "TIME")]
         from: String,
-        #[arg(long)]
+        /// End of the window (excluded), in the same forms as --from.
+        #[arg(long, value_name = "TIME")]
         until: String,
-        #[arg(long)]
+        /// What to write: an SVG flame graph, a gzipped pprof, folded stacks or flamebearer JSON.
+        #[arg(long, value_parser = ["svg", "pprof", "folded", "json"])]
         format: String,
-        #[arg(long)]
+        /// File to write, or `-` for standard output.
+        #[arg(long, value_name = "FILE")]
         output: PathBuf,
-        #[arg(long)]
+        /// At most this many nodes, the smallest merged into "other" [default: the server's
+        /// api.default_max_nodes].
+        #[arg(long, value_name = "N")]
         max_nodes: Option<usize>,
     },
+}
+
+/// Log filter without `RUST_LOG`. pprof-rs logs "starting/stopping cpu profiler" at INFO for
+/// every profile, which the self-scrape takes every 15 s: its own news is left to warnings (our
+/// DEBUG line in `api::debug_pprof` says the same, with the sample count).
+const DEFAULT_LOG_FILTER: &str = "info,pprof=warn";
+
+/// `--query`: a label selector, braces included. Without them the server would read the text
+/// as a profile type (Pyroscope's `<type>{selector}` query form) and complain about that.
+fn selector_arg(text: &str) -> Result<String, String> {
+    let trimmed = text.trim();
+    if !(trimmed.starts_with('{') && trimmed.ends_with('}')) {
+        return Err(
+            "a selector is written in braces, e.g. '{service_name=\"api\"}' or '{}' for every series \
+             (the profile type goes in --type)"
+                .into(),
+        );
+    }
+    Selector::parse(trimmed).map_err(|err| err.to_string())?;
+    Ok(trimmed.to_string())
 }
 
 /// Entry point of the binary.
 pub fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| DEFAULT_LOG_FILTER.into()),
+        )
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never in files, pipes or journald.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(run(cli))
@@ -133,6 +177,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             name,
             labels,
             at,
+            cumulative,
             files,
         } => {
             push(
@@ -141,6 +186,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 name.as_deref(),
                 labels.as_deref(),
                 at.as_deref(),
+                cumulative,
                 &files,
             )
             .await
@@ -189,18 +235,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     let profile_type = ProfileType::parse(&profile_type)?;
                     let selector = Selector::parse(&query)?;
                     let params = SelectParams {
-                        tenant,
+                        tenant: tenant.clone(),
                         profile_type,
                         selector,
                         from_ms,
                         until_ms,
                     };
-                    render::export_window(&open_read_only(&config)?, params, query, format, max_nodes).await?
+                    render::export_window(&open_read_only(&config)?, params, query.clone(), format, max_nodes).await?
                 }
                 (None, None) => bail!("give --url or --data-dir"),
             };
-            std::fs::write(&output, body).with_context(|| format!("writing {}", output.display()))?;
-            Ok(())
+            if export_is_empty(format, &body)? {
+                bail!(
+                    "nothing matched: no {profile_type} samples for {query} in tenant {tenant} from {from} until \
+                     {until}; {} not written",
+                    output.display()
+                );
+            }
+            write_output(&output, &body)
         }
     }
 }
@@ -379,13 +431,20 @@ async fn push(
     name: Option<&str>,
     labels: Option<&str>,
     at: Option<&str>,
+    cumulative: bool,
     files: &[PathBuf],
 ) -> anyhow::Result<()> {
     let mut pairs = parse_label_list(labels.unwrap_or(""))?;
     if let Some(name) = name {
         pairs.push(("service_name".into(), name.to_string()));
     }
-    let labels = Labels::new(pairs)?;
+    let mut labels = Labels::new(pairs)?;
+    if !cumulative {
+        // Pyroscope's convention (Alloy sends it): the profile is what to store. Without it the
+        // server takes a Go heap profile for the first of a cumulative series and keeps none of
+        // its allocations.
+        labels.set(LABEL_DELTA, "false");
+    }
     let at_ms = at.map(|text| parse_time_ms(text, crate::now_ms())).transpose()?;
     let client = reqwest::Client::new();
     let endpoint = format!("{}/push.v1.PusherService/Push", url.trim_end_matches('/'));
@@ -421,6 +480,40 @@ async fn push(
         println!("pushed {}", file.display());
     }
     Ok(())
+}
+
+/// Writes an export to `output`, `-` being standard output.
+fn write_output(output: &Path, body: &[u8]) -> anyhow::Result<()> {
+    if output == Path::new("-") {
+        use std::io::Write;
+        let mut stdout = std::io::stdout().lock();
+        stdout.write_all(body).context("writing to standard output")?;
+        return stdout.flush().context("writing to standard output");
+    }
+    std::fs::write(output, body).with_context(|| format!("writing {}", output.display()))
+}
+
+/// Whether an export holds no sample: its window, selector and type matched nothing. Read from
+/// the rendered bytes, so a server's answer and a local export are judged alike.
+fn export_is_empty(format: ExportFormat, body: &[u8]) -> anyhow::Result<bool> {
+    Ok(match format {
+        ExportFormat::Folded => body.iter().all(u8::is_ascii_whitespace),
+        ExportFormat::Json => {
+            let value: serde_json::Value = serde_json::from_slice(body).context("reading the exported JSON")?;
+            value["flamebearer"]["numTicks"].as_i64().unwrap_or(0) == 0
+        }
+        ExportFormat::Pprof => {
+            let profile = crate::pprof::decode(body, &crate::pprof::DecodeLimits::default())
+                .context("reading the exported pprof")?;
+            profile
+                .sample
+                .iter()
+                .all(|sample| sample.value.iter().all(|&value| value == 0))
+        }
+        ExportFormat::Svg => body
+            .windows(render::EMPTY_SVG_MARKER.len())
+            .any(|window| window == render::EMPTY_SVG_MARKER.as_bytes()),
+    })
 }
 
 /// Adds `$PYRITE_TOKEN` as a bearer token, for a server with `auth.tokens_file` (an environment

@@ -79,6 +79,13 @@ fn cpu_profile(duration: Duration) -> Result<Profile, String> {
     drop(guard);
     let profile = to_profile(&report);
     drop(report);
+    // DEBUG: the self-scrape takes one every 15 s. An idle process gets few samples or none:
+    // pprof-rs samples on CPU time (SIGPROF), which an idle server hardly spends.
+    tracing::debug!(
+        stacks = profile.sample.len(),
+        seconds = duration.as_secs_f64(),
+        "took a CPU profile of this process"
+    );
     // Symbolizing parsed the binary's debug info (hundreds of MB with `debug = 1`); backtrace
     // keeps it cached. Drop it: a profile every 15 s must not pin that memory.
     backtrace::clear_symbol_cache();

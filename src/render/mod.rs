@@ -16,7 +16,7 @@ pub use flamebearer::{Timeline, flamebearer, flamebearer_diff};
 pub use flamegraph::{DEFAULT_MAX_NODES, OTHER_NAME, flamegraph, flamegraph_diff};
 pub use folded::{folded, folded_diff};
 pub use pprof::{encode_pprof_gzip, pprof};
-pub use svg::{SvgOptions, svg, svg_diff};
+pub use svg::{EMPTY_SVG_MARKER, SvgOptions, svg, svg_diff};
 
 /// Why a render failed.
 #[derive(Debug, thiserror::Error)]

@@ -85,10 +85,16 @@ fn count_unit(profile_type: &ProfileType, total: i64) -> (String, f64) {
     (name.to_string(), factor)
 }
 
+/// Marks the SVG of a window without data, so `pyrite export` can tell it from a flame graph
+/// (inferno's SVGs carry no XML comments; frame names are escaped text, never markup).
+pub const EMPTY_SVG_MARKER: &str = "<!-- pyrite: no data -->";
+
 fn empty_svg(options: &SvgOptions) -> Vec<u8> {
     format!(
         concat!(
             r#"<?xml version="1.0" standalone="no"?>"#,
+            "\n",
+            "{}",
             "\n",
             r#"<svg version="1.1" width="1200" height="80" viewBox="0 0 1200 80" xmlns="http://www.w3.org/2000/svg">"#,
             "\n",
@@ -99,6 +105,7 @@ fn empty_svg(options: &SvgOptions) -> Vec<u8> {
             r#"<text x="600" y="56" text-anchor="middle" font-family="Verdana" font-size="12">no data</text>"#,
             "\n</svg>\n"
         ),
+        EMPTY_SVG_MARKER,
         escape(&options.title)
     )
     .into_bytes()

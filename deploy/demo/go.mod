@@ -1,0 +1,3 @@
+module pyrite.dev/deploy/demo
+
+go 1.21
