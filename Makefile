@@ -41,7 +41,7 @@ agents:
 ## changed, the Vite build when a source did
 ui: ui/dist/index.html
 
-UI_SOURCES := $(shell find ui/src -type f 2>/dev/null) ui/index.html ui/vite.config.ts ui/tsconfig.json ui/package.json
+UI_SOURCES := $(shell find ui/src ui/icons -type f 2>/dev/null) ui/index.html ui/vite.config.ts ui/tsconfig.json ui/package.json
 
 ui/node_modules/.pyrite-lock: ui/package-lock.json
 	cd ui && npm ci --no-audit --no-fund --loglevel=error

@@ -18,6 +18,9 @@ function grafanaIcons(): Plugin {
       const source = here("node_modules/@grafana/ui/dist/public/img/icons");
       if (!existsSync(source)) throw new Error(`@grafana/ui icons not found at ${source}`);
       cpSync(source, here("dist/public/build/img/icons"), { recursive: true });
+      // The few the flame graph asks for that @grafana/ui's dist lacks (Grafana serves them from
+      // its own build): drawn for Pyrite in ui/icons, never replacing one of @grafana/ui's.
+      cpSync(here("icons"), here("dist/public/build/img/icons"), { recursive: true, force: false });
     },
   };
 }

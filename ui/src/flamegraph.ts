@@ -139,19 +139,25 @@ export function flameGraphFrame(graph: FlameGraphMessage, unit: string): FlameFr
   };
 }
 
-/** Share of `total` under the functions in `labels`, counting nested matches once. */
-export function matchedShare(graph: FlameGraphMessage, labels: Set<string>): { value: number; share: number } {
+/** What the functions in `labels` hold, counting nested matches once: for a diff, per side. */
+export function matchedShare(
+  graph: FlameGraphMessage,
+  labels: Set<string>,
+): { value: number; share: number; valueRight: number; shareRight: number } {
   const root = levelsToTree(graph);
-  if (!root || labels.size === 0) return { value: 0, share: 0 };
-  let value = 0;
+  const result = { value: 0, share: 0, valueRight: 0, shareRight: 0 };
+  if (!root || labels.size === 0) return result;
   const stack: Node[] = [root];
   while (stack.length > 0) {
     const node = stack.pop()!;
     if (node !== root && labels.has(graph.names[node.name])) {
-      value += node.width;
+      result.value += node.total;
+      result.valueRight += node.totalRight;
       continue;
     }
     stack.push(...node.children);
   }
-  return { value, share: root.width > 0 ? value / root.width : 0 };
+  result.share = root.total > 0 ? result.value / root.total : 0;
+  result.shareRight = root.totalRight > 0 ? result.valueRight / root.totalRight : 0;
+  return result;
 }

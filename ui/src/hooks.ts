@@ -4,23 +4,26 @@ import { useEffect, useState } from "react";
 export type Load<T> = { status: "idle" } | { status: "loading" } | { status: "done"; value: T } | { status: "error"; error: unknown };
 
 export function useLoad<T>(key: string | null, run: (signal: AbortSignal) => Promise<T>): Load<T> {
-  const [state, setState] = useState<Load<T>>({ status: "idle" });
+  // Tagged with the key it answers, so a result is never shown for another key (another
+  // tenant's lists) between a key change and the effect that starts the new load.
+  const [state, setState] = useState<{ key: string | null; load: Load<T> }>({ key: null, load: { status: "idle" } });
   useEffect(() => {
     if (key === null) {
-      setState({ status: "idle" });
+      setState({ key, load: { status: "idle" } });
       return;
     }
     const controller = new AbortController();
-    setState({ status: "loading" });
+    setState({ key, load: { status: "loading" } });
     run(controller.signal).then(
-      (value) => !controller.signal.aborted && setState({ status: "done", value }),
-      (error) => !controller.signal.aborted && setState({ status: "error", error }),
+      (value) => !controller.signal.aborted && setState({ key, load: { status: "done", value } }),
+      (error) => !controller.signal.aborted && setState({ key, load: { status: "error", error } }),
     );
     return () => controller.abort();
     // `run` closes over what `key` names; the key is the dependency.
     // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [key]);
-  return state;
+  if (state.key !== key) return key === null ? { status: "idle" } : { status: "loading" };
+  return state.load;
 }
 
 /** A timeline step in seconds: a round number giving at most ~200 points over `spanMs`. */

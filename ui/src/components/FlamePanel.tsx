@@ -13,6 +13,7 @@ import { flameGraphFrame, matchedShare } from "../flamegraph";
 const theme = createTheme({ colors: { mode: "dark" } });
 const getTheme = () => theme;
 const fuzzy = new uFuzzy();
+const percent = (share: number) => `${(share * 100).toFixed(2)}%`;
 
 /** The labels the component highlights for `search`: its own rule (regex per term, else fuzzy). */
 export function searchLabels(search: string, labels: string[]): Set<string> {
@@ -45,7 +46,17 @@ interface Props {
 }
 
 export function FlamePanel({ graph, unit, search, onSearch, extraHeaderElements }: Props) {
-  const frame = useMemo(() => flameGraphFrame(graph, unit), [graph, unit]);
+  const frame = useMemo(() => {
+    // Marks for the render benchmark (tests/ui/bench.mjs): data in hand → first paint.
+    performance.mark("pyrite:flame-data");
+    return flameGraphFrame(graph, unit);
+  }, [graph, unit]);
+  useEffect(() => {
+    if (!frame) return;
+    // The frame after the component's canvas was drawn (it draws in a layout effect).
+    const id = requestAnimationFrame(() => performance.mark("pyrite:flame-painted"));
+    return () => cancelAnimationFrame(id);
+  }, [frame]);
   const container = useRef<HTMLDivElement>(null);
   const [typed, setTyped] = useState(search);
   const share = useMemo(
@@ -65,19 +76,21 @@ export function FlamePanel({ graph, unit, search, onSearch, extraHeaderElements 
       box.dispatchEvent(new Event("input", { bubbles: true }));
     }
     let timer: number | undefined;
-    const follow = () => {
-      const value = input()?.value ?? "";
-      setTyped(value);
-      window.clearTimeout(timer);
-      timer = window.setTimeout(() => onSearch(value), 400);
-    };
+    // Read once the component's own handler has run: a re-render of ours in between would
+    // reset its controlled input before it saw the keystroke.
+    const follow = () =>
+      window.setTimeout(() => {
+        const value = input()?.value ?? "";
+        setTyped(value);
+        window.clearTimeout(timer);
+        timer = window.setTimeout(() => onSearch(value), 400);
+      }, 0);
     // The clear button (×) empties the box without an input event.
-    const clicked = () => window.setTimeout(follow, 0);
     root.addEventListener("input", follow);
-    root.addEventListener("click", clicked);
+    root.addEventListener("click", follow);
     return () => {
       root.removeEventListener("input", follow);
-      root.removeEventListener("click", clicked);
+      root.removeEventListener("click", follow);
       window.clearTimeout(timer);
     };
     // Only when a new graph (and so possibly a new component) is mounted.
@@ -89,9 +102,13 @@ export function FlamePanel({ graph, unit, search, onSearch, extraHeaderElements 
     <div className="flame-panel" ref={container} data-testid="flame-panel" data-nodes={frame.nodes}>
       <div className="match-share" data-testid="match-share" hidden={!typed}>
         {share &&
-          (share.value > 0
-            ? `“${typed}” matches ${(share.share * 100).toFixed(2)}% of the total (${formatValue(share.value, unit)})`
-            : `No function matches “${typed}”`)}
+          (share.value + share.valueRight === 0
+            ? `No function matches “${typed}”`
+            : graph.diff
+              ? `“${typed}” matches ${percent(share.share)} of the baseline (${formatValue(share.value, unit)}) and ${percent(
+                  share.shareRight,
+                )} of the comparison (${formatValue(share.valueRight, unit)})`
+              : `“${typed}” matches ${percent(share.share)} of the total (${formatValue(share.value, unit)})`)}
       </div>
       <FlameGraph data={frame.frame} getTheme={getTheme} extraHeaderElements={extraHeaderElements} showAnalyzeWithAssistant={false} />
     </div>
