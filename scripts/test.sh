@@ -13,6 +13,10 @@ section() { printf '\n==> %s\n' "$*"; }
 section "install deps"
 scripts/install-deps.sh
 
+# Before any cargo step: build.rs embeds ui/dist into the binary the tests run.
+section "web UI (make ui)"
+make ui
+
 section "cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -36,6 +36,9 @@ pub enum RouteAccess {
 pub fn route_access(path: &str) -> RouteAccess {
     match path {
         "/" | "/ready" | "/metrics" | "/debug/pprof/profile" => RouteAccess::Open,
+        // The web UI's files: the page must load before anyone has typed a token.
+        "/index.html" => RouteAccess::Open,
+        ui if ui.starts_with("/assets/") || ui.starts_with("/public/") => RouteAccess::Open,
         crate::cluster::HEAD_ROUTE => RouteAccess::Peer,
         "/push.v1.PusherService/Push" | "/ingest" | "/pyroscope/ingest" => RouteAccess::Tenant(Access::Write),
         "/pyroscope/render"
@@ -140,7 +143,15 @@ mod tests {
     #[test]
     fn every_route_has_its_access() {
         let access = route_access;
-        for open in ["/", "/ready", "/metrics", "/debug/pprof/profile"] {
+        for open in [
+            "/",
+            "/ready",
+            "/metrics",
+            "/debug/pprof/profile",
+            "/index.html",
+            "/assets/index-l1tjBHYd.js",
+            "/public/build/img/icons/unicons/search.svg",
+        ] {
             assert_eq!(access(open), RouteAccess::Open, "{open}");
         }
         assert_eq!(access("/internal/v1/head"), RouteAccess::Peer);

@@ -1,5 +1,6 @@
 //! HTTP API on axum: Pyroscope's connect services (push.v1, querier.v1, settings.v1), the legacy
-//! `/ingest` and `/pyroscope/*` routes, `/api/v1/render` exports, `/ready` and `/metrics`.
+//! `/ingest` and `/pyroscope/*` routes, `/api/v1/render` exports, `/ready`, `/metrics`, and the
+//! web UI's embedded files (`ui`).
 //! Handlers translate; the work happens in `ingest`, `query` and `render`.
 
 mod auth;
@@ -14,6 +15,7 @@ mod querier;
 mod render_http;
 mod settings;
 mod tenant;
+pub mod ui;
 
 pub use metrics::Metrics;
 pub use tenant::tenant_from_headers;
@@ -58,11 +60,6 @@ async fn connect_request(
     Ok((tenant, body))
 }
 
-/// The web UI: one self-contained page over the same HTTP API (flame graph, top table).
-async fn ui() -> axum::response::Html<&'static str> {
-    axum::response::Html(include_str!("../../ui/index.html"))
-}
-
 /// All routes of `pyrite serve`.
 pub fn router(state: SharedState) -> Router {
     let body_limit = state.config.max_body_bytes;
@@ -82,7 +79,10 @@ pub fn router(state: SharedState) -> Router {
         .route("/pyroscope/ingest", post(legacy::ingest))
         .route("/push.v1.PusherService/Push", post(push::push))
         .route("/settings.v1.SettingsService/{method}", post(settings::dispatch))
-        .route("/", get(ui))
+        .route("/", get(ui::index))
+        .route("/index.html", get(ui::index))
+        .route("/assets/{*path}", get(ui::bundle))
+        .route("/public/{*path}", get(ui::public))
         .route("/ready", get(|| async { "ready\n" }))
         .route("/metrics", get(metrics::serve))
         .route("/debug/pprof/profile", get(debug_pprof::profile))

@@ -1,7 +1,7 @@
 //! Self-contained interactive SVG flame graphs, drawn by inferno from folded stacks, with the
 //! count labelled in the profile type's unit.
 
-use inferno::flamegraph::{Options, from_lines};
+use inferno::flamegraph::{Direction, Options, from_lines};
 
 use super::folded::stacks;
 use super::{DEFAULT_MAX_NODES, OTHER_NAME, RenderError};
@@ -45,6 +45,8 @@ fn draw<'a>(lines: impl Iterator<Item = &'a str>, options: &SvgOptions, total: i
     inferno_options.subtitle = options.subtitle.clone();
     inferno_options.count_name = count_name;
     inferno_options.factor = factor;
+    // Root on top, as the web UI (Grafana's flame graph) draws it: an export looks like the view.
+    inferno_options.direction = Direction::Inverted;
     // Colours from name hashes: the same input gives the same bytes.
     inferno_options.deterministic = true;
     let mut out = Vec::new();
@@ -133,6 +135,22 @@ mod tests {
 
     use super::*;
     use crate::render::testutil::sample_tree;
+
+    /// The `y` of the rectangle drawn for the frame whose title starts with `title`.
+    fn frame_y(svg: &str, title: &str) -> f64 {
+        let at = svg.find(&format!("<title>{title}")).unwrap_or_else(|| panic!("no frame {title}"));
+        let rest = &svg[at..];
+        let y = &rest[rest.find(" y=\"").unwrap() + 4..];
+        y[..y.find('"').unwrap()].parse().unwrap()
+    }
+
+    #[test]
+    fn the_root_is_drawn_on_top_as_in_the_web_ui() {
+        let svg = svg(&sample_tree(), &options("shop", "process_cpu:cpu:nanoseconds:cpu:nanoseconds")).unwrap();
+        let svg = String::from_utf8(svg).unwrap();
+        let (root, main, memmove) = (frame_y(&svg, "all "), frame_y(&svg, "main "), frame_y(&svg, "memmove "));
+        assert!(root < main && main < memmove, "root {root}, main {main}, memmove {memmove}");
+    }
 
     fn options(title: &str, profile_type: &str) -> SvgOptions {
         SvgOptions {
