@@ -293,8 +293,24 @@ async fn bad_profiles_and_bodies_over_the_limits() {
         ..Default::default()
     }
     .encode_to_vec();
+    // 200 MiB of valid protobuf once decompressed (unknown field 100 holding 512 KiB of
+    // zeros, over and over), so only its size refuses it.
+    let mut bomb = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    let mut field = vec![0xa2, 0x06, 0x80, 0x80, 0x20];
+    field.resize(field.len() + (512 << 10), 0);
+    for _ in 0..400 {
+        bomb.write_all(&field).unwrap();
+    }
+    let bomb = bomb.finish().unwrap();
+    assert!(bomb.len() < 65536, "the bomb fits the body limit: {}", bomb.len());
     for (what, body, needle) in [
         ("truncated gzip", valid[..valid.len() / 2].to_vec(), "gzip"),
+        (
+            "random bytes",
+            (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect(),
+            "",
+        ),
+        ("gzip bomb", bomb, "decompressed"),
         ("string index out of range", gzip(&bad_string_index), "99"),
     ] {
         let answer = push(router, "anonymous", "bad", body).await;
