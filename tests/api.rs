@@ -284,7 +284,7 @@ async fn the_tenant_header_is_checked_before_anything_is_read() {
 /// over `api.max_body_bytes`), and a connect body over the limit is 400, not 413.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_profiles_and_bodies_over_the_limits() {
-    let (built, _dir) = server("scrape_configs: []\napi:\n  max_body_bytes: 65536\n").await;
+    let (built, _dir) = server("scrape_configs: []\napi:\n  max_body_bytes: 1048576\n").await;
     let router = &built.router;
     let valid = corpus_bytes("gotarget__cpu_5s.pb.gz");
     let bad_string_index = pprof::Profile {
@@ -302,7 +302,7 @@ async fn bad_profiles_and_bodies_over_the_limits() {
         bomb.write_all(&field).unwrap();
     }
     let bomb = bomb.finish().unwrap();
-    assert!(bomb.len() < 65536, "the bomb fits the body limit: {}", bomb.len());
+    assert!(bomb.len() < 1 << 20, "the bomb fits the body limit: {}", bomb.len());
     for (what, body, needle) in [
         ("truncated gzip", valid[..valid.len() / 2].to_vec(), "gzip"),
         (
@@ -328,7 +328,7 @@ async fn bad_profiles_and_bodies_over_the_limits() {
     call(router, ingest(b"definitely not a profile".to_vec()))
         .await
         .assert_error(422, "invalid_argument", "profile");
-    let over = vec![b'x'; 65537];
+    let over = vec![b'x'; (1 << 20) + 1];
     let answer = call(router, ingest(over.clone())).await;
     assert_eq!(answer.status.as_u16(), 413, "{}", answer.text());
     let answer = push(router, "anonymous", "big", over).await;
