@@ -9,14 +9,14 @@ use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use prost::Message;
 
-use crate::api::{self, AppState, Metrics};
+use crate::api;
 use crate::config::Config;
 use crate::head::Head;
-use crate::heartbeat::Heartbeat;
-use crate::ingest::Ingester;
-use crate::model::{LABEL_DELTA, Labels, ProfileType, Selector, Tenant, parse_time_ms};
+use crate::export::ExportRequest;
+use crate::model::{LABEL_DELTA, Labels, Selector, parse_time_ms};
+use crate::params::{self, RenderWindow};
 use crate::proto::push::v1::{PushRequest, RawProfileSeries, RawSample};
-use crate::query::{Querier, SelectParams};
+use crate::query::Querier;
 use crate::render::{self, ExportFormat};
 use crate::storage::Storage;
 
@@ -204,44 +204,30 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             output,
             max_nodes,
         } => {
-            let now = crate::now_ms();
-            let from_ms = parse_time_ms(&from, now)?;
-            let until_ms = parse_time_ms(&until, now)?;
-            if from_ms >= until_ms {
-                bail!("--from ({from}) must be before --until ({until})");
-            }
             let format: ExportFormat = format.parse().map_err(anyhow::Error::msg)?;
-            let tenant = Tenant::parse(tenant.as_deref().unwrap_or(crate::model::DEFAULT_TENANT))?;
+            let tenant = params::tenant(tenant.as_deref(), false)?;
+            let window = RenderWindow::parse(
+                tenant.clone(),
+                Some(query.as_str()),
+                Some(profile_type.as_str()),
+                (Some(from.as_str()), Some(until.as_str())),
+                ("--from", "--until"),
+                crate::now_ms(),
+            )?;
+            let request = ExportRequest {
+                window,
+                format,
+                max_nodes,
+            };
             let body = match (url, data_dir) {
-                (Some(url), _) => {
-                    export_remote(
-                        &url,
-                        &tenant,
-                        &query,
-                        &profile_type,
-                        from_ms,
-                        until_ms,
-                        format,
-                        max_nodes,
-                    )
-                    .await?
-                }
+                (Some(url), _) => export_remote(&url, &request, &profile_type).await?,
                 (None, Some(data_dir)) => {
                     let mut config = match config {
                         Some(path) => Config::load(&path)?,
                         None => Config::default(),
                     };
                     config.data_dir = data_dir;
-                    let profile_type = ProfileType::parse(&profile_type)?;
-                    let selector = Selector::parse(&query)?;
-                    let params = SelectParams {
-                        tenant: tenant.clone(),
-                        profile_type,
-                        selector,
-                        from_ms,
-                        until_ms,
-                    };
-                    render::export_window(&open_read_only(&config)?, params, query.clone(), format, max_nodes).await?
+                    crate::export::export_window(&open_read_only(&config)?, &request).await?
                 }
                 (None, None) => bail!("give --url or --data-dir"),
             };
@@ -265,93 +251,29 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     // Held until the process exits: taken before the WAL is opened, so a second server on this
     // directory never replays or writes the first one's log.
     let _data_dir_lock = lock_data_dir(&config.data_dir)?;
-    let storage = Storage::from_config(&config.storage, &config.data_dir)?;
-    let peers = crate::cluster::Peers::from_config(&config.cluster)
-        .map_err(anyhow::Error::msg)?
-        .map(Arc::new);
-    let mut head_config = config.head.clone();
-    if peers.is_some() {
-        // Peers read a flushed partition here until they see its block.
-        head_config.published_grace = config.cluster.published_grace;
-    }
-    let head = Arc::new(Head::open(head_config, storage.clone(), &config.wal_dir(), &config.limits).await?);
-    let tenant_limits = Arc::new(crate::limits::Limits::load(
-        config.tenant_limits.clone(),
-        config.runtime_config.clone(),
-    )?);
-    let overrides_watch = tokio::spawn(tenant_limits.clone().watch());
-    let tokens = crate::auth::Tokens::load(&config.auth)?;
-    let tokens_watch = tokens.clone().map(|tokens| tokio::spawn(tokens.watch()));
-    let mut metrics = Metrics::default();
-    let scrape_metrics = crate::scrape::ScrapeMetrics::register(metrics.registry_mut());
-    let flush_heartbeat = Heartbeat::register(metrics.registry_mut(), "head_flush", "Head flushes to storage");
-    // What one reader of the bucket learns of its blocks, the others need not list again.
-    let settings = crate::settings::SettingsStore::new(storage.clone());
-    let catalog = crate::block::Catalog::new(storage, crate::model::duration_ms(config.head.bucket_duration));
-    let retention = tokio::spawn(crate::retention::run(
-        catalog.clone(),
-        tenant_limits.clone(),
-        config.retention.clone(),
-        Heartbeat::register(metrics.registry_mut(), "retention", "Retention sweeps"),
-    ));
-    // One replica of a cluster compacts; the others would only race it. Only a compacting
-    // process exports the compactor's heartbeat, so an alert on it means something.
-    let compacts = config.compactor.enabled && peers.as_ref().is_none_or(|peers| peers.owns("compactor"));
-    let compactor = compacts.then(|| {
-        tokio::spawn(crate::compactor::run(
-            catalog.clone(),
-            config.compactor.clone(),
-            Heartbeat::register(metrics.registry_mut(), "compactor", "Compaction passes"),
-        ))
-    });
-    let ingester =
-        Arc::new(Ingester::new(head.clone(), config.limits.clone()).with_tenant_limits(tenant_limits.clone()));
-    let state = Arc::new(AppState {
-        ingester: ingester.clone(),
-        querier: {
-            let querier = Querier::with_catalog(head.clone(), catalog)
-                .with_tenant_limits(tenant_limits.clone())
-                .with_max_tree_nodes(config.api.max_query_tree_nodes);
-            match &peers {
-                Some(peers) => querier.with_peers(peers.clone()),
-                None => querier,
-            }
-        },
-        config: config.api.clone(),
-        metrics,
-        settings,
-        pool: api::pool::Pool::new(&config.api),
-        auth: crate::auth::ApiAuth {
-            cluster_secret: peers.as_ref().map(|peers| peers.secret().clone()),
-            tokens,
-        },
-    });
-    let flusher = tokio::spawn(head.clone().run_flusher(flush_heartbeat));
+    let built = crate::server::build(&config).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
     let address = listener.local_addr()?;
     tracing::info!(%address, data_dir = %config.data_dir.display(), "pyrite is serving");
     // Scrapes ingest through the same Ingester as pushes; the self-scrape job follows `address`.
-    let mut scraper =
-        crate::scrape::ScrapeManager::start(config.scrape_configs.clone(), address, ingester, scrape_metrics, peers)?;
-    crate::server::serve(listener, api::router(state), &config.server, async move {
+    let mut scraper = crate::scrape::ScrapeManager::start(
+        config.scrape_configs.clone(),
+        address,
+        built.ingester,
+        built.scrape_metrics,
+        built.peers,
+    )?;
+    crate::server::serve(listener, built.router, &config.server, async move {
         shutdown_signal().await;
         scraper.stop();
         api::debug_pprof::begin_shutdown();
     })
     .await?;
-    flusher.abort();
-    overrides_watch.abort();
-    if let Some(tokens_watch) = tokens_watch {
-        tokens_watch.abort();
-    }
-    retention.abort();
-    if let Some(compactor) = compactor {
-        compactor.abort();
-    }
+    built.background.stop();
     tracing::info!("shutting down: flushing the head");
-    head.flush().await?;
+    built.head.flush().await?;
     Ok(())
 }
 
@@ -537,33 +459,27 @@ fn read_profile(path: &Path, at_ms: Option<i64>) -> anyhow::Result<Bytes> {
     Ok(Bytes::from(crate::pprof::encode_gzip(&profile)))
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn export_remote(
-    url: &str,
-    tenant: &Tenant,
-    query: &str,
-    profile_type: &str,
-    from_ms: i64,
-    until_ms: i64,
-    format: ExportFormat,
-    max_nodes: Option<usize>,
-) -> anyhow::Result<Vec<u8>> {
-    let format_name = match format {
+/// Asks a running server for the export: the same window, sent as `/api/v1/render` reads it
+/// (`type` as given: the server reads it only beside a bare selector).
+async fn export_remote(url: &str, request: &ExportRequest, profile_type: &str) -> anyhow::Result<Vec<u8>> {
+    let format_name = match request.format {
         ExportFormat::Svg => "svg",
         ExportFormat::Pprof => "pprof",
         ExportFormat::Folded => "folded",
         ExportFormat::Json => "json",
     };
+    let window = &request.window;
     let mut params = vec![
-        ("query", query.to_string()),
+        ("query", window.query.clone()),
         ("type", profile_type.to_string()),
-        ("from", from_ms.to_string()),
-        ("until", until_ms.to_string()),
+        ("from", window.select.from_ms.to_string()),
+        ("until", window.select.until_ms.to_string()),
         ("format", format_name.to_string()),
     ];
-    if let Some(max_nodes) = max_nodes {
+    if let Some(max_nodes) = request.max_nodes {
         params.push(("max-nodes", max_nodes.to_string()));
     }
+    let tenant = &window.select.tenant;
     let mut endpoint = url::Url::parse(&format!("{}/api/v1/render", url.trim_end_matches('/')))?;
     endpoint.query_pairs_mut().extend_pairs(params);
     let response = with_token(

@@ -268,6 +268,62 @@ pub fn request_tenant(request: &HeadRequest) -> Result<Tenant, String> {
     Tenant::parse(&request.tenant).map_err(|err| err.to_string())
 }
 
+/// Why a peer's head request was refused: it is malformed (its sender is at fault).
+#[derive(Debug, thiserror::Error)]
+pub enum HeadRequestError {
+    #[error("{0}")]
+    Tenant(String),
+    #[error(transparent)]
+    Selector(#[from] crate::model::SelectorError),
+    #[error(transparent)]
+    ProfileType(#[from] crate::model::ProfileTypeError),
+}
+
+impl crate::error::Classify for HeadRequestError {
+    fn class(&self) -> crate::error::ErrorClass {
+        crate::error::ErrorClass::Client
+    }
+}
+
+/// This replica's answer to a peer's [`HeadRequest`]: the wanted series of its head's
+/// partitions the peer does not read from storage, each partition encoded as a block (see
+/// [`Head::snapshot_for_peer`](crate::head::Head::snapshot_for_peer)), framed by
+/// [`encode_heads`].
+pub fn answer_head_request(head: &crate::head::Head, request: &HeadRequest) -> Result<Vec<u8>, HeadRequestError> {
+    let tenant = request_tenant(request).map_err(HeadRequestError::Tenant)?;
+    let selectors = request
+        .selectors
+        .iter()
+        .map(|text| crate::model::Selector::parse(text))
+        .collect::<Result<Vec<_>, _>>()?;
+    let profile_type = request
+        .profile_type
+        .as_deref()
+        .map(crate::model::ProfileType::parse)
+        .transpose()?
+        .map(|profile_type| profile_type.id());
+    let (from_ms, until_ms) = (request.from_ms, request.until_ms);
+    let mut blocks = Vec::new();
+    head.snapshot_for_peer(&tenant, from_ms, until_ms, &request.listed(), |partition| {
+        let wanted: Vec<&block::Series> = partition
+            .series
+            .iter()
+            .filter(|series| {
+                series.min_time_ms < until_ms
+                    && series.max_time_ms >= from_ms
+                    && profile_type
+                        .as_deref()
+                        .is_none_or(|id| series.labels.get(crate::model::LABEL_PROFILE_TYPE) == Some(id))
+                    && (selectors.is_empty() || selectors.iter().any(|s| s.matches(&series.labels)))
+            })
+            .collect();
+        if !wanted.is_empty() {
+            blocks.push(block::encode_parts(&partition.symbols, wanted.into_iter()).data);
+        }
+    });
+    Ok(encode_heads(blocks))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -151,6 +151,13 @@ pub enum DecodeError {
     ValueCount { sample: usize, values: usize, types: usize },
 }
 
+impl crate::error::Classify for DecodeError {
+    /// Every decode failure is the sender's: the same bytes never decode.
+    fn class(&self) -> crate::error::ErrorClass {
+        crate::error::ErrorClass::Client
+    }
+}
+
 /// Whether `bytes` start with the gzip magic number.
 pub fn is_gzip(bytes: &[u8]) -> bool {
     bytes.starts_with(&[0x1f, 0x8b])

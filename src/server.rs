@@ -1,7 +1,9 @@
-//! The HTTP server under the API: hyper-util's auto (HTTP/1.1 and h2c) connection builder with
-//! the limits `axum::serve` does not offer — a cap on open connections, hyper's header read
-//! timeout, an idle timeout, a deadline for request bodies — and a graceful shutdown that
-//! waits for open requests a bounded time, so `serve()` can still flush the head after it.
+//! The server: [`build`] wires a config into the API's router and the background work beside it
+//! (flushes, compaction, retention, file watches), with no socket, so tests can call the router
+//! in process; [`serve`] runs a router under hyper-util's auto (HTTP/1.1 and h2c) connection
+//! builder with the limits `axum::serve` does not offer — a cap on open connections, hyper's
+//! header read timeout, an idle timeout, a deadline for request bodies — and a graceful
+//! shutdown that waits for open requests a bounded time, so the head can still be flushed after.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -19,6 +21,126 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 use tower_service::Service;
+
+/// A server built from its config, not serving yet.
+pub struct Built {
+    /// Every route of `pyrite serve`.
+    pub router: Router,
+    pub state: crate::api::SharedState,
+    pub head: Arc<crate::head::Head>,
+    /// Shared with the scraper, which ingests through the same path as pushes.
+    pub ingester: Arc<crate::ingest::Ingester>,
+    pub peers: Option<Arc<crate::cluster::Peers>>,
+    /// Registered on the server's `/metrics`, for the scraper started once the address is known.
+    pub scrape_metrics: crate::scrape::ScrapeMetrics,
+    pub background: Background,
+}
+
+/// The tasks that run beside the router; stopped (aborted) at shutdown, before the last flush.
+#[derive(Default)]
+pub struct Background {
+    tasks: Vec<tokio::task::AbortHandle>,
+}
+
+impl Background {
+    fn spawn<F>(&mut self, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.tasks.push(tokio::spawn(task).abort_handle());
+    }
+
+    pub fn stop(self) {
+        for task in self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Builds the server `config` describes: opens storage and the head (replaying its WAL),
+/// loads limits and tokens, and starts the background work. The data directory must exist
+/// and be this process's (see `cli::lock_data_dir`).
+pub async fn build(config: &crate::config::Config) -> anyhow::Result<Built> {
+    use crate::api::{self, AppState, Metrics};
+    use crate::heartbeat::Heartbeat;
+
+    config.validate()?;
+    let storage = crate::storage::Storage::from_config(&config.storage, &config.data_dir)?;
+    let peers = crate::cluster::Peers::from_config(&config.cluster)
+        .map_err(anyhow::Error::msg)?
+        .map(Arc::new);
+    let mut head_config = config.head.clone();
+    if peers.is_some() {
+        // Peers read a flushed partition here until they see its block.
+        head_config.published_grace = config.cluster.published_grace;
+    }
+    let head = Arc::new(
+        crate::head::Head::open(head_config, storage.clone(), &config.wal_dir(), &config.limits).await?,
+    );
+    let tenant_limits = Arc::new(crate::limits::Limits::load(
+        config.tenant_limits.clone(),
+        config.runtime_config.clone(),
+    )?);
+    let mut background = Background::default();
+    background.spawn(tenant_limits.clone().watch());
+    let tokens = crate::auth::Tokens::load(&config.auth)?;
+    if let Some(tokens) = &tokens {
+        background.spawn(tokens.clone().watch());
+    }
+    let mut metrics = Metrics::default();
+    let scrape_metrics = crate::scrape::ScrapeMetrics::register(metrics.registry_mut());
+    let flush_heartbeat = Heartbeat::register(metrics.registry_mut(), "head_flush", "Head flushes to storage");
+    let settings = crate::settings::SettingsStore::new(storage.clone());
+    // What one reader of the bucket learns of its blocks, the others need not list again.
+    let catalog = crate::block::Catalog::new(storage, crate::model::duration_ms(config.head.bucket_duration));
+    background.spawn(crate::retention::run(
+        catalog.clone(),
+        tenant_limits.clone(),
+        config.retention.clone(),
+        Heartbeat::register(metrics.registry_mut(), "retention", "Retention sweeps"),
+    ));
+    // One replica of a cluster compacts; the others would only race it. Only a compacting
+    // process exports the compactor's heartbeat, so an alert on it means something.
+    let compacts = config.compactor.enabled && peers.as_ref().is_none_or(|peers| peers.owns("compactor"));
+    if compacts {
+        background.spawn(crate::compactor::run(
+            catalog.clone(),
+            config.compactor.clone(),
+            Heartbeat::register(metrics.registry_mut(), "compactor", "Compaction passes"),
+        ));
+    }
+    let ingester = Arc::new(
+        crate::ingest::Ingester::new(head.clone(), config.limits.clone()).with_tenant_limits(tenant_limits.clone()),
+    );
+    let querier = crate::query::Querier::with_catalog(head.clone(), catalog)
+        .with_tenant_limits(tenant_limits)
+        .with_max_tree_nodes(config.api.max_query_tree_nodes);
+    let state = Arc::new(AppState {
+        ingester: ingester.clone(),
+        querier: match &peers {
+            Some(peers) => querier.with_peers(peers.clone()),
+            None => querier,
+        },
+        config: config.api.clone(),
+        metrics,
+        settings,
+        pool: api::pool::Pool::new(&config.api),
+        auth: crate::auth::ApiAuth {
+            cluster_secret: peers.as_ref().map(|peers| peers.secret().clone()),
+            tokens,
+        },
+    });
+    background.spawn(head.clone().run_flusher(flush_heartbeat));
+    Ok(Built {
+        router: api::router(state.clone()),
+        state,
+        head,
+        ingester,
+        peers,
+        scrape_metrics,
+        background,
+    })
+}
 
 /// Limits of the HTTP server (the `server:` section).
 #[derive(Debug, Clone, Deserialize, PartialEq)]

@@ -46,6 +46,19 @@ impl SettingsError {
     }
 }
 
+impl crate::error::Classify for SettingsError {
+    fn class(&self) -> crate::error::ErrorClass {
+        use crate::error::ErrorClass;
+        match self {
+            Self::Outdated { .. } => ErrorClass::Conflict,
+            Self::TooMany => ErrorClass::Limited,
+            Self::Name(_) | Self::TooLarge { .. } => ErrorClass::Client,
+            Self::Storage(err) => crate::error::Classify::class(err),
+            Self::Corrupt { .. } => ErrorClass::Internal,
+        }
+    }
+}
+
 /// The settings of every tenant, in object storage.
 #[derive(Clone)]
 pub struct SettingsStore {

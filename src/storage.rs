@@ -21,6 +21,16 @@ pub enum StorageError {
     CreateDir { path: PathBuf, source: std::io::Error },
 }
 
+impl crate::error::Classify for StorageError {
+    fn class(&self) -> crate::error::ErrorClass {
+        match self {
+            // Unreachable or failing: a read may succeed once it is back.
+            Self::ObjectStore(_) => crate::error::ErrorClass::Unavailable,
+            Self::Config(_) | Self::CreateDir { .. } => crate::error::ErrorClass::Internal,
+        }
+    }
+}
+
 /// Where blocks live.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(tag = "backend", rename_all = "lowercase", deny_unknown_fields)]

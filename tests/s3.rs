@@ -10,57 +10,11 @@ use std::process::Command;
 
 use common::{Server, pyrite};
 
-const ENDPOINT: &str = "http://127.0.0.1:7480";
-const ACCESS_KEY: &str = "pyrite";
-const SECRET_KEY: &str = "pyrite-secret";
+use common::ceph::{ACCESS_KEY, ENDPOINT, SECRET_KEY};
 
-fn rgw_answers() -> bool {
-    reqwest::blocking::get(ENDPOINT).is_ok()
-}
-
-/// Starts micro-ceph unless an RGW already answers, then creates a fresh bucket (object_store
-/// cannot create buckets; curl signs the request with SigV4).
+/// A fresh bucket on the real RGW (Ceph started if need be); no Ceph fails the test.
 fn fresh_bucket() -> String {
-    // The tests of this file run in parallel; two micro-ceph.sh runs at once tear down each
-    // other's daemons, so one test starts Ceph while the others wait for it.
-    static CEPH_START: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _starting = CEPH_START.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    if !rgw_answers() {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/tools/micro-ceph.sh");
-        let status = Command::new("bash")
-            .arg(script)
-            .status()
-            .expect("running micro-ceph.sh");
-        assert!(status.success(), "micro-ceph.sh failed to start Ceph");
-    }
-    let bucket = format!("pyrite-test-{}", uuid::Uuid::new_v4().simple());
-    let output = Command::new("curl")
-        .args([
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "--aws-sigv4",
-            "aws:amz:us-east-1:s3",
-            "--user",
-        ])
-        .arg(format!("{ACCESS_KEY}:{SECRET_KEY}"))
-        // SHA-256 of the empty body: RGW wants the payload hash signed.
-        .args([
-            "-H",
-            "x-amz-content-sha256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
-        ])
-        .args(["-X", "PUT"])
-        .arg(format!("{ENDPOINT}/{bucket}"))
-        .output()
-        .expect("running curl");
-    assert_eq!(
-        String::from_utf8_lossy(&output.stdout),
-        "200",
-        "creating bucket {bucket}"
-    );
-    bucket
+    common::ceph::fresh_bucket().unwrap_or_else(|reason| panic!("{reason}"))
 }
 
 #[test]

@@ -10,12 +10,11 @@ use bytes::Bytes;
 
 use super::SharedState;
 use super::connect::ConnectError;
-use super::push::server_error;
-use super::querier::{max_nodes, parse_profile_type, parse_selector, query_error};
 use super::tenant::tenant_from_headers;
+use crate::error::{Classify, ErrorClass};
 use crate::ingest::{IngestError, parse_folded, parse_ingest_name};
-use crate::model::{Labels, ProfileType, Selector, parse_time_ms};
-use crate::query::SelectParams;
+use crate::model::{Labels, ProfileType, Selector};
+use crate::params::{self, Args, NodeLimits, RenderWindow};
 use crate::render::{self, Timeline};
 
 /// Default `/ingest` sample rate (Hz), as Pyroscope's agents assume.
@@ -24,55 +23,24 @@ const DEFAULT_SAMPLE_RATE: i64 = 100;
 const MIN_TIMELINE_STEP_S: i64 = 15;
 
 fn param<'a>(params: &'a HashMap<String, String>, names: &[&str]) -> Option<&'a str> {
-    names
-        .iter()
-        .find_map(|name| params.get(*name))
-        .map(String::as_str)
-        .filter(|v| !v.is_empty())
+    Args(params).get(names)
 }
 
-/// The window `[from_key, until_key)` of a request (default: the hour before `now`), refused
-/// unless it starts before it ends.
-pub(super) fn time_window(
-    params: &HashMap<String, String>,
-    from_key: &str,
-    until_key: &str,
-    now: i64,
-) -> Result<(i64, i64), ConnectError> {
-    let from_ms = time_param(params, from_key, now - 3_600_000)?;
-    let until_ms = time_param(params, until_key, now)?;
-    if from_ms >= until_ms {
-        return Err(ConnectError::invalid_argument(format!(
-            "{from_key} ({from_ms}) must be before {until_key} ({until_ms})"
-        )));
-    }
-    Ok((from_ms, until_ms))
+fn time_param(params: &HashMap<String, String>, name: &str, default_ms: i64) -> Result<i64, ConnectError> {
+    Ok(params::time(param(params, &[name]), name, default_ms, crate::now_ms())?)
 }
 
-pub(super) fn time_param(params: &HashMap<String, String>, name: &str, default_ms: i64) -> Result<i64, ConnectError> {
-    match param(params, &[name]) {
-        None => Ok(default_ms),
-        Some(text) => {
-            parse_time_ms(text, crate::now_ms()).map_err(|err| ConnectError::invalid_argument(format!("{name}: {err}")))
-        }
-    }
-}
-
-/// An `/ingest` error with Pyroscope's status rules (invalid pprof on the pprof path is 422).
+/// An `/ingest` error with Pyroscope's status rules on top of its class: a client error is 400
+/// (422 for invalid pprof on the pprof path, 413 for more bytes than the burst).
 fn ingest_status(err: IngestError, status_for_invalid: StatusCode) -> Response {
-    if let IngestError::Refused(refusal) = &err {
-        return ConnectError::resource_exhausted(refusal.to_string()).into_response();
-    }
-    if !err.is_client_error() {
-        return server_error(err).into_response();
+    if err.class() != ErrorClass::Client {
+        return ConnectError::from(err).into_response();
     }
     let status = match err {
         IngestError::OverBurst { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         _ => status_for_invalid,
     };
-    let mut response = ConnectError::invalid_argument(err.to_string()).into_response();
-    *response.status_mut() = status;
-    response
+    ConnectError::from(err).with_status(status).into_response()
 }
 
 /// Takes an upload's bytes from the tenant's byte rate before it is decoded (see
@@ -269,7 +237,7 @@ async fn ingest_pprof(
         Ok(profile) => profile,
         Err(err) => {
             state.metrics.record_ingest(tenant.as_str(), "invalid", size, 0);
-            return Ok(ingest_status(err.into(), StatusCode::UNPROCESSABLE_ENTITY));
+            return Ok(ingest_status(IngestError::from(err), StatusCode::UNPROCESSABLE_ENTITY));
         }
     };
     // Pyroscope replaces a missing or 1970 profile time with `from`.
@@ -395,7 +363,7 @@ async fn ingest_folded(
             };
             let folded = parse_folded(body, (&kind.sample_type, kind.sample_unit), period, scale, &limits)
                 .map_err(|err| ConnectError::invalid_argument(err.to_string()))?;
-            let raw = Bytes::from(crate::pprof::encode(&folded.profile));
+            let raw = folded.encode();
             Ok::<_, ConnectError>((folded, raw))
         })
         .await?;
@@ -415,21 +383,6 @@ async fn ingest_folded(
     }
 }
 
-/// Splits `process_cpu:cpu:nanoseconds:cpu:nanoseconds{service_name="x"}`.
-pub fn parse_render_query(query: &str) -> Result<(ProfileType, Selector), ConnectError> {
-    let query = query.trim();
-    let (type_part, selector_part) = match query.find('{') {
-        Some(open) => (&query[..open], &query[open..]),
-        None => (query, ""),
-    };
-    if type_part.is_empty() {
-        return Err(ConnectError::invalid_argument(
-            "query must start with a profile type ID, e.g. process_cpu:cpu:nanoseconds:cpu:nanoseconds{}",
-        ));
-    }
-    Ok((parse_profile_type(type_part)?, parse_selector(selector_part)?))
-}
-
 fn timeline_step_s(from_ms: i64, until_ms: i64) -> i64 {
     let raw = (until_ms - from_ms) / 1000 / 1500;
     let nice = [15, 30, 60, 300, 600, 1800, 3600, 21600, 86400];
@@ -437,11 +390,6 @@ fn timeline_step_s(from_ms: i64, until_ms: i64) -> i64 {
         .copied()
         .find(|&step| step >= raw.max(MIN_TIMELINE_STEP_S))
         .unwrap_or(86400)
-}
-
-struct RenderWindow {
-    profile_type: ProfileType,
-    params: SelectParams,
 }
 
 fn render_window(
@@ -453,20 +401,17 @@ fn render_window(
     until_key: &str,
 ) -> Result<RenderWindow, ConnectError> {
     let tenant = tenant_from_headers(headers, state.config.require_tenant_header)?;
-    let query = param(params, &[query_key])
-        .ok_or_else(|| ConnectError::invalid_argument(format!("{query_key} is required")))?;
-    let (profile_type, selector) = parse_render_query(query)?;
-    let (from_ms, until_ms) = time_window(params, from_key, until_key, crate::now_ms())?;
-    Ok(RenderWindow {
-        profile_type: profile_type.clone(),
-        params: SelectParams {
-            tenant,
-            profile_type,
-            selector,
-            from_ms,
-            until_ms,
-        },
-    })
+    Ok(RenderWindow::parse_legacy(
+        tenant,
+        Args(params),
+        query_key,
+        (from_key, until_key),
+        crate::now_ms(),
+    )?)
+}
+
+fn max_nodes(state: &SharedState, params: &HashMap<String, String>) -> Result<usize, ConnectError> {
+    Ok(Args(params).max_nodes(NodeLimits::from_config(&state.config))?)
 }
 
 pub async fn render(
@@ -475,9 +420,9 @@ pub async fn render(
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ConnectError> {
     let window = render_window(&headers, &state, &params, "query", "from", "until")?;
-    let max_nodes = max_nodes(&state, max_nodes_param(&params)?)?;
-    let tree = state.querier.select_merge(&window.params).await.map_err(query_error)?;
-    let step_s = timeline_step_s(window.params.from_ms, window.params.until_ms);
+    let max_nodes = max_nodes(&state, &params)?;
+    let tree = state.querier.select_merge(&window.select).await?;
+    let step_s = timeline_step_s(window.select.from_ms, window.select.until_ms);
     // `aggregation=avg` averages the profiles of a step; `groupBy` adds one timeline per value.
     let aggregation = match param(&params, &["aggregation"]) {
         None | Some("sum") => crate::query::Aggregation::Sum,
@@ -500,11 +445,10 @@ pub async fn render(
         .unwrap_or_default();
     let series = state
         .querier
-        .select_series(&window.params, step_s * 1000, &group_by, aggregation)
-        .await
-        .map_err(query_error)?;
-    let start_s = window.params.from_ms.div_euclid(1000 * step_s) * step_s;
-    let end_s = (window.params.until_ms - 1).div_euclid(1000 * step_s) * step_s;
+        .select_series(&window.select, step_s * 1000, &group_by, aggregation)
+        .await?;
+    let start_s = window.select.from_ms.div_euclid(1000 * step_s) * step_s;
+    let end_s = (window.select.until_ms - 1).div_euclid(1000 * step_s) * step_s;
     let slots = ((end_s - start_s) / step_s + 1) as usize;
     let mut samples = vec![0u64; slots];
     let mut groups: std::collections::BTreeMap<String, Vec<u64>> = std::collections::BTreeMap::new();
@@ -533,7 +477,7 @@ pub async fn render(
         step_s,
         samples,
     };
-    let mut body = render::flamebearer(&tree, &window.profile_type, Some(max_nodes), Some(timeline));
+    let mut body = render::flamebearer(&tree, &window.select.profile_type, Some(max_nodes), Some(timeline));
     if !group_by.is_empty() {
         body["groups"] = groups
             .into_iter()
@@ -559,30 +503,21 @@ pub async fn render_diff(
 ) -> Result<Response, ConnectError> {
     let left = render_window(&headers, &state, &params, "leftQuery", "leftFrom", "leftUntil")?;
     let right = render_window(&headers, &state, &params, "rightQuery", "rightFrom", "rightUntil")?;
-    if left.profile_type != right.profile_type {
+    if left.select.profile_type != right.select.profile_type {
         return Err(ConnectError::invalid_argument(
             "leftQuery and rightQuery must name the same profile type",
         ));
     }
-    let max_nodes = max_nodes(&state, max_nodes_param(&params)?)?;
-    let left_tree = state.querier.select_merge(&left.params).await.map_err(query_error)?;
-    let right_tree = state.querier.select_merge(&right.params).await.map_err(query_error)?;
-    let body = render::flamebearer_diff(&left_tree, &right_tree, &left.profile_type, Some(max_nodes));
+    let max_nodes = max_nodes(&state, &params)?;
+    let left_tree = state.querier.select_merge(&left.select).await?;
+    let right_tree = state.querier.select_merge(&right.select).await?;
+    let body = render::flamebearer_diff(&left_tree, &right_tree, &left.select.profile_type, Some(max_nodes));
     Ok(axum::Json(body).into_response())
-}
-
-pub fn max_nodes_param(params: &HashMap<String, String>) -> Result<Option<i64>, ConnectError> {
-    param(params, &["max-nodes", "maxNodes", "max_nodes"])
-        .map(|text| {
-            text.parse::<i64>()
-                .map_err(|_| ConnectError::invalid_argument(format!("max-nodes {text:?} is not an integer")))
-        })
-        .transpose()
 }
 
 /// The optional `query` selector of the metadata routes.
 fn query_selectors(params: &HashMap<String, String>) -> Result<Vec<Selector>, ConnectError> {
-    param(params, &["query"]).map(parse_selector).into_iter().collect()
+    Ok(param(params, &["query"]).map(params::selector).transpose()?.into_iter().collect())
 }
 
 fn metadata_range(params: &HashMap<String, String>) -> Result<(i64, i64), ConnectError> {
@@ -605,7 +540,7 @@ pub async fn label_values(
             .querier
             .profile_types(&tenant, from_ms, until_ms)
             .await
-            .map_err(query_error)?;
+            ?;
         types.iter().map(ProfileType::id).collect()
     } else {
         let selectors = query_selectors(&params)?;
@@ -613,7 +548,7 @@ pub async fn label_values(
             .querier
             .label_values(&tenant, label, &selectors, from_ms, until_ms)
             .await
-            .map_err(query_error)?
+            ?
     };
     Ok(axum::Json(values).into_response())
 }
@@ -629,7 +564,6 @@ pub async fn labels(
     let names = state
         .querier
         .label_names(&tenant, &selectors, from_ms, until_ms)
-        .await
-        .map_err(query_error)?;
+        .await?;
     Ok(axum::Json(names).into_response())
 }

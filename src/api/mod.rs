@@ -6,6 +6,7 @@
 mod auth;
 pub mod connect;
 pub mod debug_pprof;
+pub mod error;
 mod legacy;
 mod metrics;
 mod peer;

@@ -106,10 +106,7 @@ fn decode(
                 .record_ingest(tenant.as_str(), err.outcome(), sample.raw_profile.len(), 0);
         }
         tracing::debug!(tenant = %tenant, profiles = count, bytes, error = %err, "push refused");
-        return Err(match err {
-            IngestError::Refused(_) => ConnectError::resource_exhausted(err.to_string()),
-            err => ConnectError::invalid_argument(err.to_string()),
-        });
+        return Err(err.into());
     }
     let mut client_errors = Vec::new();
     let mut decoded = Vec::new();
@@ -164,12 +161,7 @@ fn refused(state: &SharedState, tenant: &str, not_stored: &[Decoded], err: Inges
 /// A 5xx for an ingest the server could not complete: `unavailable` (503, clients retry) while
 /// the head is full of data it cannot flush or the WAL cannot be written (disk full, its
 /// budget reached, an I/O error: nothing was stored, so a retry is safe), `internal` (500)
-/// otherwise.
-pub fn server_error(err: IngestError) -> ConnectError {
-    if err.is_temporary_refusal() {
-        tracing::warn!(error = %err, "ingest refused for now: nothing stored");
-        return ConnectError::new(connect::Code::Unavailable, err.to_string());
-    }
-    tracing::error!(error = %err, "ingest failed");
-    ConnectError::internal(err.to_string())
+/// otherwise — the error's class says which.
+fn server_error(err: IngestError) -> ConnectError {
+    err.into()
 }

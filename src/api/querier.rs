@@ -18,11 +18,11 @@ use serde::de::DeserializeOwned;
 
 use super::SharedState;
 use super::connect::{self, ConnectError};
-use crate::block::BlockError;
-use crate::model::{ProfileType, Selector, Tenant};
+use crate::model::{ProfileType, Tenant};
+use crate::params::{self, NodeLimits};
 use crate::proto::querier::v1 as querier;
 use crate::proto::types::v1 as types;
-use crate::query::{Aggregation, FlameTree, QueryError, SelectParams};
+use crate::query::{Aggregation, FlameTree};
 use crate::render;
 
 /// Window used when a metadata request names none (start = end = 0).
@@ -121,33 +121,9 @@ where
     Ok(connect::encode_response(&response, codec))
 }
 
-pub fn query_error(err: QueryError) -> ConnectError {
-    match err {
-        // Not retryable as is: the query must be narrowed.
-        QueryError::EmptyWindow { .. }
-        | QueryError::Step
-        | QueryError::TooLong { .. }
-        | QueryError::TooManyNodes { .. } => ConnectError::invalid_argument(err.to_string()),
-        // Object storage unreachable or failing: the query may succeed once it is back.
-        QueryError::Block(BlockError::Storage(_)) => {
-            tracing::error!(error = %err, "query failed: object storage");
-            ConnectError::new(connect::Code::Unavailable, err.to_string())
-        }
-        QueryError::DeadlineExceeded { .. } => ConnectError::new(connect::Code::DeadlineExceeded, err.to_string()),
-        QueryError::Block(_) => {
-            tracing::error!(error = %err, "query failed");
-            ConnectError::internal(err.to_string())
-        }
-    }
-}
-
 /// `[start, end]` in ms → `[from, until)`; both 0 means the recent default window.
 fn metadata_window(start: i64, end: i64) -> Result<(i64, i64), ConnectError> {
-    if start == 0 && end == 0 {
-        let now = crate::now_ms();
-        return Ok((now - DEFAULT_METADATA_WINDOW_MS, now + 1));
-    }
-    select_window(start, end)
+    Ok(params::metadata_window(start, end, DEFAULT_METADATA_WINDOW_MS, crate::now_ms())?)
 }
 
 /// Largest step of a time series query: a year.
@@ -174,45 +150,9 @@ fn series_step_ms(step: f64, from_ms: i64, until_ms: i64) -> Result<i64, Connect
     Ok(step_ms)
 }
 
-fn select_window(start: i64, end: i64) -> Result<(i64, i64), ConnectError> {
-    if !crate::model::time_in_range(start) || !crate::model::time_in_range(end) {
-        return Err(ConnectError::invalid_argument(format!(
-            "start ({start}) and end ({end}) must be times in ms between the years 0000 and 9999"
-        )));
-    }
-    if start == 0 || end == 0 {
-        return Err(ConnectError::invalid_argument("missing time range in the query"));
-    }
-    if start > end {
-        return Err(ConnectError::invalid_argument(format!(
-            "start ({start}) is after end ({end})"
-        )));
-    }
-    Ok((start, end.saturating_add(1)))
-}
-
-pub fn parse_profile_type(id: &str) -> Result<ProfileType, ConnectError> {
-    ProfileType::parse(id).map_err(|err| ConnectError::invalid_argument(err.to_string()))
-}
-
-pub fn parse_selector(text: &str) -> Result<Selector, ConnectError> {
-    Selector::parse(text).map_err(|err| ConnectError::invalid_argument(err.to_string()))
-}
-
-fn parse_selectors(matchers: &[String]) -> Result<Vec<Selector>, ConnectError> {
-    matchers.iter().map(|m| parse_selector(m)).collect()
-}
-
-/// Checks `max_nodes` against the configured ceiling; absent or 0 means the default.
-pub fn max_nodes(state: &SharedState, requested: Option<i64>) -> Result<usize, ConnectError> {
-    match requested {
-        None | Some(0) => Ok(state.config.default_max_nodes),
-        Some(n) if n < 0 || n as usize > state.config.max_nodes_limit => Err(ConnectError::invalid_argument(format!(
-            "max_nodes {n} is outside 1..={}",
-            state.config.max_nodes_limit
-        ))),
-        Some(n) => Ok(n as usize),
-    }
+/// The node count a request asks for, within `api.default_max_nodes` / `api.max_nodes_limit`.
+fn max_nodes(state: &SharedState, requested: Option<i64>) -> Result<usize, ConnectError> {
+    Ok(NodeLimits::from_config(&state.config).check(requested)?)
 }
 
 async fn profile_types(
@@ -224,8 +164,7 @@ async fn profile_types(
     let types = state
         .querier
         .profile_types(&tenant, from, until)
-        .await
-        .map_err(query_error)?;
+        .await?;
     Ok(querier::ProfileTypesResponse {
         profile_types: types.iter().map(ProfileType::to_proto).collect(),
     })
@@ -237,12 +176,11 @@ async fn label_names(
     request: types::LabelNamesRequest,
 ) -> Result<types::LabelNamesResponse, ConnectError> {
     let (from, until) = metadata_window(request.start, request.end)?;
-    let selectors = parse_selectors(&request.matchers)?;
+    let selectors = params::selectors(&request.matchers)?;
     let names = state
         .querier
         .label_names(&tenant, &selectors, from, until)
-        .await
-        .map_err(query_error)?;
+        .await?;
     Ok(types::LabelNamesResponse { names })
 }
 
@@ -252,12 +190,11 @@ async fn label_values(
     request: types::LabelValuesRequest,
 ) -> Result<types::LabelValuesResponse, ConnectError> {
     let (from, until) = metadata_window(request.start, request.end)?;
-    let selectors = parse_selectors(&request.matchers)?;
+    let selectors = params::selectors(&request.matchers)?;
     let names = state
         .querier
         .label_values(&tenant, &request.name, &selectors, from, until)
-        .await
-        .map_err(query_error)?;
+        .await?;
     Ok(types::LabelValuesResponse { names })
 }
 
@@ -267,12 +204,11 @@ async fn series(
     request: querier::SeriesRequest,
 ) -> Result<querier::SeriesResponse, ConnectError> {
     let (from, until) = metadata_window(request.start, request.end)?;
-    let selectors = parse_selectors(&request.matchers)?;
+    let selectors = params::selectors(&request.matchers)?;
     let mut sets = state
         .querier
         .series_labels(&tenant, &selectors, from, until)
-        .await
-        .map_err(query_error)?;
+        .await?;
     if !request.label_names.is_empty() {
         sets = sets.iter().map(|labels| labels.project(&request.label_names)).collect();
         sets.sort();
@@ -298,17 +234,8 @@ async fn merged_tree(
     end: i64,
     stack_trace_selector: Option<&types::StackTraceSelector>,
 ) -> Result<(FlameTree, ProfileType), ConnectError> {
-    let profile_type = parse_profile_type(profile_type_id)?;
-    let selector = parse_selector(label_selector)?;
-    let (from_ms, until_ms) = select_window(start, end)?;
-    let params = SelectParams {
-        tenant: tenant.clone(),
-        profile_type: profile_type.clone(),
-        selector,
-        from_ms,
-        until_ms,
-    };
-    let tree = state.querier.select_merge(&params).await.map_err(query_error)?;
+    let select = params::querier_select(tenant.clone(), profile_type_id, label_selector, start, end)?;
+    let tree = state.querier.select_merge(&select).await?;
     let tree = match stack_trace_selector {
         Some(selector) if !selector.call_site.is_empty() => {
             let call_site: Vec<&str> = selector
@@ -320,7 +247,7 @@ async fn merged_tree(
         }
         _ => tree,
     };
-    Ok((tree, profile_type))
+    Ok((tree, select.profile_type))
 }
 
 async fn select_merge_stacktraces(
@@ -354,16 +281,15 @@ async fn analyze_query(
     request: querier::AnalyzeQueryRequest,
 ) -> Result<querier::AnalyzeQueryResponse, ConnectError> {
     let query = request.query.trim();
-    let (profile_type, selector) = match super::legacy::parse_render_query(query) {
+    let (profile_type, selector) = match params::typed_query(query) {
         Ok((profile_type, selector)) => (Some(profile_type), selector),
-        Err(_) => (None, parse_selector(if query.is_empty() { "{}" } else { query })?),
+        Err(_) => (None, params::selector(if query.is_empty() { "{}" } else { query })?),
     };
     let (from_ms, until_ms) = metadata_window(request.start, request.end)?;
     let analysis = state
         .querier
         .analyze(&tenant, profile_type.as_ref(), &selector, from_ms, until_ms)
-        .await
-        .map_err(query_error)?;
+        .await?;
     let (head, blocks) = (analysis.head, analysis.blocks);
     Ok(querier::AnalyzeQueryResponse {
         query_scopes: vec![
@@ -425,22 +351,18 @@ async fn select_merge_span_profile(
     request: querier::SelectMergeSpanProfileRequest,
 ) -> Result<querier::SelectMergeSpanProfileResponse, ConnectError> {
     let max_nodes = max_nodes(state, request.max_nodes)?;
-    let profile_type = parse_profile_type(&request.profile_type_id)?;
-    let selector = parse_selector(&request.label_selector)?;
-    let (from_ms, until_ms) = select_window(request.start, request.end)?;
-    let span_ids = parse_span_selector(&request.span_selector)?;
-    let params = SelectParams {
+    let select = params::querier_select(
         tenant,
-        profile_type,
-        selector,
-        from_ms,
-        until_ms,
-    };
+        &request.profile_type_id,
+        &request.label_selector,
+        request.start,
+        request.end,
+    )?;
+    let span_ids = parse_span_selector(&request.span_selector)?;
     let tree = state
         .querier
-        .select_merge_spans(&params, &span_ids)
-        .await
-        .map_err(query_error)?;
+        .select_merge_spans(&select, &span_ids)
+        .await?;
     Ok(querier::SelectMergeSpanProfileResponse {
         flamegraph: Some(render::flamegraph(&tree, Some(max_nodes))),
         tree: Bytes::new(),
@@ -476,12 +398,16 @@ async fn select_series(
     tenant: Tenant,
     request: querier::SelectSeriesRequest,
 ) -> Result<querier::SelectSeriesResponse, ConnectError> {
-    let profile_type = parse_profile_type(&request.profile_type_id)?;
-    let selector = parse_selector(&request.label_selector)?;
     // Checks start/end; the rows read are `[start − step, end]` (Pyroscope's rule, see
     // `Querier::select_series_range`).
-    let (from_ms, until_ms) = select_window(request.start, request.end)?;
-    let step_ms = series_step_ms(request.step, from_ms, until_ms)?;
+    let select = params::querier_select(
+        tenant,
+        &request.profile_type_id,
+        &request.label_selector,
+        request.start,
+        request.end,
+    )?;
+    let step_ms = series_step_ms(request.step, select.from_ms, select.until_ms)?;
     let aggregation = match request.aggregation {
         Some(1) => Aggregation::Average,
         _ => Aggregation::Sum,
@@ -491,17 +417,10 @@ async fn select_series(
         .iter()
         .flat_map(|selector| selector.call_site.iter().map(|location| location.name.clone()))
         .collect();
-    let params = SelectParams {
-        tenant,
-        profile_type,
-        selector,
-        from_ms,
-        until_ms,
-    };
     let mut series = state
         .querier
         .select_series_range(
-            &params,
+            &select,
             request.start,
             request.end,
             step_ms,
@@ -509,8 +428,7 @@ async fn select_series(
             aggregation,
             &call_site,
         )
-        .await
-        .map_err(query_error)?;
+        .await?;
     if let Some(limit) = request.limit.filter(|&limit| limit > 0) {
         let total = |s: &crate::query::TimeSeries| s.points.iter().map(|(_, v)| v).sum::<f64>();
         series.sort_by(|a, b| total(b).total_cmp(&total(a)));
@@ -576,7 +494,7 @@ async fn diff(
 }
 
 async fn profile_stats(state: &SharedState, tenant: Tenant) -> Result<types::GetProfileStatsResponse, ConnectError> {
-    let range = state.querier.time_range(&tenant).await.map_err(query_error)?;
+    let range = state.querier.time_range(&tenant).await?;
     Ok(match range {
         Some((oldest, newest)) => types::GetProfileStatsResponse {
             data_ingested: true,

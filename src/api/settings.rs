@@ -7,7 +7,7 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 
 use super::SharedState;
-use super::connect::{Code, ConnectError};
+use super::connect::ConnectError;
 use super::querier::call;
 use crate::proto::settings::v1 as settings;
 use crate::settings::SettingsError;
@@ -62,17 +62,5 @@ pub async fn dispatch(
 }
 
 fn settings_error(err: SettingsError) -> ConnectError {
-    match &err {
-        SettingsError::Outdated { .. } => ConnectError::new(Code::Aborted, err.to_string()),
-        SettingsError::TooMany => ConnectError::resource_exhausted(err.to_string()),
-        _ if err.is_client_error() => ConnectError::invalid_argument(err.to_string()),
-        SettingsError::Storage(_) => {
-            tracing::error!(error = %err, "settings: object storage");
-            ConnectError::new(Code::Unavailable, err.to_string())
-        }
-        _ => {
-            tracing::error!(error = %err, "settings");
-            ConnectError::internal(err.to_string())
-        }
-    }
+    err.into()
 }

@@ -44,6 +44,15 @@ impl BlockError {
     }
 }
 
+impl crate::error::Classify for BlockError {
+    fn class(&self) -> crate::error::ErrorClass {
+        match self {
+            Self::Storage(err) => crate::error::Classify::class(err),
+            Self::Corrupt { .. } | Self::Symbols { .. } => crate::error::ErrorClass::Internal,
+        }
+    }
+}
+
 /// What a block holds, published as `meta.json` once its data object is complete.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct BlockMeta {

@@ -53,6 +53,19 @@ pub enum HeadError {
     Full { unflushed_bytes: usize, limit_bytes: usize },
 }
 
+impl crate::error::Classify for HeadError {
+    fn class(&self) -> crate::error::ErrorClass {
+        use crate::error::ErrorClass;
+        match self {
+            // Nothing was stored: the same append may succeed once flushes catch up.
+            Self::Full { .. } => ErrorClass::Unavailable,
+            Self::Wal(err) if err.is_temporary() => ErrorClass::Unavailable,
+            Self::Block(err) => crate::error::Classify::class(err),
+            Self::Wal(_) | Self::ReadOnly | Self::Commit { .. } => ErrorClass::Internal,
+        }
+    }
+}
+
 /// When the head is cut into blocks.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]

@@ -34,6 +34,13 @@ pub struct FoldedProfile {
     pub invalid_lines: usize,
 }
 
+impl FoldedProfile {
+    /// The profile as pprof bytes: what the WAL keeps of every ingested profile.
+    pub fn encode(&self) -> bytes::Bytes {
+        bytes::Bytes::from(crate::pprof::encode(&self.profile))
+    }
+}
+
 /// Parses folded text (UTF-8, or UTF-16 with a BOM; LF or CRLF). Each value is multiplied by
 /// `value_scale` (e.g. 1e9/sampleRate to turn CPU sample counts into nanoseconds). Lines
 /// without a trailing integer are counted as invalid and skipped.

@@ -95,6 +95,23 @@ impl IngestError {
     }
 }
 
+impl crate::error::Classify for IngestError {
+    fn class(&self) -> crate::error::ErrorClass {
+        use crate::error::ErrorClass;
+        match self {
+            Self::Refused(_) => ErrorClass::Limited,
+            Self::Head(err) => crate::error::Classify::class(err),
+            Self::Decode(_)
+            | Self::Labels(_)
+            | Self::Name(_)
+            | Self::Series(_)
+            | Self::OutOfWindow { .. }
+            | Self::OverBurst { .. }
+            | Self::RequestTooLarge { .. } => ErrorClass::Client,
+        }
+    }
+}
+
 /// What one accepted profile added.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Ingested {

@@ -50,6 +50,20 @@ pub enum QueryError {
     TooManyNodes { limit: usize },
 }
 
+impl crate::error::Classify for QueryError {
+    fn class(&self) -> crate::error::ErrorClass {
+        use crate::error::ErrorClass;
+        match self {
+            // Not retryable as is: the query must be narrowed.
+            Self::EmptyWindow { .. } | Self::Step | Self::TooLong { .. } | Self::TooManyNodes { .. } => {
+                ErrorClass::Client
+            }
+            Self::Block(err) => crate::error::Classify::class(err),
+            Self::DeadlineExceeded { .. } => ErrorClass::Deadline,
+        }
+    }
+}
+
 /// Which series and rows a query reads.
 #[derive(Debug, Clone)]
 pub struct SelectParams {

@@ -1,11 +1,11 @@
-//! One entry point for whole-window exports (`/api/v1/render`, `pyrite export`): a merged tree
-//! in the format asked for, with its media type.
+//! Whole-window exports (`/api/v1/render`, `pyrite export`): a merged tree in the format asked
+//! for, with its media type. The query before it is `crate::export`'s.
 
 use std::str::FromStr;
 
 use super::{RenderError, SvgOptions};
 use crate::model::ProfileType;
-use crate::query::{FlameTree, Querier, QueryError, SelectParams};
+use crate::query::FlameTree;
 
 /// The formats a window can be exported in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,36 +50,6 @@ pub struct ExportContext {
     pub from_ms: i64,
     pub until_ms: i64,
     pub max_nodes: Option<usize>,
-}
-
-/// Why a window could not be exported: the query (a bad window, an unreadable block) or the
-/// rendering.
-#[derive(Debug, thiserror::Error)]
-pub enum ExportWindowError {
-    #[error(transparent)]
-    Query(#[from] QueryError),
-    #[error(transparent)]
-    Render(#[from] RenderError),
-}
-
-/// Merges the profiles `params` select and renders them as `format`; `query` is the selector as
-/// the user wrote it, for titles.
-pub async fn export_window(
-    querier: &Querier,
-    params: SelectParams,
-    query: String,
-    format: ExportFormat,
-    max_nodes: Option<usize>,
-) -> Result<Vec<u8>, ExportWindowError> {
-    let tree = querier.select_merge(&params).await?;
-    let context = ExportContext {
-        profile_type: params.profile_type,
-        query,
-        from_ms: params.from_ms,
-        until_ms: params.until_ms,
-        max_nodes,
-    };
-    Ok(export(&tree, format, &context)?)
 }
 
 /// Renders `tree` as `format`.

@@ -11,7 +11,7 @@ mod folded;
 mod pprof;
 mod svg;
 
-pub use export::{ExportContext, ExportFormat, ExportWindowError, export, export_window};
+pub use export::{ExportContext, ExportFormat, export};
 pub use flamebearer::{Timeline, flamebearer, flamebearer_diff};
 pub use flamegraph::{DEFAULT_MAX_NODES, OTHER_NAME, flamegraph, flamegraph_diff};
 pub use folded::{folded, folded_diff};
@@ -23,6 +23,12 @@ pub use svg::{EMPTY_SVG_MARKER, SvgOptions, svg, svg_diff};
 pub enum RenderError {
     #[error("writing the flame graph SVG: {0}")]
     Svg(#[from] std::io::Error),
+}
+
+impl crate::error::Classify for RenderError {
+    fn class(&self) -> crate::error::ErrorClass {
+        crate::error::ErrorClass::Internal
+    }
 }
 
 #[cfg(test)]

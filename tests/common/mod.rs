@@ -2,6 +2,8 @@
 //! `pyrite serve` process on a free loopback port.
 #![allow(dead_code)]
 
+pub mod ceph;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
