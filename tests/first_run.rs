@@ -9,6 +9,9 @@
 //! compiled once. `make run` builds the release profile; this test asks for `dev`
 //! (`PYRITE_RUN_PROFILE`), whose dependencies `cargo test` has just built, so CI compiles only
 //! the clone's own crate. `PYRITE_FIRST_RUN_PROFILE=release` runs exactly what a user runs.
+//! The clone's build links its `pyrite` into the shared `<target>/debug/pyrite`, the binary the
+//! other integration tests run: the same commit in CI; cargo links this tree's own back at its
+//! next build.
 
 mod common;
 
