@@ -59,7 +59,10 @@ fn embed_ui(out_dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
         if file.extension().is_some_and(|extension| extension == "gz") {
             continue;
         }
-        let url = format!("/{}", file.strip_prefix(dist)?.to_str().ok_or("non-UTF-8 UI file name")?);
+        let url = format!(
+            "/{}",
+            file.strip_prefix(dist)?.to_str().ok_or("non-UTF-8 UI file name")?
+        );
         let absolute = std::fs::canonicalize(file)?;
         let body = std::fs::read(file)?;
         let gzip = PathBuf::from(format!("{}.gz", file.display()));

@@ -70,7 +70,9 @@ fn ui_dir() -> PathBuf {
 
 fn assert_ui_built() {
     assert!(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("ui/dist/index.html").is_file(),
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("ui/dist/index.html")
+            .is_file(),
         "the web UI is not built: run `make ui`, then the tests again (build.rs embeds ui/dist)"
     );
 }
@@ -143,7 +145,12 @@ fn ui_files_are_served_from_the_binary_with_types_and_cache_headers_even_with_to
     assert_eq!(zipped.headers()["content-encoding"], "gzip");
     assert_eq!(zipped.headers()["vary"], "accept-encoding");
     let zipped = zipped.bytes().unwrap();
-    assert!(zipped.len() * 2 < plain.len(), "{} gzipped vs {} raw", zipped.len(), plain.len());
+    assert!(
+        zipped.len() * 2 < plain.len(),
+        "{} gzipped vs {} raw",
+        zipped.len(),
+        plain.len()
+    );
     let mut unzipped = Vec::new();
     std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&zipped[..]), &mut unzipped).unwrap();
     assert!(unzipped == plain, "the gzip copy is the same file");
@@ -198,7 +205,11 @@ fn number(value: &serde_json::Value) -> i64 {
 /// A percentage cell of the top table ("12.5 %", "+760 %") as a number.
 fn percent(cell: &serde_json::Value) -> f64 {
     let text = cell.as_str().unwrap();
-    text.trim_end_matches('%').trim().trim_start_matches('+').parse().unwrap_or_else(|_| panic!("{text}"))
+    text.trim_end_matches('%')
+        .trim()
+        .trim_start_matches('+')
+        .parse()
+        .unwrap_or_else(|_| panic!("{text}"))
 }
 
 #[test]
@@ -226,7 +237,13 @@ fn ui_in_a_browser_finds_searches_sandwiches_narrows_compares_exports_and_switch
     push(&server, "web", "shop", "now-5m", "gotarget__cpu_5s.pb.gz");
     push(&server, "web", "shop", "now-50m", "gotarget__cpu_5s.pb.gz");
     push(&server, "web", "shop", "now-45m", "parca_fib.pb.gz");
-    push(&server, "web", "checkout", "now-10m", "pyroscope__og_convert_pprof_cpu.pb.gz");
+    push(
+        &server,
+        "web",
+        "checkout",
+        "now-10m",
+        "pyroscope__og_convert_pprof_cpu.pb.gz",
+    );
 
     common::wait_until("a scraped CPU profile of gotarget", Duration::from_secs(60), || {
         common::cpu_nanos(&server, "web", "live") > 0
@@ -239,12 +256,22 @@ fn ui_in_a_browser_finds_searches_sandwiches_narrows_compares_exports_and_switch
     println!("screenshots of each state: {}", shots.display());
     let output = Command::new("node")
         .arg(ui_dir().join("scenario.mjs"))
-        .args([&server.url, "web", "shop", shots.to_str().unwrap(), downloads.to_str().unwrap()])
+        .args([
+            &server.url,
+            "web",
+            "shop",
+            shots.to_str().unwrap(),
+            downloads.to_str().unwrap(),
+        ])
         .output()
         .expect("running node");
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let seen: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    assert_eq!(seen["errors"], serde_json::json!([]), "no console or page errors, every step done");
+    assert_eq!(
+        seen["errors"],
+        serde_json::json!([]),
+        "no console or page errors, every step done"
+    );
 
     // Landing: both services, each with its time series; CPU types grouped by profile name.
     let cards = seen["landing"].as_array().unwrap();
@@ -257,7 +284,11 @@ fn ui_in_a_browser_finds_searches_sandwiches_narrows_compares_exports_and_switch
             .unwrap()
             .iter()
             .any(|group| group["name"] == "process_cpu"
-                && group["options"].as_array().unwrap().iter().any(|o| o == "process_cpu · cpu (nanoseconds)")),
+                && group["options"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|o| o == "process_cpu · cpu (nanoseconds)")),
         "{}",
         seen["types"]
     );
@@ -267,27 +298,57 @@ fn ui_in_a_browser_finds_searches_sandwiches_narrows_compares_exports_and_switch
     assert_eq!(number(&flame["total"]), GOTARGET_CPU_NS, "{flame}");
     let rows = flame["rows"].as_array().unwrap();
     assert_eq!(rows[0], serde_json::json!(["", "Symbol", "Self", "Total"]), "{rows:?}");
-    assert!(rows[1][1].as_str().unwrap().contains("sha256"), "top self function: {rows:?}");
+    assert!(
+        rows[1][1].as_str().unwrap().contains("sha256"),
+        "top self function: {rows:?}"
+    );
     for row in &rows[1..] {
         let self_cell = row[2].as_str().unwrap();
-        assert!(self_cell.ends_with(" s") || self_cell.ends_with(" ms") || self_cell.ends_with(" µs") || self_cell.ends_with(" ns"), "{row:?}");
+        assert!(
+            self_cell.ends_with(" s")
+                || self_cell.ends_with(" ms")
+                || self_cell.ends_with(" µs")
+                || self_cell.ends_with(" ns"),
+            "{row:?}"
+        );
     }
     let timeline = &seen["flameTimeline"];
-    let timeline_sum: f64 = timeline["points"].as_array().unwrap().iter().map(|p| p[1].as_f64().unwrap()).sum();
+    let timeline_sum: f64 = timeline["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p[1].as_f64().unwrap())
+        .sum();
     assert_eq!(timeline_sum as i64, GOTARGET_CPU_NS, "{timeline}");
-    assert!(timeline["axis"][0].as_str().unwrap().ends_with(" s"), "value axis in seconds: {timeline}");
+    assert!(
+        timeline["axis"][0].as_str().unwrap().ends_with(" s"),
+        "value axis in seconds: {timeline}"
+    );
 
     // Search: the share of the total under sha256 frames, as the folded stacks say.
     let (from, end) = (number(&flame["from"]), number(&flame["end"]));
     let stacks = folded(&server, "web", "shop", from, end + 1);
     let all: i64 = stacks.iter().map(|(_, count)| count).sum();
-    let matched: i64 = stacks.iter().filter(|(stack, _)| stack.contains("sha256")).map(|(_, count)| count).sum();
+    let matched: i64 = stacks
+        .iter()
+        .filter(|(stack, _)| stack.contains("sha256"))
+        .map(|(_, count)| count)
+        .sum();
     assert_eq!(all, GOTARGET_CPU_NS);
     let expected = format!("{:.2}%", matched as f64 * 100.0 / all as f64);
     let search = &seen["search"];
-    assert!(search["matchShare"].as_str().unwrap().contains(&expected), "{expected} in {search}");
+    assert!(
+        search["matchShare"].as_str().unwrap().contains(&expected),
+        "{expected} in {search}"
+    );
     let matched_rows = &search["rows"].as_array().unwrap()[1..];
-    assert!(!matched_rows.is_empty() && matched_rows.iter().all(|row| row[1].as_str().unwrap().contains("sha256")), "{search}");
+    assert!(
+        !matched_rows.is_empty()
+            && matched_rows
+                .iter()
+                .all(|row| row[1].as_str().unwrap().contains("sha256")),
+        "{search}"
+    );
     assert!(search["url"].as_str().unwrap().contains("search=sha256"), "{search}");
 
     // The copied URL: same window, search, share and table in a fresh page.
@@ -306,15 +367,25 @@ fn ui_in_a_browser_finds_searches_sandwiches_narrows_compares_exports_and_switch
     // the folded text sums to the window's total.
     let exports = &seen["exports"];
     for format in ["svg", "pprof", "folded"] {
-        assert!(exports[format]["name"].as_str().unwrap().starts_with("shop_"), "{exports}");
+        assert!(
+            exports[format]["name"].as_str().unwrap().starts_with("shop_"),
+            "{exports}"
+        );
     }
     let svg = std::fs::read(exports["svg"]["path"].as_str().unwrap()).unwrap();
-    assert!(assert_well_formed_xml(&svg).contains("sha256"), "the SVG holds the window's frames");
+    assert!(
+        assert_well_formed_xml(&svg).contains("sha256"),
+        "the SVG holds the window's frames"
+    );
     let raw = Command::new("go")
         .args(["tool", "pprof", "-raw", exports["pprof"]["path"].as_str().unwrap()])
         .output()
         .expect("go tool pprof");
-    assert!(raw.status.success(), "go tool pprof -raw: {}", String::from_utf8_lossy(&raw.stderr));
+    assert!(
+        raw.status.success(),
+        "go tool pprof -raw: {}",
+        String::from_utf8_lossy(&raw.stderr)
+    );
     assert!(String::from_utf8_lossy(&raw.stdout).contains("sha256"));
     let folded_text = std::fs::read_to_string(exports["folded"]["path"].as_str().unwrap()).unwrap();
     assert_eq!(common::folded_total(&folded_text), GOTARGET_CPU_NS);
@@ -344,15 +415,25 @@ fn ui_in_a_browser_finds_searches_sandwiches_narrows_compares_exports_and_switch
     assert_eq!(number(&diff["left"]), GOTARGET_CPU_NS + FIB_CPU_NS, "{diff}");
     assert_eq!(number(&diff["right"]), GOTARGET_CPU_NS, "{diff}");
     let share = diff["matchShare"].as_str().unwrap();
-    assert!(share.contains("of the baseline") && share.contains("of the comparison"), "{share}");
+    assert!(
+        share.contains("of the baseline") && share.contains("of the comparison"),
+        "{share}"
+    );
     let rows = diff["rows"].as_array().unwrap();
-    assert_eq!(rows[0], serde_json::json!(["", "Symbol", "Baseline", "Comparison", "Diff"]), "{rows:?}");
+    assert_eq!(
+        rows[0],
+        serde_json::json!(["", "Symbol", "Baseline", "Comparison", "Diff"]),
+        "{rows:?}"
+    );
     let grown = rows
         .iter()
         .find(|row| row[1].as_str().unwrap().contains("sha256"))
         .unwrap_or_else(|| panic!("sha256 in the diff table: {rows:?}"));
     assert!(percent(&grown[3]) > percent(&grown[2]), "{grown:?}");
-    assert!(grown[4].as_str().unwrap().starts_with('+') || percent(&grown[4]) > 0.0, "{grown:?}");
+    assert!(
+        grown[4].as_str().unwrap().starts_with('+') || percent(&grown[4]) > 0.0,
+        "{grown:?}"
+    );
     let fib = rows
         .iter()
         .find(|row| row[1].as_str().unwrap().contains("fib.Fibonacci"))
@@ -364,5 +445,8 @@ fn ui_in_a_browser_finds_searches_sandwiches_narrows_compares_exports_and_switch
     assert_eq!(other["types"], serde_json::json!([]), "{other}");
     assert_eq!(other["services"], serde_json::json!([]), "{other}");
     assert!(other["message"].as_str().unwrap().contains("nobody-here"), "{other}");
-    assert!(std::fs::read_dir(&shots).unwrap().count() >= 9, "a screenshot of each state");
+    assert!(
+        std::fs::read_dir(&shots).unwrap().count() >= 9,
+        "a screenshot of each state"
+    );
 }

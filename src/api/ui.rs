@@ -99,7 +99,8 @@ fn accepts_gzip(headers: &HeaderMap) -> bool {
         .any(|coding| {
             let mut parts = coding.split(';');
             let name = parts.next().unwrap_or("").trim();
-            let refused = parts.any(|param| matches!(param.replace(' ', "").as_str(), "q=0" | "q=0.0" | "q=0.00" | "q=0.000"));
+            let refused =
+                parts.any(|param| matches!(param.replace(' ', "").as_str(), "q=0" | "q=0.0" | "q=0.00" | "q=0.000"));
             (name.eq_ignore_ascii_case("gzip") || name == "*") && !refused
         })
 }
@@ -125,7 +126,10 @@ fn serve(asset: &'static Asset, headers: &HeaderMap) -> Response {
     };
     let response_headers = response.headers_mut();
     response_headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type(asset.path)));
-    response_headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache_control(asset.path)));
+    response_headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(cache_control(asset.path)),
+    );
     response_headers.insert(header::ETAG, HeaderValue::from_static(asset.etag));
     // The body differs by Accept-Encoding; caches must keep the two apart.
     if asset.gzip.is_some() {
@@ -156,10 +160,19 @@ mod tests {
 
     #[test]
     fn hashed_bundles_are_immutable_and_the_page_is_revalidated() {
-        assert_eq!(cache_control("/assets/index-l1tjBHYd.js"), "public, max-age=31536000, immutable");
+        assert_eq!(
+            cache_control("/assets/index-l1tjBHYd.js"),
+            "public, max-age=31536000, immutable"
+        );
         assert_eq!(cache_control("/index.html"), "no-cache");
-        assert_eq!(content_type("/assets/index-l1tjBHYd.js"), "text/javascript; charset=utf-8");
-        assert_eq!(content_type("/public/build/img/icons/unicons/search.svg"), "image/svg+xml");
+        assert_eq!(
+            content_type("/assets/index-l1tjBHYd.js"),
+            "text/javascript; charset=utf-8"
+        );
+        assert_eq!(
+            content_type("/public/build/img/icons/unicons/search.svg"),
+            "image/svg+xml"
+        );
         assert_eq!(content_type("/no-extension"), "application/octet-stream");
     }
 }

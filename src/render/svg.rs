@@ -138,7 +138,9 @@ mod tests {
 
     /// The `y` of the rectangle drawn for the frame whose title starts with `title`.
     fn frame_y(svg: &str, title: &str) -> f64 {
-        let at = svg.find(&format!("<title>{title}")).unwrap_or_else(|| panic!("no frame {title}"));
+        let at = svg
+            .find(&format!("<title>{title}"))
+            .unwrap_or_else(|| panic!("no frame {title}"));
         let rest = &svg[at..];
         let y = &rest[rest.find(" y=\"").unwrap() + 4..];
         y[..y.find('"').unwrap()].parse().unwrap()
@@ -146,10 +148,17 @@ mod tests {
 
     #[test]
     fn the_root_is_drawn_on_top_as_in_the_web_ui() {
-        let svg = svg(&sample_tree(), &options("shop", "process_cpu:cpu:nanoseconds:cpu:nanoseconds")).unwrap();
+        let svg = svg(
+            &sample_tree(),
+            &options("shop", "process_cpu:cpu:nanoseconds:cpu:nanoseconds"),
+        )
+        .unwrap();
         let svg = String::from_utf8(svg).unwrap();
         let (root, main, memmove) = (frame_y(&svg, "all "), frame_y(&svg, "main "), frame_y(&svg, "memmove "));
-        assert!(root < main && main < memmove, "root {root}, main {main}, memmove {memmove}");
+        assert!(
+            root < main && main < memmove,
+            "root {root}, main {main}, memmove {memmove}"
+        );
     }
 
     fn options(title: &str, profile_type: &str) -> SvgOptions {
