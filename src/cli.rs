@@ -11,8 +11,8 @@ use prost::Message;
 
 use crate::api;
 use crate::config::Config;
-use crate::head::Head;
 use crate::export::ExportRequest;
+use crate::head::Head;
 use crate::model::{LABEL_DELTA, Labels, Selector, parse_time_ms};
 use crate::params::{self, RenderWindow};
 use crate::proto::push::v1::{PushRequest, RawProfileSeries, RawSample};

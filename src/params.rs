@@ -362,7 +362,12 @@ mod tests {
             (in_front.select.from_ms, in_front.select.until_ms),
             (NOW - DEFAULT_WINDOW_MS, NOW)
         );
-        assert!(in_front.select.selector.matches(&crate::model::Labels::new([("service_name".to_string(), "api".to_string())]).unwrap()));
+        assert!(
+            in_front
+                .select
+                .selector
+                .matches(&crate::model::Labels::new([("service_name".to_string(), "api".to_string())]).unwrap())
+        );
         assert!(matches!(typed_query("{}"), Err(ParamsError::NoProfileType)));
     }
 
@@ -377,7 +382,10 @@ mod tests {
         assert_eq!(querier_window(5, 5).unwrap(), (5, 6));
         assert!(matches!(querier_window(0, 5), Err(ParamsError::NoTimeRange)));
         assert!(matches!(querier_window(6, 5), Err(ParamsError::StartAfterEnd { .. })));
-        assert!(matches!(querier_window(i64::MAX, i64::MAX), Err(ParamsError::TimeOutOfRange { .. })));
+        assert!(matches!(
+            querier_window(i64::MAX, i64::MAX),
+            Err(ParamsError::TimeOutOfRange { .. })
+        ));
         assert_eq!(metadata_window(0, 0, 10, NOW).unwrap(), (NOW - 10, NOW + 1));
     }
 
@@ -387,9 +395,18 @@ mod tests {
         assert_eq!(limits.check(None).unwrap(), 8);
         assert_eq!(limits.check(Some(0)).unwrap(), 8);
         assert_eq!(limits.check(Some(100)).unwrap(), 100);
-        assert!(matches!(limits.check(Some(101)), Err(ParamsError::MaxNodesOutOfRange { .. })));
-        assert!(matches!(limits.check(Some(-1)), Err(ParamsError::MaxNodesOutOfRange { .. })));
-        assert!(matches!(limits.check_text(Some("ten")), Err(ParamsError::MaxNodesNotInteger(_))));
+        assert!(matches!(
+            limits.check(Some(101)),
+            Err(ParamsError::MaxNodesOutOfRange { .. })
+        ));
+        assert!(matches!(
+            limits.check(Some(-1)),
+            Err(ParamsError::MaxNodesOutOfRange { .. })
+        ));
+        assert!(matches!(
+            limits.check_text(Some("ten")),
+            Err(ParamsError::MaxNodesNotInteger(_))
+        ));
         assert_eq!(limits.check_text(Some("12")).unwrap(), 12);
     }
 

@@ -74,9 +74,8 @@ pub async fn build(config: &crate::config::Config) -> anyhow::Result<Built> {
         // Peers read a flushed partition here until they see its block.
         head_config.published_grace = config.cluster.published_grace;
     }
-    let head = Arc::new(
-        crate::head::Head::open(head_config, storage.clone(), &config.wal_dir(), &config.limits).await?,
-    );
+    let head =
+        Arc::new(crate::head::Head::open(head_config, storage.clone(), &config.wal_dir(), &config.limits).await?);
     let tenant_limits = Arc::new(crate::limits::Limits::load(
         config.tenant_limits.clone(),
         config.runtime_config.clone(),

@@ -73,7 +73,8 @@ async fn call(router: &Router, request: Request<Body>) -> Answer {
 }
 
 async fn querier(router: &Router, tenant: Option<&str>, method: &str, body: Value) -> Answer {
-    let mut request = Request::post(format!("/querier.v1.QuerierService/{method}")).header("content-type", "application/json");
+    let mut request =
+        Request::post(format!("/querier.v1.QuerierService/{method}")).header("content-type", "application/json");
     if let Some(tenant) = tenant {
         request = request.header("x-scope-orgid", tenant);
     }
@@ -162,9 +163,21 @@ async fn pushed_profiles_read_back_with_their_totals_per_tenant() {
     .await;
     assert_eq!(merged.status, 200, "{}", merged.text());
     assert_eq!(merged.json()["flamegraph"]["total"], want.to_string());
-    let other = querier(router, Some("team-b"), "SelectMergeStacktraces", window_json(CPU, "{}", start, end)).await;
+    let other = querier(
+        router,
+        Some("team-b"),
+        "SelectMergeStacktraces",
+        window_json(CPU, "{}", start, end),
+    )
+    .await;
     assert_eq!(other.status, 200);
-    assert!(other.json()["flamegraph"]["total"].as_str().is_none_or(|total| total == "0"), "{}", other.text());
+    assert!(
+        other.json()["flamegraph"]["total"]
+            .as_str()
+            .is_none_or(|total| total == "0"),
+        "{}",
+        other.text()
+    );
 
     let legacy = call(
         router,
@@ -179,10 +192,12 @@ async fn pushed_profiles_read_back_with_their_totals_per_tenant() {
 
     let folded = call(
         router,
-        Request::get(format!("/api/v1/render?query={{}}&from={start}&until={end}&format=folded"))
-            .header("x-scope-orgid", "team-a")
-            .body(Body::empty())
-            .unwrap(),
+        Request::get(format!(
+            "/api/v1/render?query={{}}&from={start}&until={end}&format=folded"
+        ))
+        .header("x-scope-orgid", "team-a")
+        .body(Body::empty())
+        .unwrap(),
     )
     .await;
     assert_eq!(folded.status, 200, "{}", folded.text());
@@ -203,10 +218,18 @@ async fn bad_read_parameters_are_invalid_argument_at_every_edge() {
     let router = &built.router;
     let now = pyrite::now_ms();
     for (what, body, needle) in [
-        ("bad selector", window_json(CPU, "{service_name=}", now - 1000, now), "selector"),
+        (
+            "bad selector",
+            window_json(CPU, "{service_name=}", now - 1000, now),
+            "selector",
+        ),
         ("start after end", window_json(CPU, "{}", now, now - 1000), "after"),
         ("no window", window_json(CPU, "{}", 0, 0), "missing time range"),
-        ("unknown profile type", window_json("cpu", "{}", now - 1000, now), "profile type"),
+        (
+            "unknown profile type",
+            window_json("cpu", "{}", now - 1000, now),
+            "profile type",
+        ),
         (
             "too many nodes",
             json!({"profileTypeID": CPU, "labelSelector": "{}", "start": (now - 1000).to_string(),
@@ -230,9 +253,11 @@ async fn bad_read_parameters_are_invalid_argument_at_every_edge() {
     get(router, "/pyroscope/render?from=now-1h")
         .await
         .assert_error(400, "invalid_argument", "query is required");
-    get(router, "/pyroscope/render?query={}")
-        .await
-        .assert_error(400, "invalid_argument", "must start with a profile type");
+    get(router, "/pyroscope/render?query={}").await.assert_error(
+        400,
+        "invalid_argument",
+        "must start with a profile type",
+    );
     get(router, "/pyroscope/label-values?label=x&query={a=}")
         .await
         .assert_error(400, "invalid_argument", "selector");
@@ -275,7 +300,13 @@ async fn the_tenant_header_is_checked_before_anything_is_read() {
     get(&strict.router, "/api/v1/render?query={}")
         .await
         .assert_error(401, "unauthenticated", "X-Scope-OrgID");
-    let answer = push(&strict.router, "team-a", "api", corpus_bytes("ddnotes_cpu-profiler-labels.pprof")).await;
+    let answer = push(
+        &strict.router,
+        "team-a",
+        "api",
+        corpus_bytes("ddnotes_cpu-profiler-labels.pprof"),
+    )
+    .await;
     assert_eq!(answer.status, 200, "{}", answer.text());
 }
 

@@ -59,7 +59,10 @@ fn check(name: &str, actual: &[u8]) -> Option<String> {
             eprintln!("wrote missing golden file {}", path.display());
             None
         }
-        Err(err) => Some(format!("{}: {err} (run with PYRITE_BLESS=1 to write it)", path.display())),
+        Err(err) => Some(format!(
+            "{}: {err} (run with PYRITE_BLESS=1 to write it)",
+            path.display()
+        )),
         Ok(expected) => {
             let (expected, actual) = (String::from_utf8_lossy(&expected), String::from_utf8_lossy(actual));
             let line = expected
@@ -108,7 +111,13 @@ async fn rendered_outputs_match_their_golden_files() {
     let manifest = common::corpus();
     for (index, (file, sample_type)) in CASES.iter().enumerate() {
         let service = format!("golden-{index}");
-        let want_total = manifest.iter().find(|row| row.name == *file).unwrap().totals.as_ref().unwrap()[*sample_type];
+        let want_total = manifest
+            .iter()
+            .find(|row| row.name == *file)
+            .unwrap()
+            .totals
+            .as_ref()
+            .unwrap()[*sample_type];
         let raw = std::fs::read(common::corpus_dir().join("files").join(file)).unwrap();
         let mut profile = pyrite::pprof::decode(&raw, &Default::default()).unwrap();
         profile.time_nanos = AT_MS * 1_000_000;
@@ -139,7 +148,9 @@ async fn rendered_outputs_match_their_golden_files() {
             router,
             Request::post("/querier.v1.QuerierService/ProfileTypes")
                 .header("content-type", "application/json")
-                .body(Body::from(json!({"start": FROM_MS.to_string(), "end": UNTIL_MS.to_string()}).to_string()))
+                .body(Body::from(
+                    json!({"start": FROM_MS.to_string(), "end": UNTIL_MS.to_string()}).to_string(),
+                ))
                 .unwrap(),
         )
         .await;

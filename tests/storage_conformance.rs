@@ -14,11 +14,26 @@ async fn conformance(storage: &Storage) {
     let at_start = pyrite::now_ms() - 60_000;
 
     // Put, get, overwrite.
-    storage.put("t1/1000/a/data", Bytes::from_static(b"0123456789")).await.unwrap();
-    assert_eq!(storage.get("t1/1000/a/data").await.unwrap(), Bytes::from_static(b"0123456789"));
-    storage.put("t1/1000/a/meta.json", Bytes::from_static(b"{}")).await.unwrap();
-    storage.put("t1/1000/a/meta.json", Bytes::from_static(b"{\"v\":2}")).await.unwrap();
-    assert_eq!(storage.get("t1/1000/a/meta.json").await.unwrap(), Bytes::from_static(b"{\"v\":2}"));
+    storage
+        .put("t1/1000/a/data", Bytes::from_static(b"0123456789"))
+        .await
+        .unwrap();
+    assert_eq!(
+        storage.get("t1/1000/a/data").await.unwrap(),
+        Bytes::from_static(b"0123456789")
+    );
+    storage
+        .put("t1/1000/a/meta.json", Bytes::from_static(b"{}"))
+        .await
+        .unwrap();
+    storage
+        .put("t1/1000/a/meta.json", Bytes::from_static(b"{\"v\":2}"))
+        .await
+        .unwrap();
+    assert_eq!(
+        storage.get("t1/1000/a/meta.json").await.unwrap(),
+        Bytes::from_static(b"{\"v\":2}")
+    );
 
     // A missing object: `get` fails with NotFound, `get_if_exists` is None, `exists` false.
     match storage.get("t1/1000/nothing/data").await {
@@ -31,8 +46,14 @@ async fn conformance(storage: &Storage) {
 
     // Ranges: one, to the end, and several of one object (near ones may be coalesced, far ones
     // not; either way each comes back exactly).
-    assert_eq!(storage.get_range("t1/1000/a/data", 2..5).await.unwrap(), Bytes::from_static(b"234"));
-    assert_eq!(storage.get_range("t1/1000/a/data", 7..10).await.unwrap(), Bytes::from_static(b"789"));
+    assert_eq!(
+        storage.get_range("t1/1000/a/data", 2..5).await.unwrap(),
+        Bytes::from_static(b"234")
+    );
+    assert_eq!(
+        storage.get_range("t1/1000/a/data", 7..10).await.unwrap(),
+        Bytes::from_static(b"789")
+    );
     let big: Bytes = (0..3 << 20).map(|i: u32| (i % 251) as u8).collect();
     storage.put("t1/1000/big/data", big.clone()).await.unwrap();
     let ranges = [0..10, 12..20, 2 << 20..(2 << 20) + 5, (3 << 20) - 3..3 << 20];
@@ -43,9 +64,22 @@ async fn conformance(storage: &Storage) {
     }
 
     // Create-only puts: the first wins, a second is refused and changes nothing.
-    assert!(storage.put_new("t1/2000/b/meta.json", Bytes::from_static(b"first")).await.unwrap());
-    assert!(!storage.put_new("t1/2000/b/meta.json", Bytes::from_static(b"second")).await.unwrap());
-    assert_eq!(storage.get("t1/2000/b/meta.json").await.unwrap(), Bytes::from_static(b"first"));
+    assert!(
+        storage
+            .put_new("t1/2000/b/meta.json", Bytes::from_static(b"first"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !storage
+            .put_new("t1/2000/b/meta.json", Bytes::from_static(b"second"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        storage.get("t1/2000/b/meta.json").await.unwrap(),
+        Bytes::from_static(b"first")
+    );
 
     // Listings: the "directories" right under a prefix, and every object under one, with keys
     // as given (no store prefix), sizes and modification times.
@@ -62,7 +96,10 @@ async fn conformance(storage: &Storage) {
     assert_eq!(keys, ["t1/1000/a/data", "t1/1000/a/meta.json", "t1/1000/big/data"]);
     assert_eq!(objects[0].size, 10);
     assert_eq!(objects[2].size, big.len() as u64);
-    assert!(objects.iter().all(|object| object.last_modified_ms >= at_start), "{objects:?}");
+    assert!(
+        objects.iter().all(|object| object.last_modified_ms >= at_start),
+        "{objects:?}"
+    );
     // A prefix is a directory, not a string prefix: `t1/100` holds nothing.
     assert!(storage.list_objects("t1/100").await.unwrap().is_empty());
 
@@ -93,7 +130,10 @@ async fn multipart(storage: Storage) {
     assert!(storage.put_new("t2/1/other/data", data.clone()).await.unwrap());
     let boundary = MULTIPART_PART_BYTES as u64;
     assert_eq!(
-        storage.get_range("t2/1/other/data", boundary - 2..boundary + 2).await.unwrap(),
+        storage
+            .get_range("t2/1/other/data", boundary - 2..boundary + 2)
+            .await
+            .unwrap(),
         data.slice(MULTIPART_PART_BYTES - 2..MULTIPART_PART_BYTES + 2)
     );
 }

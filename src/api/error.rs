@@ -57,7 +57,10 @@ mod tests {
 
     #[test]
     fn module_errors_answer_by_their_class() {
-        let err = crate::query::QueryError::EmptyWindow { from_ms: 5, until_ms: 5 };
+        let err = crate::query::QueryError::EmptyWindow {
+            from_ms: 5,
+            until_ms: 5,
+        };
         let answered = ConnectError::from(err);
         assert_eq!(answered.code, Code::InvalidArgument);
         assert!(answered.message.contains("from (5)"), "{}", answered.message);

@@ -517,7 +517,11 @@ pub async fn render_diff(
 
 /// The optional `query` selector of the metadata routes.
 fn query_selectors(params: &HashMap<String, String>) -> Result<Vec<Selector>, ConnectError> {
-    Ok(param(params, &["query"]).map(params::selector).transpose()?.into_iter().collect())
+    Ok(param(params, &["query"])
+        .map(params::selector)
+        .transpose()?
+        .into_iter()
+        .collect())
 }
 
 fn metadata_range(params: &HashMap<String, String>) -> Result<(i64, i64), ConnectError> {
@@ -536,19 +540,14 @@ pub async fn label_values(
     let label = param(&params, &["label"]).ok_or_else(|| ConnectError::invalid_argument("label is required"))?;
     let (from_ms, until_ms) = metadata_range(&params)?;
     let values = if label == "__name__" {
-        let types = state
-            .querier
-            .profile_types(&tenant, from_ms, until_ms)
-            .await
-            ?;
+        let types = state.querier.profile_types(&tenant, from_ms, until_ms).await?;
         types.iter().map(ProfileType::id).collect()
     } else {
         let selectors = query_selectors(&params)?;
         state
             .querier
             .label_values(&tenant, label, &selectors, from_ms, until_ms)
-            .await
-            ?
+            .await?
     };
     Ok(axum::Json(values).into_response())
 }

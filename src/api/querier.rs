@@ -123,7 +123,12 @@ where
 
 /// `[start, end]` in ms → `[from, until)`; both 0 means the recent default window.
 fn metadata_window(start: i64, end: i64) -> Result<(i64, i64), ConnectError> {
-    Ok(params::metadata_window(start, end, DEFAULT_METADATA_WINDOW_MS, crate::now_ms())?)
+    Ok(params::metadata_window(
+        start,
+        end,
+        DEFAULT_METADATA_WINDOW_MS,
+        crate::now_ms(),
+    )?)
 }
 
 /// Largest step of a time series query: a year.
@@ -161,10 +166,7 @@ async fn profile_types(
     request: querier::ProfileTypesRequest,
 ) -> Result<querier::ProfileTypesResponse, ConnectError> {
     let (from, until) = metadata_window(request.start, request.end)?;
-    let types = state
-        .querier
-        .profile_types(&tenant, from, until)
-        .await?;
+    let types = state.querier.profile_types(&tenant, from, until).await?;
     Ok(querier::ProfileTypesResponse {
         profile_types: types.iter().map(ProfileType::to_proto).collect(),
     })
@@ -177,10 +179,7 @@ async fn label_names(
 ) -> Result<types::LabelNamesResponse, ConnectError> {
     let (from, until) = metadata_window(request.start, request.end)?;
     let selectors = params::selectors(&request.matchers)?;
-    let names = state
-        .querier
-        .label_names(&tenant, &selectors, from, until)
-        .await?;
+    let names = state.querier.label_names(&tenant, &selectors, from, until).await?;
     Ok(types::LabelNamesResponse { names })
 }
 
@@ -205,10 +204,7 @@ async fn series(
 ) -> Result<querier::SeriesResponse, ConnectError> {
     let (from, until) = metadata_window(request.start, request.end)?;
     let selectors = params::selectors(&request.matchers)?;
-    let mut sets = state
-        .querier
-        .series_labels(&tenant, &selectors, from, until)
-        .await?;
+    let mut sets = state.querier.series_labels(&tenant, &selectors, from, until).await?;
     if !request.label_names.is_empty() {
         sets = sets.iter().map(|labels| labels.project(&request.label_names)).collect();
         sets.sort();
@@ -359,10 +355,7 @@ async fn select_merge_span_profile(
         request.end,
     )?;
     let span_ids = parse_span_selector(&request.span_selector)?;
-    let tree = state
-        .querier
-        .select_merge_spans(&select, &span_ids)
-        .await?;
+    let tree = state.querier.select_merge_spans(&select, &span_ids).await?;
     Ok(querier::SelectMergeSpanProfileResponse {
         flamegraph: Some(render::flamegraph(&tree, Some(max_nodes))),
         tree: Bytes::new(),
