@@ -3,7 +3,7 @@
 //!
 //! Data path, one module per stage (imports point down this list, never up):
 //! `api` → `ingest` / `query` → `head` → `block` → `storage` → `symbols` → `pprof` → `model`.
-//! `render` turns a [`query::FlameTree`] into every output format. `limits` (per-tenant limits
+//! `render` turns a [`model::FlameTree`] into every output format. `limits` (per-tenant limits
 //! and their overrides file) imports only `model`; `ingest` enforces them and `retention`
 //! deletes blocks past a tenant's retention period. `compactor` merges a bucket's blocks.
 //! `heartbeat` reports the background work (flushes, compaction, retention) to `/metrics`;

@@ -1,12 +1,15 @@
-//! The vocabulary every stage shares: tenants, label sets, profile type IDs, label selectors and
-//! time arguments. Nothing here does I/O.
+//! The vocabulary every stage shares: tenants, label sets, profile type IDs, label selectors,
+//! time arguments and the merged flame tree (what queries produce and renderers read). Nothing
+//! here does I/O.
 
+mod flame;
 mod labels;
 mod profile_type;
 mod selector;
 mod tenant;
 mod time;
 
+pub use flame::{FlameNode, FlameTree, ROOT_NAME};
 pub use labels::{LabelError, Labels, valid_label_name};
 pub use profile_type::{ProfileType, ProfileTypeError};
 pub use selector::{MatchOp, Matcher, Selector, SelectorError};

@@ -5,10 +5,10 @@
 //! epoch), in blocks and head alike. A profile's time is its collection time.
 
 pub mod deadline;
-mod tree;
 
 pub use deadline::{Deadline, Ticker};
-pub use tree::{FlameNode, FlameTree, ROOT_NAME};
+// The tree moved to `model` (render reads it too); kept here so callers compile.
+pub use crate::model::{FlameNode, FlameTree, ROOT_NAME};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;

@@ -10,7 +10,7 @@ use prost::Message;
 
 use crate::model::ProfileType;
 use crate::proto::google::v1::{Function, Line, Location, Mapping, Profile, Sample, ValueType};
-use crate::query::FlameTree;
+use crate::model::FlameTree;
 
 /// Every location points at this one mapping, flagged as symbolized so pprof tools do not try
 /// to symbolize the (address-less) locations.

@@ -6,7 +6,7 @@ use inferno::flamegraph::{Options, from_lines};
 use super::folded::stacks;
 use super::{DEFAULT_MAX_NODES, OTHER_NAME, RenderError};
 use crate::model::ProfileType;
-use crate::query::FlameTree;
+use crate::model::FlameTree;
 
 /// What to write around the graph.
 #[derive(Debug, Clone, PartialEq, Eq)]
