@@ -259,7 +259,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         querier: {
             let querier = Querier::with_catalog(head.clone(), catalog)
                 .with_tenant_limits(tenant_limits.clone())
-                .with_max_tree_nodes(config.api.max_query_tree_nodes);
+                .with_max_tree_nodes(config.api.max_query_tree_nodes)
+                .with_cache_bytes(config.api.index_cache_bytes, config.api.symbol_cache_bytes);
             match &peers {
                 Some(peers) => querier.with_peers(peers.clone()),
                 None => querier,

@@ -9,12 +9,12 @@ mod selector;
 mod tenant;
 mod time;
 
-pub use flame::{FlameNode, FlameTree, ROOT_NAME};
+pub use flame::{FlameNode, FlameTree, OTHER_NAME, ROOT_NAME};
 pub use labels::{LabelError, Labels, valid_label_name};
 pub use profile_type::{ProfileType, ProfileTypeError};
 pub use selector::{MatchOp, Matcher, Selector, SelectorError};
 pub use tenant::{DEFAULT_TENANT, Tenant, TenantError};
-pub use time::{MAX_TIME_MS, TimeError, duration_ms, parse_time_ms, time_in_range};
+pub use time::{MAX_TIME_MS, TimeError, TimeWindow, duration_ms, parse_time_ms, time_in_range};
 
 /// Label carrying the profile name (`process_cpu`, `memory`, …), first part of a profile type ID.
 pub const LABEL_NAME: &str = "__name__";
