@@ -433,7 +433,8 @@ impl SeriesHeader {
     /// Whether every row of the series falls in `[from, until)` and the block holds its
     /// per-stack totals, so [`load_series_totals`] can stand in for its rows.
     pub fn totals_cover(&self, from_ms: i64, until_ms: i64) -> bool {
-        self.totals.is_some() && crate::model::TimeWindow::new(from_ms, until_ms).covers(self.min_time_ms, self.max_time_ms)
+        self.totals.is_some()
+            && crate::model::TimeWindow::new(from_ms, until_ms).covers(self.min_time_ms, self.max_time_ms)
     }
 }
 

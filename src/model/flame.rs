@@ -119,7 +119,8 @@ impl FlameTree {
             self.child_lookup = HashMap::with_capacity(self.nodes.len());
             for (id, node) in self.nodes.iter().enumerate() {
                 for &child in &node.children {
-                    self.child_lookup.insert((id as u32, self.nodes[child as usize].name), child);
+                    self.child_lookup
+                        .insert((id as u32, self.nodes[child as usize].name), child);
                 }
             }
             self.indexed = true;

@@ -55,7 +55,13 @@ impl Weigh for Vec<SeriesHeader> {
     fn weigh(&self) -> u64 {
         let labels: usize = self
             .iter()
-            .map(|header| header.labels.iter().map(|(name, value)| name.len() + value.len() + 48).sum::<usize>())
+            .map(|header| {
+                header
+                    .labels
+                    .iter()
+                    .map(|(name, value)| name.len() + value.len() + 48)
+                    .sum::<usize>()
+            })
             .sum();
         (labels + self.len() * std::mem::size_of::<SeriesHeader>()) as u64
     }
@@ -83,7 +89,9 @@ impl<T: Weigh> BlockCache<T> {
         let max_bytes = max_bytes.max(1);
         let items = (max_bytes / typical_bytes.max(1)).clamp(16, 1 << 20) as usize;
         Self {
-            name: CacheLabels { cache: name.to_string() },
+            name: CacheLabels {
+                cache: name.to_string(),
+            },
             entries: quick_cache::sync::Cache::with_weighter(items, max_bytes, ByWeight),
         }
     }

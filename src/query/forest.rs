@@ -65,7 +65,8 @@ impl StackForest {
             if !params.wants_series(series) || (span_ids.is_some() && series.span_ids.is_empty()) {
                 continue;
             }
-            for (row, ((&time, &stack), &value)) in series.times.iter().zip(&series.stacks).zip(&series.values).enumerate()
+            for (row, ((&time, &stack), &value)) in
+                series.times.iter().zip(&series.stacks).zip(&series.values).enumerate()
             {
                 if ticker.expired(1) {
                     return None;
@@ -309,7 +310,11 @@ fn runs(members: &[(u32, Member)]) -> impl Iterator<Item = (usize, usize)> + '_ 
 /// cut under one [`OTHER_NAME`] child per parent (marked [`crate::model::FlameNode::other`]),
 /// so every kept node's total and self value are exact and each parent's sum adds up.
 /// Refused past `max_tree_nodes` (the query's memory budget); `Ok(None)` past the deadline.
-pub fn expand(forests: &[StackForest], cut: Option<usize>, max_tree_nodes: usize) -> Result<Option<FlameTree>, QueryError> {
+pub fn expand(
+    forests: &[StackForest],
+    cut: Option<usize>,
+    max_tree_nodes: usize,
+) -> Result<Option<FlameTree>, QueryError> {
     let mut tree = FlameTree::new();
     let expansion = Expansion {
         forests,
@@ -319,7 +324,10 @@ pub fn expand(forests: &[StackForest], cut: Option<usize>, max_tree_nodes: usize
             .collect(),
     };
     let (root_total, root_self) = forests.iter().fold((0i64, 0i64), |(total, self_value), forest| {
-        (total.saturating_add(forest.total()), self_value.saturating_add(forest.self_value[0]))
+        (
+            total.saturating_add(forest.total()),
+            self_value.saturating_add(forest.self_value[0]),
+        )
     });
     tree.add_to_node(0, root_total, root_self, false);
     let roots = (0..forests.len() as u32).map(|forest| Member {
@@ -399,7 +407,13 @@ fn expand_all(
             expansion.push_children(member, &mut arena);
         }
         if arena.len() > from {
-            add_children(expansion, tree, &mut arena, &mut pending, (item.node, from, item.depth + 1));
+            add_children(
+                expansion,
+                tree,
+                &mut arena,
+                &mut pending,
+                (item.node, from, item.depth + 1),
+            );
         }
     }
     if tree.nodes().len() > max_tree_nodes {

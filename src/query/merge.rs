@@ -24,11 +24,19 @@ impl Querier {
     /// the whole tree, and the cut costs about the nodes kept rather than the whole tree.
     /// Renderers asked for the same (or a smaller) `max_nodes` draw the same graph from it as
     /// from the whole tree.
-    pub async fn select_merge_truncated(&self, params: &SelectParams, max_nodes: usize) -> Result<FlameTree, QueryError> {
+    pub async fn select_merge_truncated(
+        &self,
+        params: &SelectParams,
+        max_nodes: usize,
+    ) -> Result<FlameTree, QueryError> {
         self.merge_cut(params, None, Some(max_nodes.max(1))).await
     }
 
-    pub(super) async fn merge(&self, params: &SelectParams, span_ids: Option<&HashSet<u64>>) -> Result<FlameTree, QueryError> {
+    pub(super) async fn merge(
+        &self,
+        params: &SelectParams,
+        span_ids: Option<&HashSet<u64>>,
+    ) -> Result<FlameTree, QueryError> {
         self.merge_cut(params, span_ids, None).await
     }
 

@@ -80,7 +80,9 @@ impl SelectParams {
     }
 
     fn wants(&self, labels: &Labels, profile_type: &ProfileType, min_time: i64, max_time: i64) -> bool {
-        profile_type == &self.profile_type && self.window().overlaps(min_time, max_time) && self.selector.matches(labels)
+        profile_type == &self.profile_type
+            && self.window().overlaps(min_time, max_time)
+            && self.selector.matches(labels)
     }
 
     /// The window of rows this reads.
@@ -426,7 +428,6 @@ impl Querier {
         }
         Deadline::check()
     }
-
 }
 
 /// Frames of one stack a merge keeps (root first; the value goes to the deepest kept frame):

@@ -3,8 +3,8 @@
 
 use foldhash::{HashMap, HashMapExt};
 
-use crate::proto::querier::v1::{FlameGraph, FlameGraphDiff, Level};
 use crate::model::{FlameTree, ROOT_NAME};
+use crate::proto::querier::v1::{FlameGraph, FlameGraphDiff, Level};
 
 /// Pyroscope's default for `max_nodes` when a request leaves it unset or zero.
 pub const DEFAULT_MAX_NODES: usize = 8192;
