@@ -309,8 +309,7 @@ pub fn answer_head_request(head: &crate::head::Head, request: &HeadRequest) -> R
             .series
             .iter()
             .filter(|series| {
-                series.min_time_ms < until_ms
-                    && series.max_time_ms >= from_ms
+                crate::model::TimeWindow::new(from_ms, until_ms).overlaps(series.min_time_ms, series.max_time_ms)
                     && profile_type
                         .as_deref()
                         .is_none_or(|id| series.labels.get(crate::model::LABEL_PROFILE_TYPE) == Some(id))

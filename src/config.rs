@@ -103,6 +103,11 @@ pub struct ApiConfig {
     /// The memory budget of one flame graph query: nodes its merged tree may grow to before it
     /// is refused with 400 (narrow the selector or window), before `max_nodes` cuts the answer.
     pub max_query_tree_nodes: usize,
+    /// Bytes of decoded block indexes the querier keeps (least used evicted first).
+    pub index_cache_bytes: u64,
+    /// Bytes of decoded block symbol tables the querier keeps (least used evicted first): a
+    /// repeated query over more blocks than fit reads and decodes them again.
+    pub symbol_cache_bytes: u64,
 }
 
 impl Default for ApiConfig {
@@ -118,6 +123,8 @@ impl Default for ApiConfig {
             query_queue_timeout: std::time::Duration::from_secs(1),
             max_concurrent_decodes: std::thread::available_parallelism().map_or(4, |n| n.get()),
             max_query_tree_nodes: crate::query::DEFAULT_MAX_TREE_NODES,
+            index_cache_bytes: crate::query::DEFAULT_INDEX_CACHE_BYTES,
+            symbol_cache_bytes: crate::query::DEFAULT_SYMBOL_CACHE_BYTES,
         }
     }
 }
@@ -173,6 +180,9 @@ impl Config {
         }
         if self.api.max_query_tree_nodes == 0 {
             return invalid("api.max_query_tree_nodes must be positive");
+        }
+        if self.api.index_cache_bytes == 0 || self.api.symbol_cache_bytes == 0 {
+            return invalid("api.index_cache_bytes and api.symbol_cache_bytes must be positive");
         }
         if self.api.query_timeout.is_zero() {
             return invalid("api.query_timeout must be positive");

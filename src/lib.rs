@@ -11,9 +11,9 @@
 //! read:  api (querier.v1, /pyroscope/*, /api/v1/render) ─┐
 //!        cli (pyrite export) ───────────────────────────┴→ params (tenant, window, type, selector, nodes)
 //!        → export (a window: query, then render)
-//!        → query (listed blocks + head partitions + peers' heads via cluster → merge → FlameTree)
+//!        → query (a Snapshot: listed blocks, head partitions, peers' heads via cluster → merge → FlameTree)
 //!             → block / symbols → storage
-//!        → render (a finished FlameTree → flame graph levels, flamebearer, SVG, folded, pprof)
+//!        → render (a finished model::FlameTree → flame graph levels, flamebearer, SVG, folded, pprof)
 //! ```
 //!
 //! Beside the paths: `server` builds the router and the background work from a `config` and

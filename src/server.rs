@@ -113,7 +113,8 @@ pub async fn build(config: &crate::config::Config) -> anyhow::Result<Built> {
     );
     let querier = crate::query::Querier::with_catalog(head.clone(), catalog)
         .with_tenant_limits(tenant_limits)
-        .with_max_tree_nodes(config.api.max_query_tree_nodes);
+        .with_max_tree_nodes(config.api.max_query_tree_nodes)
+        .with_cache_bytes(config.api.index_cache_bytes, config.api.symbol_cache_bytes);
     let state = Arc::new(AppState {
         ingester: ingester.clone(),
         querier: match &peers {

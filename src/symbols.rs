@@ -373,6 +373,23 @@ impl SymbolTable {
         &self.locations.values[self.stacks.values[stack as usize].location as usize]
     }
 
+    /// Location id of the leaf frame of `stack` (see [`SymbolTable::location`]).
+    pub fn stack_location_id(&self, stack: u32) -> u32 {
+        self.stacks.values[stack as usize].location
+    }
+
+    pub fn location(&self, id: u32) -> &Location {
+        &self.locations.values[id as usize]
+    }
+
+    pub fn location_count(&self) -> usize {
+        self.locations.values.len()
+    }
+
+    pub fn function_count(&self) -> usize {
+        self.functions.values.len()
+    }
+
     pub fn stack_count(&self) -> usize {
         self.stacks.values.len()
     }

@@ -100,6 +100,7 @@ impl Default for Metrics {
             wal_max_bytes.clone(),
         );
         crate::integrity::register(&mut registry);
+        crate::query::cache::register(&mut registry);
         registry.register(
             "query_duration_seconds",
             "Query latency by route",

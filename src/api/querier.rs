@@ -220,7 +220,10 @@ async fn series(
     })
 }
 
-/// Reads the merged tree of one select request, filtered by call site when asked.
+/// Reads the merged tree of one select request, filtered by call site when asked; with `cut`,
+/// cut to that many nodes while it is merged (the flame graph of the same `max_nodes` is
+/// drawn the same from it).
+#[allow(clippy::too_many_arguments)]
 async fn merged_tree(
     state: &SharedState,
     tenant: &Tenant,
@@ -229,9 +232,15 @@ async fn merged_tree(
     start: i64,
     end: i64,
     stack_trace_selector: Option<&types::StackTraceSelector>,
+    cut: Option<usize>,
 ) -> Result<(FlameTree, ProfileType), ConnectError> {
     let select = params::querier_select(tenant.clone(), profile_type_id, label_selector, start, end)?;
-    let tree = state.querier.select_merge(&select).await?;
+    let call_site = stack_trace_selector.is_some_and(|selector| !selector.call_site.is_empty());
+    let tree = match cut {
+        // A call-site filter keeps a subtree, cut afterwards by the renderer.
+        Some(max_nodes) if !call_site => state.querier.select_merge_truncated(&select, max_nodes).await?,
+        _ => state.querier.select_merge(&select).await?,
+    };
     let tree = match stack_trace_selector {
         Some(selector) if !selector.call_site.is_empty() => {
             let call_site: Vec<&str> = selector
@@ -260,6 +269,7 @@ async fn select_merge_stacktraces(
         request.start,
         request.end,
         request.stack_trace_selector.as_ref(),
+        Some(max_nodes),
     )
     .await?;
     Ok(querier::SelectMergeStacktracesResponse {
@@ -375,6 +385,7 @@ async fn select_merge_profile(
         request.start,
         request.end,
         request.stack_trace_selector.as_ref(),
+        None,
     )
     .await?;
     let duration_nanos = (request.end - request.start).saturating_mul(1_000_000);
@@ -469,6 +480,7 @@ async fn diff(
         left.start,
         left.end,
         left.stack_trace_selector.as_ref(),
+        None,
     )
     .await?;
     let (right_tree, _) = merged_tree(
@@ -479,6 +491,7 @@ async fn diff(
         right.start,
         right.end,
         right.stack_trace_selector.as_ref(),
+        None,
     )
     .await?;
     Ok(querier::DiffResponse {

@@ -87,7 +87,7 @@ impl BlockMeta {
 
     /// Whether any sample may fall in `[from, until)`.
     pub fn overlaps(&self, from_ms: i64, until_ms: i64) -> bool {
-        self.min_time_ms < until_ms && self.max_time_ms >= from_ms
+        crate::model::TimeWindow::new(from_ms, until_ms).overlaps(self.min_time_ms, self.max_time_ms)
     }
 }
 
@@ -442,7 +442,8 @@ impl SeriesHeader {
     /// Whether every row of the series falls in `[from, until)` and the block holds its
     /// per-stack totals, so [`load_series_totals`] can stand in for its rows.
     pub fn totals_cover(&self, from_ms: i64, until_ms: i64) -> bool {
-        self.totals.is_some() && self.min_time_ms >= from_ms && self.max_time_ms < until_ms
+        self.totals.is_some()
+            && crate::model::TimeWindow::new(from_ms, until_ms).covers(self.min_time_ms, self.max_time_ms)
     }
 }
 

@@ -19,7 +19,7 @@ pub use wal::{QUARANTINE_DIR, Wal, WalError};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use parking_lot::RwLock;
@@ -281,9 +281,13 @@ pub struct Head {
     /// Held shared from WAL append to head apply, exclusively while the WAL is sealed and the
     /// live partitions are taken, so both split at the same record.
     cut: tokio::sync::RwLock<()>,
-    /// Held shared by queries while they list blocks and read partitions, exclusively while a
-    /// flush publishes metas and drops the partitions they replace.
+    /// Held shared by queries while they read partitions, exclusively while a flush drops the
+    /// partitions whose blocks it published (after the meta PUT, never across it).
     publish_gate: tokio::sync::RwLock<()>,
+    /// Partitions dropped after their block was published, ever: a query that listed blocks
+    /// before taking the gate knows from it whether a partition may have left the head unseen
+    /// by its listing ([`Head::publications`]).
+    publications: AtomicU64,
     flush_lock: tokio::sync::Mutex<()>,
     live: RwLock<HashMap<Tenant, TenantBuckets>>,
     flushing: RwLock<Vec<Arc<Flushing>>>,
@@ -379,6 +383,7 @@ impl Head {
             wal,
             cut: tokio::sync::RwLock::new(()),
             publish_gate: tokio::sync::RwLock::new(()),
+            publications: AtomicU64::new(0),
             flush_lock: tokio::sync::Mutex::new(()),
             live: RwLock::new(HashMap::new()),
             flushing: RwLock::new(Vec::new()),
@@ -568,8 +573,12 @@ impl Head {
         let pending = self.upload_and_commit(wal, sealed_segment).await?;
         let mut stats = FlushStats::default();
         for (part, meta) in pending {
-            let _gate = self.publish_gate.write().await;
+            // Outside the gate: a slow bucket stalls no query. Between this PUT and the drop
+            // below a query may list the block while the partition is still here; it skips
+            // the partition then ([`Head::visit_unlisted`]), so each row counts once.
             block::publish(&self.storage, &meta).await?;
+            let _gate = self.publish_gate.write().await;
+            self.publications.fetch_add(1, Ordering::AcqRel);
             {
                 // Lock order flushing → published, as in `snapshot_for_peer`.
                 let mut flushing = self.flushing.write();
@@ -688,10 +697,35 @@ impl Head {
         self.publish_gate.read().await
     }
 
+    /// How many partitions flushes have dropped after publishing their blocks. A query reads
+    /// it before listing blocks and again under [`Head::read_gate`]: if it is unchanged, no
+    /// partition left the head since the listing began, so every published block the head no
+    /// longer holds was listed.
+    pub fn publications(&self) -> u64 {
+        self.publications.load(Ordering::Acquire)
+    }
+
+    /// The exactly-once rule of a query that listed blocks before taking [`Head::read_gate`]
+    /// (and found [`Head::publications`] unchanged under it): live partitions, and the flushing
+    /// (or lately published) ones whose block is not in `listed`. Each row is then read from
+    /// the listing or from here, never both, never neither.
+    pub fn visit_unlisted(
+        &self,
+        tenant: &Tenant,
+        from_ms: i64,
+        until_ms: i64,
+        listed: &std::collections::HashSet<String>,
+        visit: impl FnMut(&Partition),
+    ) {
+        // Not the lately published ones: this replica's own listing, taken after they left the
+        // head, holds their blocks (or the compacted block that replaced them).
+        self.visit_where(tenant, from_ms, until_ms, Some(listed), false, visit);
+    }
+
     /// Calls `visit` with every live or flushing partition of `tenant` whose bucket overlaps
     /// `[from, until)`. Call under [`Head::read_gate`].
     pub fn visit(&self, tenant: &Tenant, from_ms: i64, until_ms: i64, visit: impl FnMut(&Partition)) {
-        self.visit_where(tenant, from_ms, until_ms, None, visit);
+        self.visit_where(tenant, from_ms, until_ms, None, false, visit);
     }
 
     /// For a peer's query: the partitions of `tenant` overlapping the window that the peer does
@@ -707,21 +741,24 @@ impl Head {
         listed: &std::collections::HashSet<String>,
         visit: impl FnMut(&Partition),
     ) {
-        self.visit_where(tenant, from_ms, until_ms, Some(listed), visit);
+        self.visit_where(tenant, from_ms, until_ms, Some(listed), true, visit);
     }
 
-    /// Live and flushing partitions of `tenant` overlapping the window; with `listed`, also the
-    /// lately published ones, and only those flushing or published whose block is not listed.
+    /// Live and flushing partitions of `tenant` overlapping the window, with `with_published`
+    /// also the lately published ones; with `listed`, only those flushing or published whose
+    /// block is not listed.
     fn visit_where(
         &self,
         tenant: &Tenant,
         from_ms: i64,
         until_ms: i64,
         listed: Option<&std::collections::HashSet<String>>,
+        with_published: bool,
         mut visit: impl FnMut(&Partition),
     ) {
         let bucket_ms = self.bucket_ms();
-        let overlaps = |start: i64| start < until_ms && start + bucket_ms > from_ms;
+        let window = crate::model::TimeWindow::new(from_ms, until_ms);
+        let overlaps = |start: i64| window.overlaps_bucket(start, bucket_ms);
         let wanted = |part: &Flushing| {
             &part.tenant == tenant
                 && overlaps(part.bucket_start_ms)
@@ -740,7 +777,7 @@ impl Head {
         let grace = self.config.published_grace;
         let lately_published = published
             .iter()
-            .filter(|(at, _)| listed.is_some() && at.elapsed() < grace)
+            .filter(|(at, _)| with_published && at.elapsed() < grace)
             .map(|(_, part)| part);
         for part in flushing.iter().chain(lately_published) {
             if wanted(part) {

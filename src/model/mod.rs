@@ -1,17 +1,20 @@
-//! The vocabulary every stage shares: tenants, label sets, profile type IDs, label selectors and
-//! time arguments. Nothing here does I/O.
+//! The vocabulary every stage shares: tenants, label sets, profile type IDs, label selectors,
+//! time arguments and the merged flame tree (what queries produce and renderers read). Nothing
+//! here does I/O.
 
+mod flame;
 mod labels;
 mod profile_type;
 mod selector;
 mod tenant;
 mod time;
 
+pub use flame::{FlameNode, FlameTree, OTHER_NAME, ROOT_NAME};
 pub use labels::{LabelError, Labels, valid_label_name};
 pub use profile_type::{ProfileType, ProfileTypeError};
 pub use selector::{MatchOp, Matcher, Selector, SelectorError};
 pub use tenant::{DEFAULT_TENANT, Tenant, TenantError};
-pub use time::{MAX_TIME_MS, TimeError, duration_ms, parse_time_ms, time_in_range};
+pub use time::{MAX_TIME_MS, TimeError, TimeWindow, duration_ms, parse_time_ms, time_in_range};
 
 /// Label carrying the profile name (`process_cpu`, `memory`, …), first part of a profile type ID.
 pub const LABEL_NAME: &str = "__name__";

@@ -13,6 +13,41 @@ pub enum TimeError {
 /// within `[-MAX_TIME_MS, MAX_TIME_MS]`, so sums and differences of two of them never overflow.
 pub const MAX_TIME_MS: i64 = 253_402_300_799_999;
 
+/// A query window, `[from_ms, until_ms)` in ms since the epoch: the one rule for which rows,
+/// series, blocks and head buckets a query reads, in head, blocks and peers alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeWindow {
+    pub from_ms: i64,
+    pub until_ms: i64,
+}
+
+impl TimeWindow {
+    pub fn new(from_ms: i64, until_ms: i64) -> Self {
+        Self { from_ms, until_ms }
+    }
+
+    /// Whether a row at `time_ms` counts.
+    pub fn contains(&self, time_ms: i64) -> bool {
+        self.from_ms <= time_ms && time_ms < self.until_ms
+    }
+
+    /// Whether data whose first and last rows are at `min_ms` and `max_ms` (both included, as
+    /// series and block metas record them) may hold rows in the window.
+    pub fn overlaps(&self, min_ms: i64, max_ms: i64) -> bool {
+        min_ms < self.until_ms && max_ms >= self.from_ms
+    }
+
+    /// Whether every row of data spanning `[min_ms, max_ms]` counts.
+    pub fn covers(&self, min_ms: i64, max_ms: i64) -> bool {
+        min_ms >= self.from_ms && max_ms < self.until_ms
+    }
+
+    /// Whether a time bucket `[start_ms, start_ms + width_ms)` overlaps the window.
+    pub fn overlaps_bucket(&self, start_ms: i64, width_ms: i64) -> bool {
+        start_ms < self.until_ms && start_ms.saturating_add(width_ms) > self.from_ms
+    }
+}
+
 /// Whether `time_ms` is a time a client may name (see [`MAX_TIME_MS`]).
 pub fn time_in_range(time_ms: i64) -> bool {
     (-MAX_TIME_MS..=MAX_TIME_MS).contains(&time_ms)

@@ -52,6 +52,16 @@ impl Deadline {
         CURRENT.scope(self, future).await
     }
 
+    /// The current query's deadline, to carry onto the threads that merge its partitions.
+    pub fn current() -> Option<Deadline> {
+        CURRENT.try_with(Clone::clone).ok()
+    }
+
+    /// Runs `work` on this thread with this deadline as the current one.
+    pub fn sync_scope<R>(self, work: impl FnOnce() -> R) -> R {
+        CURRENT.sync_scope(self, work)
+    }
+
     /// Whether the current query's deadline passed (never, outside a [`Deadline::scope`]).
     pub fn expired() -> bool {
         CURRENT.try_with(Deadline::is_past).unwrap_or(false)

@@ -4,13 +4,22 @@
 //! Window rule: a row counts when `from_ms <= time < until_ms` (half-open, in ms since the
 //! epoch), in blocks and head alike. A profile's time is its collection time.
 
+mod analyze;
+pub mod cache;
 pub mod deadline;
-mod tree;
+mod forest;
+mod labels;
+mod merge;
+mod series;
+mod snapshot;
+mod spans;
 
+pub use analyze::{QueryAnalysis, ScopeStats};
 pub use deadline::{Deadline, Ticker};
-pub use tree::{FlameNode, FlameTree, ROOT_NAME};
+pub use series::step_point;
+// The tree moved to `model` (render reads it too); kept here so callers compile.
+pub use crate::model::{FlameNode, FlameTree, ROOT_NAME};
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -19,7 +28,7 @@ use crate::block::{self, BlockError, BlockMeta, Series, SeriesHeader};
 use crate::cluster::{HeadRequest, Peers};
 use crate::head::Head;
 use crate::limits::Limits;
-use crate::model::{Labels, ProfileType, Selector, Tenant, duration_ms};
+use crate::model::{Labels, ProfileType, Selector, Tenant, TimeWindow, duration_ms};
 use crate::storage::Storage;
 use crate::symbols::SymbolTable;
 
@@ -86,9 +95,13 @@ impl SelectParams {
 
     fn wants(&self, labels: &Labels, profile_type: &ProfileType, min_time: i64, max_time: i64) -> bool {
         profile_type == &self.profile_type
-            && min_time < self.until_ms
-            && max_time >= self.from_ms
+            && self.window().overlaps(min_time, max_time)
             && self.selector.matches(labels)
+    }
+
+    /// The window of rows this reads.
+    pub fn window(&self) -> TimeWindow {
+        TimeWindow::new(self.from_ms, self.until_ms)
     }
 }
 
@@ -98,26 +111,6 @@ pub enum Aggregation {
     #[default]
     Sum,
     Average,
-}
-
-/// What one part of the read path holds for a query (see [`Querier::analyze`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ScopeStats {
-    pub blocks: u64,
-    pub series: u64,
-    pub rows: u64,
-    pub index_bytes: u64,
-    pub row_bytes: u64,
-    pub symbol_bytes: u64,
-}
-
-/// The cost of a query before running it: this replica's head and the blocks it would read.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct QueryAnalysis {
-    pub head: ScopeStats,
-    pub blocks: ScopeStats,
-    /// Other replicas whose heads the query also asks.
-    pub peers: usize,
 }
 
 /// One time series: labels and `(timestamp_ms, value)` points, sparse.
@@ -144,8 +137,8 @@ pub struct Querier {
     tenant_limits: Arc<Limits>,
     /// The other replicas, whose heads every read also covers.
     peers: Option<Arc<Peers>>,
-    indexes: BlockCache<Vec<SeriesHeader>>,
-    symbols: BlockCache<SymbolTable>,
+    indexes: cache::BlockCache<Vec<SeriesHeader>>,
+    symbols: cache::BlockCache<SymbolTable>,
     /// Most nodes a merged flame tree may grow to ([`QueryError::TooManyNodes`] past it).
     max_tree_nodes: usize,
 }
@@ -158,38 +151,12 @@ pub const DEFAULT_MAX_TREE_NODES: usize = 16 << 20;
 /// together instead of one after another.
 const CONCURRENT_BLOCK_READS: usize = 8;
 
-/// Block indexes kept in memory; they are small and immutable.
-const MAX_CACHED_INDEXES: usize = 4096;
-/// Decoded block symbol tables kept in memory: the part of a block every query needs.
-const MAX_CACHED_SYMBOLS: usize = 64;
-
-/// Immutable per-block parts, by block id, dropped wholesale when full (blocks never change,
-/// so a stale entry is impossible; only memory is at stake).
-struct BlockCache<T> {
-    capacity: usize,
-    entries: parking_lot::Mutex<HashMap<String, Arc<T>>>,
-}
-
-impl<T> BlockCache<T> {
-    fn new(capacity: usize) -> Self {
-        Self {
-            capacity,
-            entries: parking_lot::Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn get(&self, id: &str) -> Option<Arc<T>> {
-        self.entries.lock().get(id).cloned()
-    }
-
-    fn insert(&self, id: &str, value: Arc<T>) {
-        let mut entries = self.entries.lock();
-        if entries.len() >= self.capacity {
-            entries.clear();
-        }
-        entries.insert(id.to_string(), value);
-    }
-}
+/// Default of `api.index_cache_bytes`: decoded block indexes kept in memory (a week of hourly
+/// blocks of thousands of series each fits many times over).
+pub const DEFAULT_INDEX_CACHE_BYTES: u64 = 256 << 20;
+/// Default of `api.symbol_cache_bytes`: decoded block symbol tables, the part of a block every
+/// merge needs; a week of hourly blocks of ordinary services fits.
+pub const DEFAULT_SYMBOL_CACHE_BYTES: u64 = 1 << 30;
 
 impl Querier {
     pub fn new(head: Arc<Head>, storage: Storage) -> Self {
@@ -204,8 +171,8 @@ impl Querier {
             catalog,
             tenant_limits: Arc::new(Limits::unlimited()),
             peers: None,
-            indexes: BlockCache::new(MAX_CACHED_INDEXES),
-            symbols: BlockCache::new(MAX_CACHED_SYMBOLS),
+            indexes: cache::BlockCache::new("index", DEFAULT_INDEX_CACHE_BYTES, 64 << 10),
+            symbols: cache::BlockCache::new("symbols", DEFAULT_SYMBOL_CACHE_BYTES, 1 << 20),
             max_tree_nodes: DEFAULT_MAX_TREE_NODES,
         }
     }
@@ -213,6 +180,14 @@ impl Querier {
     /// The memory budget of one merge, in flame tree nodes (`api.max_query_tree_nodes`).
     pub fn with_max_tree_nodes(mut self, max_tree_nodes: usize) -> Self {
         self.max_tree_nodes = max_tree_nodes.max(1);
+        self
+    }
+
+    /// Bounds the caches of decoded block indexes and symbol tables (`api.index_cache_bytes`,
+    /// `api.symbol_cache_bytes`); what is used least goes first.
+    pub fn with_cache_bytes(mut self, index_bytes: u64, symbol_bytes: u64) -> Self {
+        self.indexes = cache::BlockCache::new("index", index_bytes, 64 << 10);
+        self.symbols = cache::BlockCache::new("symbols", symbol_bytes, 1 << 20);
         self
     }
 
@@ -345,9 +320,7 @@ impl Querier {
         Arc::new(Vec::new())
     }
 
-    /// Visits every partition (head and blocks) with series wanted by `wants`, loading from
-    /// blocks only the wanted series. The window is the caller's, already within the tenant's
-    /// limits ([`Querier::within_limits`]).
+    /// [`Querier::visit_sources`] for callers that only read each partition in turn.
     #[allow(clippy::too_many_arguments)]
     async fn visit_partitions(
         &self,
@@ -360,15 +333,40 @@ impl Querier {
         wants: impl Fn(&Labels, &ProfileType, i64, i64) -> bool,
         mut visit: impl FnMut(&SymbolTable, &[Series]),
     ) -> Result<(), QueryError> {
-        let (metas, replaced) = {
-            let _gate = self.head.read_gate().await;
-            let listed = self.catalog.list(tenant, from_ms, until_ms).await?;
-            self.head.visit(tenant, from_ms, until_ms, |partition| {
-                visit(&partition.symbols, &partition.series)
-            });
-            (listed.visible, listed.replaced)
-        };
-        let listed: Vec<&BlockMeta> = metas.iter().chain(&replaced).collect();
+        self.visit_sources(
+            tenant,
+            from_ms,
+            until_ms,
+            selector,
+            profile_type,
+            resolution,
+            wants,
+            |source| visit(source.symbols(), source.series()),
+        )
+        .await
+    }
+
+    /// Visits every partition (head and blocks) with series wanted by `wants`, loading from
+    /// blocks only the wanted series. The window is the caller's, already within the tenant's
+    /// limits ([`Querier::within_limits`]).
+    #[allow(clippy::too_many_arguments)]
+    async fn visit_sources(
+        &self,
+        tenant: &Tenant,
+        from_ms: i64,
+        until_ms: i64,
+        selector: &Selector,
+        profile_type: &ProfileType,
+        resolution: Resolution,
+        wants: impl Fn(&Labels, &ProfileType, i64, i64) -> bool,
+        mut visit: impl FnMut(Source<'_>),
+    ) -> Result<(), QueryError> {
+        let snapshot = self
+            .snapshot(tenant, from_ms, until_ms, |partition| {
+                visit(Source::Head(&partition.symbols, &partition.series))
+            })
+            .await?;
+        let listed = snapshot.listed();
         let peer_heads = self
             .peer_partitions(
                 tenant,
@@ -382,17 +380,17 @@ impl Querier {
         // About the work of matching one series.
         let match_cost = 1 + selector.matchers.len();
         let mut ticker = Ticker::new();
-        for partition in &peer_heads {
+        for partition in peer_heads {
             let wanted: Vec<Series> = partition
                 .series
-                .iter()
+                .into_iter()
                 .take_while(|_| !ticker.expired(match_cost))
                 .filter(|s| wants(&s.labels, &s.profile_type, s.min_time_ms, s.max_time_ms))
-                .cloned()
                 .collect();
-            visit(&partition.symbols, &wanted);
+            visit(Source::Loaded(Arc::new(partition.symbols), wanted));
         }
         let wants = &wants;
+        let metas = snapshot.blocks;
         let loads = futures::stream::iter(metas)
             .map(|meta| async move {
                 let index = self.index(&meta).await?;
@@ -438,419 +436,12 @@ impl Querier {
         let mut loads = std::pin::pin!(loads);
         while let Some(loaded) = loads.next().await {
             if let Some((symbols, series)) = loaded? {
-                visit(&symbols, &series);
+                visit(Source::Loaded(symbols, series));
             }
             Deadline::check()?;
         }
         Deadline::check()
     }
-
-    /// The merged flame tree of the matching series in the window.
-    pub async fn select_merge(&self, params: &SelectParams) -> Result<FlameTree, QueryError> {
-        self.merge(params, None).await
-    }
-
-    /// The merged flame tree of the rows whose span id is one of `span_ids` (see
-    /// [`block::Series::span_ids`]); empty when none match.
-    pub async fn select_merge_spans(
-        &self,
-        params: &SelectParams,
-        span_ids: &HashSet<u64>,
-    ) -> Result<FlameTree, QueryError> {
-        if span_ids.is_empty() {
-            return Ok(FlameTree::new());
-        }
-        self.merge(params, Some(span_ids)).await
-    }
-
-    async fn merge(&self, params: &SelectParams, span_ids: Option<&HashSet<u64>>) -> Result<FlameTree, QueryError> {
-        let mut tree = FlameTree::new();
-        let Some(params) = self.within_limits(params)? else {
-            return Ok(tree);
-        };
-        let params = &params;
-        let max_nodes = self.max_tree_nodes;
-        let mut over_budget = false;
-        let wants = |l: &Labels, p: &ProfileType, min: i64, max: i64| params.wants(l, p, min, max);
-        self.visit_partitions(
-            &params.tenant,
-            params.from_ms,
-            params.until_ms,
-            &params.selector,
-            &params.profile_type,
-            // Span ids live in the rows only.
-            if span_ids.is_some() {
-                Resolution::Rows
-            } else {
-                Resolution::SumPerStack
-            },
-            wants,
-            |symbols, series| {
-                if !over_budget {
-                    over_budget = !merge_partition(symbols, series, params, span_ids, &mut tree, max_nodes);
-                }
-            },
-        )
-        .await?;
-        if over_budget {
-            return Err(QueryError::TooManyNodes { limit: max_nodes });
-        }
-        Ok(tree)
-    }
-
-    /// Time series of the matching series, summed per `group_by` label set and step.
-    /// Point `T` covers rows in `[T, T + step)`, `T` aligned to multiples of the step (the
-    /// legacy render timeline's rule).
-    pub async fn select_series(
-        &self,
-        params: &SelectParams,
-        step_ms: i64,
-        group_by: &[String],
-        aggregation: Aggregation,
-    ) -> Result<Vec<TimeSeries>, QueryError> {
-        if step_ms < 1 {
-            return Err(QueryError::Step);
-        }
-        self.series_points(params, group_by, aggregation, &[], |time| {
-            Some(time.div_euclid(step_ms) * step_ms)
-        })
-        .await
-    }
-
-    /// Time series by Pyroscope's `SelectSeries` rule (`pkg/model/timeseries/range.go`):
-    /// points at `T = start, start + step, …, ≤ end`; point `T` sums the rows with time in
-    /// `(T − step, T]`, and the first point also takes `start − step` itself. Rows after the
-    /// last point (in `(T_last, end]`) are dropped, as Pyroscope drops them. `params`' own
-    /// window is ignored: this reads `[start − step, end]`.
-    ///
-    /// A non-empty `call_site` (root first) keeps only the rows whose stack starts with it, as
-    /// `SelectSeries`' `stack_trace_selector` does.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn select_series_range(
-        &self,
-        params: &SelectParams,
-        start_ms: i64,
-        end_ms: i64,
-        step_ms: i64,
-        group_by: &[String],
-        aggregation: Aggregation,
-        call_site: &[String],
-    ) -> Result<Vec<TimeSeries>, QueryError> {
-        if step_ms < 1 {
-            return Err(QueryError::Step);
-        }
-        let params = SelectParams {
-            from_ms: start_ms.saturating_sub(step_ms),
-            until_ms: end_ms.saturating_add(1),
-            ..params.clone()
-        };
-        self.series_points(&params, group_by, aggregation, call_site, |time| {
-            step_point(start_ms, end_ms, step_ms, time)
-        })
-        .await
-    }
-
-    /// Rows of the matching series in `params`' window, per `group_by` label set and per the
-    /// point `bucket` assigns (None: dropped); `aggregation` combines the profiles of a point.
-    async fn series_points(
-        &self,
-        params: &SelectParams,
-        group_by: &[String],
-        aggregation: Aggregation,
-        call_site: &[String],
-        bucket: impl Fn(i64) -> Option<i64>,
-    ) -> Result<Vec<TimeSeries>, QueryError> {
-        // Per group and point: per profile time, the profile's total (for averages).
-        let mut groups: BTreeMap<Labels, BTreeMap<i64, BTreeMap<i64, f64>>> = BTreeMap::new();
-        let Some(params) = self.within_limits(params)? else {
-            return Ok(Vec::new());
-        };
-        let params = &params;
-        let wants = |l: &Labels, p: &ProfileType, min: i64, max: i64| params.wants(l, p, min, max);
-        self.visit_partitions(
-            &params.tenant,
-            params.from_ms,
-            params.until_ms,
-            &params.selector,
-            &params.profile_type,
-            Resolution::Rows,
-            wants,
-            |symbols, all_series| {
-                // Per stack of this partition: whether it starts with the call site.
-                let mut matches: HashMap<u32, bool> = HashMap::new();
-                let mut under_call_site = |stack: u32| {
-                    call_site.is_empty()
-                        || *matches
-                            .entry(stack)
-                            .or_insert_with(|| stack_starts_with(symbols, stack, call_site))
-                };
-                let mut ticker = Ticker::new();
-                for series in all_series {
-                    if ticker.expired(1 + params.selector.matchers.len()) {
-                        return;
-                    }
-                    if !params.wants_series(series) {
-                        continue;
-                    }
-                    let points = groups.entry(series.labels.project(group_by)).or_default();
-                    for ((&time, &value), &stack) in series.times.iter().zip(&series.values).zip(&series.stacks) {
-                        if ticker.expired(1) {
-                            return;
-                        }
-                        if time >= params.from_ms
-                            && time < params.until_ms
-                            && let Some(point) = bucket(time)
-                            && under_call_site(stack)
-                        {
-                            *points.entry(point).or_default().entry(time).or_default() += value as f64;
-                        }
-                    }
-                }
-            },
-        )
-        .await?;
-        Ok(groups
-            .into_iter()
-            .map(|(labels, steps)| TimeSeries {
-                labels,
-                points: steps
-                    .into_iter()
-                    .map(|(step, profiles)| {
-                        let sum: f64 = profiles.values().sum();
-                        let value = match aggregation {
-                            Aggregation::Sum => sum,
-                            Aggregation::Average => sum / profiles.len() as f64,
-                        };
-                        (step, value)
-                    })
-                    .collect(),
-            })
-            .filter(|series| !series.points.is_empty())
-            .collect())
-    }
-
-    /// What a query of `selector` (and `profile_type`, if given) over `[from, until)` would
-    /// read, from indexes and metas only: matching series and their rows in this replica's head
-    /// and in the blocks listed, and the bytes of those blocks it would fetch.
-    pub async fn analyze(
-        &self,
-        tenant: &Tenant,
-        profile_type: Option<&ProfileType>,
-        selector: &Selector,
-        from_ms: i64,
-        until_ms: i64,
-    ) -> Result<QueryAnalysis, QueryError> {
-        let mut analysis = QueryAnalysis {
-            peers: self.peers.as_ref().map_or(0, |peers| peers.others()),
-            ..QueryAnalysis::default()
-        };
-        if from_ms >= until_ms {
-            return Err(QueryError::EmptyWindow { from_ms, until_ms });
-        }
-        let Some((from_ms, until_ms)) = self.allowed_window(tenant, from_ms, until_ms)? else {
-            return Ok(analysis);
-        };
-        let wants = |labels: &Labels, series_type: &ProfileType, min: i64, max: i64| {
-            min < until_ms
-                && max >= from_ms
-                && profile_type.is_none_or(|wanted| wanted == series_type)
-                && selector.matches(labels)
-        };
-        let metas = {
-            let _gate = self.head.read_gate().await;
-            let head = &mut analysis.head;
-            self.head.visit(tenant, from_ms, until_ms, |partition| {
-                for series in &partition.series {
-                    if wants(
-                        &series.labels,
-                        &series.profile_type,
-                        series.min_time_ms,
-                        series.max_time_ms,
-                    ) {
-                        head.series += 1;
-                        head.rows += series.times.len() as u64;
-                    }
-                }
-            });
-            self.catalog.list(tenant, from_ms, until_ms).await?.visible
-        };
-        let mut ticker = Ticker::new();
-        for meta in &metas {
-            let index = self.index(meta).await?;
-            let matching: Vec<&SeriesHeader> = index
-                .iter()
-                .take_while(|_| !ticker.expired(1 + selector.matchers.len()))
-                .filter(|h| wants(&h.labels, &h.profile_type, h.min_time_ms, h.max_time_ms))
-                .collect();
-            Deadline::check()?;
-            if matching.is_empty() {
-                continue;
-            }
-            let blocks = &mut analysis.blocks;
-            blocks.blocks += 1;
-            blocks.series += matching.len() as u64;
-            blocks.rows += matching.iter().map(|h| h.rows).sum::<u64>();
-            blocks.row_bytes += matching.iter().map(|h| h.row_bytes()).sum::<u64>();
-            blocks.index_bytes += meta.index_length;
-            blocks.symbol_bytes += meta.symbols_length;
-        }
-        Ok(analysis)
-    }
-
-    /// Label sets of series matching any selector (all if none) in the window.
-    pub async fn series_labels(
-        &self,
-        tenant: &Tenant,
-        selectors: &[Selector],
-        from_ms: i64,
-        until_ms: i64,
-    ) -> Result<Vec<Labels>, QueryError> {
-        let matches = |labels: &Labels| selectors.is_empty() || selectors.iter().any(|s| s.matches(labels));
-        let mut found: BTreeSet<Labels> = BTreeSet::new();
-        let Some((from_ms, until_ms)) = self.allowed_window(tenant, from_ms, until_ms)? else {
-            return Ok(Vec::new());
-        };
-        let (metas, replaced) = {
-            let _gate = self.head.read_gate().await;
-            self.head.visit(tenant, from_ms, until_ms, |partition| {
-                for series in &partition.series {
-                    if series.min_time_ms < until_ms && series.max_time_ms >= from_ms && matches(&series.labels) {
-                        found.insert(series.labels.clone());
-                    }
-                }
-            });
-            let listed = self.catalog.list(tenant, from_ms, until_ms).await?;
-            (listed.visible, listed.replaced)
-        };
-        let match_cost = 1 + selectors.iter().map(|s| s.matchers.len()).sum::<usize>();
-        let mut ticker = Ticker::new();
-        for meta in &metas {
-            for header in self.index(meta).await?.iter() {
-                if ticker.expired(match_cost) {
-                    break;
-                }
-                if header.min_time_ms < until_ms && header.max_time_ms >= from_ms && matches(&header.labels) {
-                    found.insert(header.labels.clone());
-                }
-            }
-        }
-        let listed: Vec<&BlockMeta> = metas.iter().chain(&replaced).collect();
-        for partition in self
-            .peer_partitions(tenant, from_ms, until_ms, selectors, None, &listed)
-            .await
-        {
-            for series in &partition.series {
-                if series.min_time_ms < until_ms && series.max_time_ms >= from_ms && matches(&series.labels) {
-                    found.insert(series.labels.clone());
-                }
-            }
-        }
-        Deadline::check()?;
-        Ok(found.into_iter().collect())
-    }
-
-    /// Distinct profile types in the window, sorted by ID.
-    pub async fn profile_types(
-        &self,
-        tenant: &Tenant,
-        from_ms: i64,
-        until_ms: i64,
-    ) -> Result<Vec<ProfileType>, QueryError> {
-        let series = self.series_labels(tenant, &[], from_ms, until_ms).await?;
-        let ids: BTreeSet<&str> = series
-            .iter()
-            .filter_map(|labels| labels.get(crate::model::LABEL_PROFILE_TYPE))
-            .collect();
-        Ok(ids.into_iter().filter_map(|id| ProfileType::parse(id).ok()).collect())
-    }
-
-    /// Distinct label names of matching series, sorted.
-    pub async fn label_names(
-        &self,
-        tenant: &Tenant,
-        selectors: &[Selector],
-        from_ms: i64,
-        until_ms: i64,
-    ) -> Result<Vec<String>, QueryError> {
-        let series = self.series_labels(tenant, selectors, from_ms, until_ms).await?;
-        let names: BTreeSet<&str> = series
-            .iter()
-            .flat_map(|labels| labels.iter().map(|(name, _)| name))
-            .collect();
-        Ok(names.into_iter().map(str::to_string).collect())
-    }
-
-    /// Distinct values of label `name` among matching series, sorted.
-    pub async fn label_values(
-        &self,
-        tenant: &Tenant,
-        name: &str,
-        selectors: &[Selector],
-        from_ms: i64,
-        until_ms: i64,
-    ) -> Result<Vec<String>, QueryError> {
-        let series = self.series_labels(tenant, selectors, from_ms, until_ms).await?;
-        let values: BTreeSet<&str> = series.iter().filter_map(|labels| labels.get(name)).collect();
-        Ok(values.into_iter().map(str::to_string).collect())
-    }
-}
-
-impl Querier {
-    /// Oldest and newest profile times of the tenant, if it has any data.
-    pub async fn time_range(&self, tenant: &Tenant) -> Result<Option<(i64, i64)>, QueryError> {
-        let (from_ms, until_ms) = (i64::MIN / 2, i64::MAX / 2);
-        let mut range: Option<(i64, i64)> = None;
-        let mut widen = |min: i64, max: i64| {
-            range = Some(range.map_or((min, max), |(lo, hi)| (lo.min(min), hi.max(max))));
-        };
-        let (metas, replaced) = {
-            let _gate = self.head.read_gate().await;
-            self.head.visit(tenant, from_ms, until_ms, |partition| {
-                for series in &partition.series {
-                    widen(series.min_time_ms, series.max_time_ms);
-                }
-            });
-            let listed = self.catalog.list(tenant, from_ms, until_ms).await?;
-            (listed.visible, listed.replaced)
-        };
-        for meta in &metas {
-            widen(meta.min_time_ms, meta.max_time_ms);
-        }
-        let listed: Vec<&BlockMeta> = metas.iter().chain(&replaced).collect();
-        for partition in self
-            .peer_partitions(tenant, from_ms, until_ms, &[], None, &listed)
-            .await
-        {
-            for series in &partition.series {
-                widen(series.min_time_ms, series.max_time_ms);
-            }
-        }
-        Ok(range)
-    }
-}
-
-/// Whether the frames of `stack` (root first) start with `call_site`.
-fn stack_starts_with(symbols: &SymbolTable, stack: u32, call_site: &[String]) -> bool {
-    let mut depth = 0;
-    let mut matching = true;
-    symbols.visit_stack_frames(stack, |name| {
-        if matching && depth < call_site.len() {
-            matching = call_site[depth] == name;
-            depth += 1;
-        }
-    });
-    matching && depth == call_site.len()
-}
-
-/// The `SelectSeries` point a row at `time` belongs to (see [`Querier::select_series_range`]).
-pub fn step_point(start_ms: i64, end_ms: i64, step_ms: i64, time: i64) -> Option<i64> {
-    if time < start_ms.saturating_sub(step_ms) || time > end_ms {
-        return None;
-    }
-    let after_start = (time - start_ms).max(0);
-    let steps = after_start / step_ms + i64::from(after_start % step_ms != 0);
-    let point = start_ms + steps * step_ms;
-    (point <= end_ms).then_some(point)
 }
 
 /// Frames of one stack a merge keeps (root first; the value goes to the deepest kept frame):
@@ -858,83 +449,26 @@ pub fn step_point(start_ms: i64, end_ms: i64, step_ms: i64, time: i64) -> Option
 /// bound folded input) costs a query O(this) memory, not its millions of frames.
 pub const MAX_STACK_DEPTH: usize = 4096;
 
-/// Adds the in-window rows of the wanted series of one partition to `tree`. Rows are first
-/// summed per stack, so each distinct stack is walked once however many samples it has.
-/// With `span_ids`, only rows carrying one of those span ids count.
-/// Adds one partition's matching rows to `tree`; false once the tree holds more than
-/// `max_nodes` nodes (the query's memory budget: it stops there, before growing further).
-fn merge_partition(
-    symbols: &SymbolTable,
-    all_series: &[Series],
-    params: &SelectParams,
-    span_ids: Option<&HashSet<u64>>,
-    tree: &mut FlameTree,
-    max_nodes: usize,
-) -> bool {
-    let mut per_stack: HashMap<u32, i64> = HashMap::new();
-    let mut ticker = Ticker::new();
-    for series in all_series {
-        if ticker.expired(1 + params.selector.matchers.len()) {
-            return true;
-        }
-        if !params.wants_series(series) {
-            continue;
-        }
-        if span_ids.is_some() && series.span_ids.is_empty() {
-            continue;
-        }
-        for (row, ((&time, &stack), &value)) in series.times.iter().zip(&series.stacks).zip(&series.values).enumerate()
-        {
-            if ticker.expired(1) {
-                return true;
-            }
-            if time >= params.from_ms
-                && time < params.until_ms
-                && span_ids.is_none_or(|ids| ids.contains(&series.span_id(row)))
-            {
-                let sum = per_stack.entry(stack).or_default();
-                *sum = sum.saturating_add(value);
-            }
-        }
-    }
-    let mut names = Vec::new();
-    for (stack, value) in per_stack {
-        if ticker.expired(1) {
-            return true;
-        }
-        if value == 0 {
-            continue;
-        }
-        names.clear();
-        symbols.visit_stack_frames_within(stack, MAX_STACK_DEPTH, |name| names.push(tree.intern(name)));
-        tree.insert(&names, value);
-        if tree.nodes().len() > max_nodes {
-            return false;
-        }
-    }
-    true
+/// One partition a query reads: borrowed from the head (under its locks, for the length of
+/// the visit) or loaded (from a block or a peer), which a merge may hand to another thread.
+enum Source<'a> {
+    Head(&'a SymbolTable, &'a [Series]),
+    Loaded(Arc<SymbolTable>, Vec<Series>),
 }
 
-#[cfg(test)]
-mod step_tests {
-    use super::step_point;
+impl Source<'_> {
+    fn symbols(&self) -> &SymbolTable {
+        match self {
+            Source::Head(symbols, _) => symbols,
+            Source::Loaded(symbols, _) => symbols,
+        }
+    }
 
-    #[test]
-    fn pyroscope_select_series_points() {
-        // start 1000, end 1250, step 100: points 1000, 1100, 1200.
-        let point = |t| step_point(1000, 1250, 100, t);
-        assert_eq!(point(899), None);
-        assert_eq!(point(900), Some(1000)); // start − step belongs to the first point
-        assert_eq!(point(1000), Some(1000));
-        assert_eq!(point(1001), Some(1100));
-        assert_eq!(point(1100), Some(1100)); // (T − step, T]
-        assert_eq!(point(1101), Some(1200));
-        assert_eq!(point(1200), Some(1200));
-        assert_eq!(point(1201), None); // after the last point ≤ end: dropped, as Pyroscope does
-        assert_eq!(point(1250), None);
-        assert_eq!(point(1251), None);
-        // end on a point: it is included.
-        assert_eq!(step_point(1000, 1200, 100, 1200), Some(1200));
+    fn series(&self) -> &[Series] {
+        match self {
+            Source::Head(_, series) => series,
+            Source::Loaded(_, series) => series,
+        }
     }
 }
 

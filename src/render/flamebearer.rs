@@ -4,9 +4,9 @@
 use serde_json::{Value, json};
 
 use super::flamegraph::{flamegraph, flamegraph_diff};
+use crate::model::FlameTree;
 use crate::model::ProfileType;
 use crate::proto::querier::v1::Level;
-use crate::query::FlameTree;
 
 /// Per-step totals drawn above the flame graph.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -3,14 +3,14 @@
 
 use foldhash::{HashMap, HashMapExt};
 
+use crate::model::{FlameTree, ROOT_NAME};
 use crate::proto::querier::v1::{FlameGraph, FlameGraphDiff, Level};
-use crate::query::{FlameTree, ROOT_NAME};
 
 /// Pyroscope's default for `max_nodes` when a request leaves it unset or zero.
 pub const DEFAULT_MAX_NODES: usize = 8192;
 
 /// Name of the synthetic node that stands for the siblings truncation pruned.
-pub const OTHER_NAME: &str = "other";
+pub use crate::model::OTHER_NAME;
 
 /// Encodes `tree` as a Pyroscope flame graph: levels of `[x_delta, total, self, name]`.
 pub fn flamegraph(tree: &FlameTree, max_nodes: Option<usize>) -> FlameGraph {
@@ -49,6 +49,10 @@ struct Node<const N: usize> {
     self_value: [i64; N],
     /// Sorted by name, the order Pyroscope lays siblings out in.
     children: Vec<u32>,
+    /// Cut off by a truncated merge already ([`crate::model::FlameNode::other`]): pruned here
+    /// whatever its weight, and not counted when picking the threshold, so a tree the query cut
+    /// to `max_nodes` lays out as the whole tree would.
+    other: bool,
 }
 
 impl<const N: usize> Node<N> {
@@ -58,6 +62,7 @@ impl<const N: usize> Node<N> {
             total: [0; N],
             self_value: [0; N],
             children: Vec::new(),
+            other: false,
         }
     }
 
@@ -103,6 +108,7 @@ impl<'a, const N: usize> Aligned<'a, N> {
                 let target = &mut aligned.nodes[dst as usize];
                 target.total[side] = target.total[side].saturating_add(node.total);
                 target.self_value[side] = target.self_value[side].saturating_add(node.self_value);
+                target.other |= node.other;
                 for &child in &node.children {
                     let name = names[tree.node(child).name as usize];
                     let next_id = aligned.nodes.len() as u32;
@@ -135,7 +141,11 @@ impl<'a, const N: usize> Aligned<'a, N> {
     /// The smallest weight a node needs to be kept so that about `max_nodes` nodes survive.
     /// Parents weigh at least as much as their children, so the kept set stays connected.
     fn threshold(&self, max_nodes: usize) -> i64 {
-        let mut weights: Vec<i64> = self.nodes[1..].iter().map(Node::weight).collect();
+        let mut weights: Vec<i64> = self.nodes[1..]
+            .iter()
+            .filter(|node| !node.other)
+            .map(Node::weight)
+            .collect();
         if weights.len() <= max_nodes {
             return i64::MIN;
         }
@@ -187,14 +197,13 @@ impl<'a, const N: usize> Aligned<'a, N> {
             // Self is laid out before the children.
             let mut x: [i64; N] = std::array::from_fn(|side| item.x[side] + item.self_value[side]);
             let children = &self.nodes[id as usize].children;
-            let pruned = children
-                .iter()
-                .any(|&child| self.nodes[child as usize].weight() < threshold);
+            let cut = |child: &Node<N>| child.other || child.weight() < threshold;
+            let pruned = children.iter().any(|&child| cut(&self.nodes[child as usize]));
             let mut other_total = [0i64; N];
             for &child_id in children {
                 let child = &self.nodes[child_id as usize];
                 // A real "other" next to pruned siblings joins them, keeping sibling names unique.
-                if child.weight() < threshold || (pruned && child.name == other) {
+                if cut(child) || (pruned && child.name == other) {
                     (0..N).for_each(|side| other_total[side] = other_total[side].saturating_add(child.total[side]));
                     continue;
                 }

@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 
-use crate::query::FlameTree;
+use crate::model::FlameTree;
 
 /// One line per stack with a non-zero self value, frames root first, lines sorted.
 pub fn folded(tree: &FlameTree) -> String {

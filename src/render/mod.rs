@@ -1,4 +1,4 @@
-//! Output formats for a merged query result: turns a [`FlameTree`](crate::query::FlameTree)
+//! Output formats for a merged query result: turns a [`FlameTree`](crate::model::FlameTree)
 //! into Grafana's `querier.v1` flame graphs (single and diff), the legacy flamebearer JSON of
 //! `/pyroscope/render`, folded stacks, an SVG (via inferno) and a pprof profile.
 //!
@@ -37,7 +37,7 @@ pub(crate) mod testutil {
 
     use std::collections::BTreeMap;
 
-    use crate::query::FlameTree;
+    use crate::model::FlameTree;
 
     /// Several levels, siblings inserted out of name order, self on inner nodes.
     pub fn sample_tree() -> FlameTree {

@@ -8,9 +8,9 @@ use flate2::Compression;
 use flate2::write::GzEncoder;
 use prost::Message;
 
+use crate::model::FlameTree;
 use crate::model::ProfileType;
 use crate::proto::google::v1::{Function, Line, Location, Mapping, Profile, Sample, ValueType};
-use crate::query::FlameTree;
 
 /// Every location points at this one mapping, flagged as symbolized so pprof tools do not try
 /// to symbolize the (address-less) locations.

@@ -5,8 +5,8 @@ use inferno::flamegraph::{Direction, Options, from_lines};
 
 use super::folded::stacks;
 use super::{DEFAULT_MAX_NODES, OTHER_NAME, RenderError};
+use crate::model::FlameTree;
 use crate::model::ProfileType;
-use crate::query::FlameTree;
 
 /// What to write around the graph.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,10 +1,14 @@
 //! The merged result of a query: a call tree keyed by function name, with a total and a self
-//! value per node. Every renderer reads this one shape.
+//! value per node. Queries build it (`query::merge`), every renderer reads this one shape, so
+//! it lives here, below both.
 
 use foldhash::{HashMap, HashMapExt};
 
 /// Name of the root node, as Pyroscope's flame graphs name it.
 pub const ROOT_NAME: &str = "total";
+
+/// Name of the node that stands for the children a truncation cut off (Pyroscope's "other").
+pub const OTHER_NAME: &str = "other";
 
 /// One node of a [`FlameTree`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -17,6 +21,9 @@ pub struct FlameNode {
     pub self_value: i64,
     /// Child node indices, in insertion order.
     pub children: Vec<u32>,
+    /// Stands for children a truncation cut off (its self value is their total), rather than
+    /// for a function: a renderer cutting the tree further treats it as cut already.
+    pub other: bool,
 }
 
 /// A call tree merged by function name. Node 0 is the root, named [`ROOT_NAME`].
@@ -25,7 +32,10 @@ pub struct FlameTree {
     names: Vec<String>,
     name_ids: HashMap<String, u32>,
     nodes: Vec<FlameNode>,
+    /// (parent, name) → child, for [`FlameTree::insert`]; built on first use when the tree
+    /// was built by [`FlameTree::push_child`] (a merge that never looks children up).
     child_lookup: HashMap<(u32, u32), u32>,
+    indexed: bool,
 }
 
 impl Default for FlameTree {
@@ -41,6 +51,7 @@ impl FlameTree {
             name_ids: HashMap::new(),
             nodes: vec![FlameNode::default()],
             child_lookup: HashMap::new(),
+            indexed: true,
         };
         let root_name = tree.intern(ROOT_NAME);
         tree.nodes[0].name = root_name;
@@ -75,7 +86,45 @@ impl FlameTree {
         self.insert(&ids, value);
     }
 
+    /// Appends a child of `parent` without looking for an existing one: the caller (a merge
+    /// that groups siblings by name itself) guarantees `name` is new under `parent`.
+    pub fn push_child(&mut self, parent: u32, name: u32, total: i64, self_value: i64, other: bool) -> u32 {
+        if self.indexed {
+            self.child_lookup = HashMap::new();
+            self.indexed = false;
+        }
+        let child = self.nodes.len() as u32;
+        self.nodes.push(FlameNode {
+            name,
+            total,
+            self_value,
+            children: Vec::new(),
+            other,
+        });
+        self.nodes[parent as usize].children.push(child);
+        child
+    }
+
+    /// Adds to one node's total and self value alone (its ancestors are the caller's to keep
+    /// right), marking it [`FlameNode::other`] if asked.
+    pub fn add_to_node(&mut self, id: u32, total: i64, self_value: i64, other: bool) {
+        let node = &mut self.nodes[id as usize];
+        node.total = node.total.saturating_add(total);
+        node.self_value = node.self_value.saturating_add(self_value);
+        node.other |= other;
+    }
+
     fn child(&mut self, parent: u32, name: u32) -> u32 {
+        if !self.indexed {
+            self.child_lookup = HashMap::with_capacity(self.nodes.len());
+            for (id, node) in self.nodes.iter().enumerate() {
+                for &child in &node.children {
+                    self.child_lookup
+                        .insert((id as u32, self.nodes[child as usize].name), child);
+                }
+            }
+            self.indexed = true;
+        }
         if let Some(&child) = self.child_lookup.get(&(parent, name)) {
             return child;
         }
@@ -174,10 +223,13 @@ impl FlameTree {
     /// one child named `other_name` (its self value), so every total stays exact; the "other"
     /// nodes are not counted in `max_nodes`, so the result has at most `2 * max_nodes` nodes.
     /// Costs O(n log n) time in the nodes visited and O(max_nodes) memory beyond them.
+    ///
+    /// Nodes marked [`FlameNode::other`] (a truncated merge's) are cut already: their totals go
+    /// to the "other" of their parent here too, whatever their weight.
     pub fn truncated(&self, max_nodes: usize, other_name: &str) -> FlameTree {
         let mut out = FlameTree::new();
         if self.nodes.len() <= max_nodes + 1 {
-            out.merge(self);
+            out.merge_marked(self);
             return out;
         }
         // Heaviest first: (total, earlier first), source node, parent in `out`.
@@ -186,7 +238,13 @@ impl FlameTree {
         out.nodes[0].total = self.nodes[0].total;
         out.nodes[0].self_value = self.nodes[0].self_value;
         let mut parents: HashMap<u32, u32> = HashMap::new();
+        // Cut already: (source, parent in `out`).
+        let mut marked: Vec<(u32, u32)> = Vec::new();
         for &child in &self.nodes[0].children {
+            if self.nodes[child as usize].other {
+                marked.push((child, 0));
+                continue;
+            }
             queue.push((self.nodes[child as usize].total, std::cmp::Reverse(child), child));
             parents.insert(child, 0);
         }
@@ -202,20 +260,46 @@ impl FlameTree {
             out.nodes[id as usize].self_value += node.self_value;
             kept += 1;
             for &child in &node.children {
+                if self.nodes[child as usize].other {
+                    marked.push((child, id));
+                    continue;
+                }
                 queue.push((self.nodes[child as usize].total, std::cmp::Reverse(child), child));
                 parents.insert(child, id);
             }
         }
         // Whatever was left in the queue was pruned: its total goes to its parent's "other".
         let other = out.intern(other_name);
-        for (_, _, source) in queue {
-            let parent = parents[&source];
+        let pruned = queue.into_iter().map(|(_, _, source)| (source, parents[&source]));
+        for (source, parent) in pruned.chain(marked) {
             let id = out.child(parent, other);
             let total = self.nodes[source as usize].total;
-            out.nodes[id as usize].total += total;
-            out.nodes[id as usize].self_value += total;
+            let node = &mut out.nodes[id as usize];
+            node.total += total;
+            node.self_value += total;
+            node.other = true;
         }
         out
+    }
+
+    /// [`FlameTree::merge`] that keeps the [`FlameNode::other`] marks of `source` (into an
+    /// empty tree).
+    fn merge_marked(&mut self, source: &FlameTree) {
+        self.merge(source);
+        if !source.nodes.iter().any(|node| node.other) {
+            return;
+        }
+        // Same paths in both trees: walk them together.
+        let mut pending = vec![(0u32, 0u32)];
+        while let Some((from, to)) = pending.pop() {
+            for &child in &source.nodes[from as usize].children {
+                let node = &source.nodes[child as usize];
+                let name = self.intern(&source.names[node.name as usize]);
+                let target = self.child(to, name);
+                self.nodes[target as usize].other |= node.other;
+                pending.push((child, target));
+            }
+        }
     }
 
     /// Whether nothing was inserted.

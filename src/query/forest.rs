@@ -1,0 +1,844 @@
+//! The flame-graph merge algorithm: the in-window rows of one partition's wanted series,
+//! summed per stack, become a [`StackForest`] over that partition's own stack tree (`stack =
+//! (parent, location)`, already hash-consed), and the forests of every partition of a query are
+//! expanded together into one [`FlameTree`] keyed by function name.
+//!
+//! Why this shape: the stack tree has one node per distinct stack prefix, so summing totals
+//! over it is one pass of integer arithmetic; each location's frames are named once per
+//! partition (not once per frame of every stack); siblings are grouped by integer name ids,
+//! never by hashing strings. With a node cut (`max_nodes`) the expansion is best-first — a
+//! node's exact total is known before it is expanded, so the tree stops growing once the cut
+//! is reached and a small answer costs about its own size plus one pass over the rows.
+//!
+//! Forests are independent (the query builds them on the rayon pool, `super::merge`); only the
+//! expansion, O(kept nodes), runs on the query's thread.
+
+use crate::block::Series;
+use crate::model::{FlameTree, OTHER_NAME};
+use crate::symbols::{ROOT_STACK, SymbolTable};
+
+use super::{MAX_STACK_DEPTH, QueryError, SelectParams, Ticker};
+use foldhash::{HashMap, HashMapExt};
+use std::collections::HashSet;
+
+const UNSET: u32 = u32::MAX;
+/// Marks a stack as wanted (has rows, or a wanted descendant) before it gets its compact id.
+const WANTED: u32 = u32::MAX - 1;
+
+/// One partition's wanted stacks as a compact tree: node 0 is the root, and every other node
+/// is a stack of the partition's table that has in-window rows or a descendant with some, in
+/// the table's order (parents first).
+#[derive(Debug, Default)]
+pub struct StackForest {
+    /// Per node: the sum of the rows of every stack through it, and of the rows ending at it.
+    total: Vec<i64>,
+    self_value: Vec<i64>,
+    /// Children of node `n` are `children[child_start[n]..child_start[n + 1]]`.
+    child_start: Vec<u32>,
+    children: Vec<u32>,
+    /// Per node (unused for the root): its location, an index into `frame_start`.
+    node_location: Vec<u32>,
+    /// Frames of location `l` (root first, inlined callees after their caller) are
+    /// `frames[frame_start[l]..frame_start[l + 1]]`, as ids into `names`.
+    frame_start: Vec<u32>,
+    frames: Vec<u32>,
+    names: Vec<String>,
+}
+
+impl StackForest {
+    /// Sums the in-window rows of the series `params` wants (with `span_ids`, only rows
+    /// carrying one of them) and builds the forest of their stacks. `None` when the deadline
+    /// passed meanwhile.
+    pub fn from_rows(
+        symbols: &SymbolTable,
+        all_series: &[Series],
+        params: &SelectParams,
+        span_ids: Option<&HashSet<u64>>,
+    ) -> Option<StackForest> {
+        let mut ticker = Ticker::new();
+        let mut sums = vec![0i64; symbols.stack_count()];
+        let window = params.window();
+        for series in all_series {
+            if ticker.expired(1 + params.selector.matchers.len()) {
+                return None;
+            }
+            if !params.wants_series(series) || (span_ids.is_some() && series.span_ids.is_empty()) {
+                continue;
+            }
+            for (row, ((&time, &stack), &value)) in
+                series.times.iter().zip(&series.stacks).zip(&series.values).enumerate()
+            {
+                if ticker.expired(1) {
+                    return None;
+                }
+                if window.contains(time)
+                    && span_ids.is_none_or(|ids| ids.contains(&series.span_id(row)))
+                    && let Some(sum) = sums.get_mut(stack as usize)
+                {
+                    *sum = sum.saturating_add(value);
+                }
+            }
+        }
+        Self::from_sums(symbols, sums, &mut ticker)
+    }
+
+    /// The forest of the stacks with a non-zero sum in `sums` (indexed by stack id).
+    pub fn from_sums(symbols: &SymbolTable, sums: Vec<i64>, ticker: &mut Ticker) -> Option<StackForest> {
+        let stacks = sums.len();
+        // Descending: parents have smaller ids than their children, so a stack's mark and
+        // total are final when the scan reaches it and can be passed up.
+        let mut compact = vec![UNSET; stacks];
+        let mut totals = sums.clone();
+        for stack in (1..stacks).rev() {
+            if ticker.expired(1) {
+                return None;
+            }
+            if sums[stack] == 0 && compact[stack] == UNSET {
+                continue;
+            }
+            let parent = symbols.stack_parent(stack as u32) as usize;
+            debug_assert!(parent < stack, "stack parents precede their children");
+            compact[stack] = WANTED;
+            compact[parent] = WANTED;
+            totals[parent] = totals[parent].saturating_add(totals[stack]);
+        }
+        let mut forest = StackForest {
+            total: vec![totals.first().copied().unwrap_or(0)],
+            // Rows of the empty stack (no frames) are the root's own.
+            self_value: vec![sums.first().copied().unwrap_or(0)],
+            node_location: vec![UNSET],
+            frame_start: vec![0],
+            ..StackForest::default()
+        };
+        if stacks == 0 {
+            forest.child_start = vec![0, 0];
+            return Some(forest);
+        }
+        compact[ROOT_STACK as usize] = 0;
+        let mut parents: Vec<u32> = vec![UNSET];
+        let mut names = Names::new(symbols);
+        let mut location_ids = vec![UNSET; symbols.location_count()];
+        for stack in 1..stacks {
+            if compact[stack] != WANTED {
+                continue;
+            }
+            if ticker.expired(1) {
+                return None;
+            }
+            let id = forest.total.len() as u32;
+            compact[stack] = id;
+            parents.push(compact[symbols.stack_parent(stack as u32) as usize]);
+            forest.total.push(totals[stack]);
+            forest.self_value.push(sums[stack]);
+            let location = symbols.stack_location_id(stack as u32);
+            let slot = &mut location_ids[location as usize];
+            if *slot == UNSET {
+                *slot = (forest.frame_start.len() - 1) as u32;
+                names.push_frames(location, &mut forest.frames);
+                forest.frame_start.push(forest.frames.len() as u32);
+            }
+            forest.node_location.push(*slot);
+        }
+        drop((compact, totals, sums));
+        // Children in id order, as a counting sort by parent.
+        let nodes = forest.total.len();
+        let mut child_start = vec![0u32; nodes + 1];
+        for &parent in &parents[1..] {
+            child_start[parent as usize + 1] += 1;
+        }
+        for node in 0..nodes {
+            child_start[node + 1] += child_start[node];
+        }
+        let mut fill = child_start.clone();
+        let mut children = vec![0u32; nodes - 1];
+        for (node, &parent) in parents.iter().enumerate().skip(1) {
+            children[fill[parent as usize] as usize] = node as u32;
+            fill[parent as usize] += 1;
+        }
+        forest.child_start = child_start;
+        forest.children = children;
+        forest.names = names.into_names();
+        Some(forest)
+    }
+
+    /// Sum of every wanted row.
+    pub fn total(&self) -> i64 {
+        self.total[0]
+    }
+
+    fn children(&self, node: u32) -> &[u32] {
+        let node = node as usize;
+        &self.children[self.child_start[node] as usize..self.child_start[node + 1] as usize]
+    }
+
+    fn frames(&self, node: u32) -> &[u32] {
+        let location = self.node_location[node as usize] as usize;
+        &self.frames[self.frame_start[location] as usize..self.frame_start[location + 1] as usize]
+    }
+}
+
+/// Function names of one partition, each looked up and hashed once per function or address.
+struct Names<'a> {
+    symbols: &'a SymbolTable,
+    ids: HashMap<Box<str>, u32>,
+    names: Vec<String>,
+    by_function: Vec<u32>,
+}
+
+impl<'a> Names<'a> {
+    fn new(symbols: &'a SymbolTable) -> Self {
+        Self {
+            symbols,
+            ids: HashMap::new(),
+            names: Vec::new(),
+            by_function: vec![UNSET; symbols.function_count()],
+        }
+    }
+
+    fn intern(&mut self, name: &str) -> u32 {
+        if let Some(&id) = self.ids.get(name) {
+            return id;
+        }
+        let id = self.names.len() as u32;
+        self.names.push(name.to_string());
+        self.ids.insert(name.into(), id);
+        id
+    }
+
+    /// Appends the frame names of `location`, root first, as
+    /// [`SymbolTable::visit_stack_frames`] names them.
+    fn push_frames(&mut self, location: u32, out: &mut Vec<u32>) {
+        let symbols = self.symbols;
+        let location = symbols.location(location);
+        if location.lines.is_empty() {
+            let name = format!("0x{:x}", location.address);
+            out.push(self.intern(&name));
+            return;
+        }
+        // The last line is the caller; earlier ones are callees inlined into it.
+        for line in location.lines.iter().rev() {
+            let function = line.function as usize;
+            if self.by_function[function] == UNSET {
+                self.by_function[function] = self.intern(symbols.function_name(line.function));
+            }
+            out.push(self.by_function[function]);
+        }
+    }
+
+    fn into_names(self) -> Vec<String> {
+        self.names
+    }
+}
+
+/// A position in one forest: frame `frame` of the location of stack node `node` (the root
+/// of the forest has no frames).
+#[derive(Debug, Clone, Copy)]
+struct Member {
+    forest: u32,
+    node: u32,
+    frame: u32,
+}
+
+/// The forests being expanded and the output tree's name of each forest's names.
+struct Expansion<'a> {
+    forests: &'a [StackForest],
+    names: Vec<Vec<u32>>,
+}
+
+impl Expansion<'_> {
+    /// Appends `(name, member)` for each member one frame below `member`.
+    fn push_children(&self, member: Member, out: &mut Vec<(u32, Member)>) {
+        let forest = &self.forests[member.forest as usize];
+        if member.node != 0 && member.frame + 1 < forest.frames(member.node).len() as u32 {
+            let next = Member {
+                frame: member.frame + 1,
+                ..member
+            };
+            out.push((self.name(next), next));
+            return;
+        }
+        for &child in forest.children(member.node) {
+            let next = Member {
+                forest: member.forest,
+                node: child,
+                frame: 0,
+            };
+            out.push((self.name(next), next));
+        }
+    }
+
+    fn name(&self, member: Member) -> u32 {
+        let forest = &self.forests[member.forest as usize];
+        self.names[member.forest as usize][forest.frames(member.node)[member.frame as usize] as usize]
+    }
+
+    /// Total and self value of a group of members sharing one output node.
+    fn values(&self, members: &[(u32, Member)]) -> (i64, i64) {
+        let (mut total, mut self_value) = (0i64, 0i64);
+        for &(_, member) in members {
+            let forest = &self.forests[member.forest as usize];
+            total = total.saturating_add(forest.total[member.node as usize]);
+            if member.frame + 1 == forest.frames(member.node).len() as u32 {
+                self_value = self_value.saturating_add(forest.self_value[member.node as usize]);
+            }
+        }
+        (total, self_value)
+    }
+}
+
+/// Sorts `members` by name, so each output node's members are one run.
+fn sort_by_name(members: &mut [(u32, Member)]) {
+    if members.len() > 1 {
+        members.sort_unstable_by_key(|&(name, member)| (name, member.forest, member.node));
+    }
+}
+
+/// The runs of one name in sorted `members`, as `(start, end)`.
+fn runs(members: &[(u32, Member)]) -> impl Iterator<Item = (usize, usize)> + '_ {
+    let mut start = 0;
+    std::iter::from_fn(move || {
+        let name = members.get(start)?.0;
+        let end = start + members[start..].iter().take_while(|(other, _)| *other == name).count();
+        let run = (start, end);
+        start = end;
+        Some(run)
+    })
+}
+
+/// Expands `forests` into one flame tree: every node, or with `cut` the `cut` heaviest (and
+/// every node as heavy as the last of them), each after its parent, with the totals of what was
+/// cut under one [`OTHER_NAME`] child per parent (marked [`crate::model::FlameNode::other`]),
+/// so every kept node's total and self value are exact and each parent's sum adds up.
+/// Refused past `max_tree_nodes` (the query's memory budget); `Ok(None)` past the deadline.
+pub fn expand(
+    forests: &[StackForest],
+    cut: Option<usize>,
+    max_tree_nodes: usize,
+) -> Result<Option<FlameTree>, QueryError> {
+    let mut tree = FlameTree::new();
+    let expansion = Expansion {
+        forests,
+        names: forests
+            .iter()
+            .map(|forest| forest.names.iter().map(|name| tree.intern(name)).collect())
+            .collect(),
+    };
+    let (root_total, root_self) = forests.iter().fold((0i64, 0i64), |(total, self_value), forest| {
+        (
+            total.saturating_add(forest.total()),
+            self_value.saturating_add(forest.self_value[0]),
+        )
+    });
+    tree.add_to_node(0, root_total, root_self, false);
+    let roots = (0..forests.len() as u32).map(|forest| Member {
+        forest,
+        node: 0,
+        frame: 0,
+    });
+    let built = match cut {
+        Some(cut) => expand_cut(&expansion, &mut tree, roots, cut, max_tree_nodes)?,
+        None => expand_all(&expansion, &mut tree, roots, max_tree_nodes)?,
+    };
+    Ok(built.then_some(tree))
+}
+
+/// Depth-first over every node. Members of pending nodes live in one arena: a node's children
+/// are appended after everything pending, and, depth first, all that lies past a popped node's
+/// sibling block belongs to nodes already done.
+fn expand_all(
+    expansion: &Expansion,
+    tree: &mut FlameTree,
+    roots: impl Iterator<Item = Member>,
+    max_tree_nodes: usize,
+) -> Result<bool, QueryError> {
+    struct Pending {
+        node: u32,
+        members: (usize, usize),
+        depth: usize,
+        block_end: usize,
+    }
+    /// Sorts the block of children members from `from` on and adds one node per name.
+    fn add_children(
+        expansion: &Expansion,
+        tree: &mut FlameTree,
+        arena: &mut [(u32, Member)],
+        pending: &mut Vec<Pending>,
+        (parent, from, depth): (u32, usize, usize),
+    ) {
+        let block_end = arena.len();
+        sort_by_name(&mut arena[from..]);
+        let block = &arena[from..];
+        for (start, end) in runs(block) {
+            let members = &block[start..end];
+            let (total, mut self_value) = expansion.values(members);
+            if depth == MAX_STACK_DEPTH {
+                // The deepest frame a merge keeps takes the value of every frame below it.
+                self_value = total;
+            }
+            let node = tree.push_child(parent, members[0].0, total, self_value, false);
+            if depth < MAX_STACK_DEPTH {
+                pending.push(Pending {
+                    node,
+                    members: (from + start, from + end),
+                    depth,
+                    block_end,
+                });
+            }
+        }
+    }
+    let mut ticker = Ticker::new();
+    let mut arena: Vec<(u32, Member)> = Vec::new();
+    for root in roots {
+        expansion.push_children(root, &mut arena);
+    }
+    let mut pending: Vec<Pending> = Vec::new();
+    add_children(expansion, tree, &mut arena, &mut pending, (0, 0, 1));
+    while let Some(item) = pending.pop() {
+        if tree.nodes().len() > max_tree_nodes {
+            return Err(QueryError::TooManyNodes { limit: max_tree_nodes });
+        }
+        arena.truncate(item.block_end);
+        let from = arena.len();
+        for index in item.members.0..item.members.1 {
+            if ticker.expired(1) {
+                return Ok(false);
+            }
+            let member = arena[index].1;
+            expansion.push_children(member, &mut arena);
+        }
+        if arena.len() > from {
+            add_children(
+                expansion,
+                tree,
+                &mut arena,
+                &mut pending,
+                (item.node, from, item.depth + 1),
+            );
+        }
+    }
+    if tree.nodes().len() > max_tree_nodes {
+        return Err(QueryError::TooManyNodes { limit: max_tree_nodes });
+    }
+    Ok(true)
+}
+
+/// Best-first: a node's exact total is known from its members before it is expanded, so nodes
+/// come off the heap heaviest first (children never outweigh their parents) and the tree stops
+/// once `cut` nodes are kept (and those as heavy as the last one, as Pyroscope's threshold
+/// keeps ties). What is left pending goes to its parent's "other".
+fn expand_cut(
+    expansion: &Expansion,
+    tree: &mut FlameTree,
+    roots: impl Iterator<Item = Member>,
+    cut: usize,
+    max_tree_nodes: usize,
+) -> Result<bool, QueryError> {
+    struct Pending {
+        total: i64,
+        self_value: i64,
+        parent: u32,
+        name: u32,
+        depth: usize,
+        members: Vec<Member>,
+    }
+    let mut ticker = Ticker::new();
+    // Heaviest first, then first pushed: (total, Reverse(sequence)) → index in `pending`.
+    let mut heap = Heap::new();
+    let mut pending: Vec<Option<Pending>> = Vec::new();
+    let mut scratch: Vec<(u32, Member)> = Vec::new();
+    type Heap = std::collections::BinaryHeap<(i64, std::cmp::Reverse<usize>)>;
+    /// Queues one pending node per name among the members in `scratch`, then empties it.
+    fn push_groups(
+        expansion: &Expansion,
+        scratch: &mut Vec<(u32, Member)>,
+        heap: &mut Heap,
+        pending: &mut Vec<Option<Pending>>,
+        (parent, depth): (u32, usize),
+    ) {
+        sort_by_name(scratch);
+        for (start, end) in runs(scratch) {
+            let members = &scratch[start..end];
+            let (total, self_value) = expansion.values(members);
+            heap.push((total, std::cmp::Reverse(pending.len())));
+            pending.push(Some(Pending {
+                total,
+                self_value,
+                parent,
+                name: members[0].0,
+                depth,
+                members: members.iter().map(|&(_, member)| member).collect(),
+            }));
+        }
+        scratch.clear();
+    }
+    for root in roots {
+        expansion.push_children(root, &mut scratch);
+    }
+    push_groups(expansion, &mut scratch, &mut heap, &mut pending, (0, 1));
+    let mut kept = 0usize;
+    let mut last_total = i64::MAX;
+    while let Some(&(total, std::cmp::Reverse(index))) = heap.peek() {
+        if kept >= cut && total < last_total {
+            break;
+        }
+        heap.pop();
+        let item = pending[index].take().expect("each pending node is popped once");
+        if ticker.expired(item.members.len()) {
+            return Ok(false);
+        }
+        let self_value = if item.depth == MAX_STACK_DEPTH {
+            item.total
+        } else {
+            item.self_value
+        };
+        let node = tree.push_child(item.parent, item.name, item.total, self_value, false);
+        kept += 1;
+        last_total = total;
+        if tree.nodes().len() > max_tree_nodes {
+            return Err(QueryError::TooManyNodes { limit: max_tree_nodes });
+        }
+        if item.depth < MAX_STACK_DEPTH {
+            for &member in &item.members {
+                expansion.push_children(member, &mut scratch);
+            }
+            push_groups(expansion, &mut scratch, &mut heap, &mut pending, (node, item.depth + 1));
+        }
+    }
+    // Per parent, what was cut below it.
+    let mut others: HashMap<u32, i64> = HashMap::new();
+    for (_, std::cmp::Reverse(index)) in heap {
+        let item = pending[index].take().expect("left pending");
+        let other = others.entry(item.parent).or_default();
+        *other = other.saturating_add(item.total);
+    }
+    if others.is_empty() {
+        return Ok(true);
+    }
+    let other_name = tree.intern(OTHER_NAME);
+    let mut others: Vec<(u32, i64)> = others.into_iter().collect();
+    others.sort_unstable();
+    for (parent, total) in others {
+        // A kept function named like the remainder takes it, so sibling names stay unique.
+        let existing = tree
+            .node(parent)
+            .children
+            .iter()
+            .copied()
+            .find(|&child| tree.node(child).name == other_name);
+        match existing {
+            Some(node) => tree.add_to_node(node, total, total, true),
+            None => {
+                tree.push_child(parent, other_name, total, total, true);
+            }
+        }
+    }
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The merge against the straightforward one it replaced (each distinct stack's frames
+    //! named and inserted into a [`FlameTree`] one by one), on generated partitions and on
+    //! every corpus file: whole trees equal, and cut trees exact where kept.
+
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::block::Partition;
+    use crate::model::{Labels, ProfileType, Selector, Tenant};
+    use crate::proto::google::v1 as pprof;
+
+    fn params(profile_type: &ProfileType, from_ms: i64, until_ms: i64) -> SelectParams {
+        SelectParams {
+            tenant: Tenant::parse("merge").unwrap(),
+            profile_type: profile_type.clone(),
+            selector: Selector::parse("{}").unwrap(),
+            from_ms,
+            until_ms,
+        }
+    }
+
+    /// The merge as it was: per stack, its frames named, interned and inserted root first.
+    fn reference(partitions: &[&Partition], params: &SelectParams) -> FlameTree {
+        let mut tree = FlameTree::new();
+        for partition in partitions {
+            let mut per_stack: BTreeMap<u32, i64> = BTreeMap::new();
+            for series in partition.series.iter().filter(|s| params.wants_series(s)) {
+                for ((&time, &stack), &value) in series.times.iter().zip(&series.stacks).zip(&series.values) {
+                    if time >= params.from_ms && time < params.until_ms {
+                        let sum = per_stack.entry(stack).or_default();
+                        *sum = sum.saturating_add(value);
+                    }
+                }
+            }
+            let mut names = Vec::new();
+            for (stack, value) in per_stack {
+                if value == 0 {
+                    continue;
+                }
+                names.clear();
+                partition
+                    .symbols
+                    .visit_stack_frames_within(stack, MAX_STACK_DEPTH, |name| names.push(tree.intern(name)));
+                tree.insert(&names, value);
+            }
+        }
+        tree
+    }
+
+    fn merged(partitions: &[&Partition], params: &SelectParams, cut: Option<usize>) -> FlameTree {
+        let forests: Vec<StackForest> = partitions
+            .iter()
+            .map(|partition| StackForest::from_rows(&partition.symbols, &partition.series, params, None).unwrap())
+            .collect();
+        expand(&forests, cut, usize::MAX).unwrap().unwrap()
+    }
+
+    /// Every node by its name path: (total, self, marked other).
+    fn paths(tree: &FlameTree) -> BTreeMap<Vec<String>, (i64, i64, bool)> {
+        let mut out = BTreeMap::new();
+        let mut pending = vec![(0u32, Vec::<String>::new())];
+        while let Some((id, path)) = pending.pop() {
+            let node = tree.node(id);
+            for &child in &node.children {
+                let mut child_path = path.clone();
+                child_path.push(tree.name(tree.node(child).name).to_string());
+                pending.push((child, child_path));
+            }
+            let previous = out.insert(path, (node.total, node.self_value, node.other));
+            assert!(previous.is_none(), "sibling names are unique");
+        }
+        out
+    }
+
+    /// A cut tree against the whole one: the kept nodes are exactly those at least as heavy as
+    /// the `cut`-th heaviest, with their whole-tree values; each parent's sum adds up; the
+    /// flame graph of `cut` nodes is the same from both.
+    fn check_cut(whole: &FlameTree, cut_tree: &FlameTree, cut: usize) {
+        let whole_paths = paths(whole);
+        let cut_paths = paths(cut_tree);
+        assert_eq!(cut_tree.total(), whole.total());
+        let mut totals: Vec<i64> = whole_paths
+            .iter()
+            .filter(|(path, _)| !path.is_empty())
+            .map(|(_, &(total, _, _))| total)
+            .collect();
+        totals.sort_unstable_by(|a, b| b.cmp(a));
+        let threshold = if totals.len() <= cut { i64::MIN } else { totals[cut - 1] };
+        let expected: Vec<&Vec<String>> = whole_paths
+            .iter()
+            .filter(|&(path, &(total, _, _))| !path.is_empty() && total >= threshold)
+            .map(|(path, _)| path)
+            .collect();
+        let kept: Vec<&Vec<String>> = cut_paths
+            .iter()
+            .filter(|&(path, &(_, _, other))| !path.is_empty() && !other)
+            .map(|(path, _)| path)
+            .collect();
+        assert_eq!(kept, expected, "the kept nodes are the heaviest");
+        for path in &kept {
+            let (total, self_value, _) = cut_paths[*path];
+            let (whole_total, whole_self, _) = whole_paths[*path];
+            assert_eq!((total, self_value), (whole_total, whole_self), "{path:?}");
+        }
+        for id in 0..cut_tree.nodes().len() as u32 {
+            let node = cut_tree.node(id);
+            let children: i64 = node.children.iter().map(|&c| cut_tree.node(c).total).sum();
+            assert_eq!(node.total, node.self_value + children, "sums add up under node {id}");
+        }
+        assert_eq!(
+            crate::render::flamegraph(cut_tree, Some(cut)),
+            crate::render::flamegraph(whole, Some(cut)),
+            "the flame graph is drawn the same from the cut tree"
+        );
+    }
+
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: u64) -> u64 {
+            // xorshift64*: deterministic, enough to spread stacks.
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) % n
+        }
+    }
+
+    /// A partition of random stacks over locations with zero (an address), one or two
+    /// (inlined) lines, function names shared between functions, and rows at several times.
+    fn generated(seed: u64, stacks: usize, cpu: &ProfileType) -> Partition {
+        let mut rng = Rng(seed | 1);
+        let functions = 40u64;
+        let mut strings = vec![String::new()];
+        strings.extend((0..functions / 2).map(|i| format!("fn{i}")));
+        let profile = pprof::Profile {
+            string_table: strings,
+            function: (1..=functions)
+                .map(|id| pprof::Function {
+                    id,
+                    // Two functions per name (different ids, same name): one flame node.
+                    name: (1 + (id - 1) / 2) as i64,
+                    ..Default::default()
+                })
+                .collect(),
+            location: (1..=60u64)
+                .map(|id| pprof::Location {
+                    id,
+                    address: 0x1000 + id,
+                    line: (0..id % 3)
+                        .map(|line| pprof::Line {
+                            function_id: 1 + (id * 7 + line * 13) % functions,
+                            line: line as i64,
+                            column: 0,
+                        })
+                        .collect(),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let mut partition = Partition::default();
+        let symbols = partition.symbols.add_profile(&profile);
+        let labels = Labels::new([("service_name".to_string(), "gen".to_string())]).unwrap();
+        for _ in 0..stacks {
+            let depth = 1 + rng.below(12) as usize;
+            // Few choices near the root, so stacks share prefixes and names collide.
+            let locations: Vec<u64> = (0..depth)
+                .map(|level| 1 + rng.below(if level < 3 { 4 } else { 60 }))
+                .collect();
+            let stack = partition.symbols.add_stack(&symbols, &locations);
+            let time = rng.below(4) as i64;
+            let heavy = rng.below(10) == 0;
+            let value = 1 + rng.below(if heavy { 10_000 } else { 50 }) as i64;
+            partition.push(&labels, cpu, time, stack, value);
+        }
+        partition
+    }
+
+    #[test]
+    fn generated_partitions_merge_as_the_reference_does_whole_and_cut() {
+        let cpu = ProfileType::parse("process_cpu:cpu:nanoseconds:cpu:nanoseconds").unwrap();
+        let (a, b) = (generated(7, 3_000, &cpu), generated(11, 2_000, &cpu));
+        for window in [(0, 4), (1, 3)] {
+            let params = params(&cpu, window.0, window.1);
+            let whole = reference(&[&a, &b], &params);
+            assert!(whole.nodes().len() > 1_000, "{} nodes", whole.nodes().len());
+            let ours = merged(&[&a, &b], &params, None);
+            assert_eq!(paths(&ours), paths(&whole));
+            for cut in [1, 7, 100, 1_000, whole.nodes().len(), 10 * whole.nodes().len()] {
+                check_cut(&whole, &merged(&[&a, &b], &params, Some(cut)), cut);
+            }
+        }
+        // Nothing in the window: an empty tree.
+        let empty = merged(&[&a], &params(&cpu, 100, 200), Some(10));
+        assert!(empty.is_empty());
+    }
+
+    #[test]
+    fn stacks_deeper_than_a_merge_keeps_are_cut_at_the_same_frame() {
+        let cpu = ProfileType::parse("process_cpu:cpu:nanoseconds:cpu:nanoseconds").unwrap();
+        let profile = pprof::Profile {
+            string_table: vec![String::new(), "a".into(), "b".into()],
+            function: vec![
+                pprof::Function {
+                    id: 1,
+                    name: 1,
+                    ..Default::default()
+                },
+                pprof::Function {
+                    id: 2,
+                    name: 2,
+                    ..Default::default()
+                },
+            ],
+            // One location of two frames, so the cut falls inside a location.
+            location: vec![pprof::Location {
+                id: 1,
+                line: vec![
+                    pprof::Line {
+                        function_id: 2,
+                        line: 1,
+                        column: 0,
+                    },
+                    pprof::Line {
+                        function_id: 1,
+                        line: 2,
+                        column: 0,
+                    },
+                ],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let mut partition = Partition::default();
+        let symbols = partition.symbols.add_profile(&profile);
+        let labels = Labels::new([("service_name".to_string(), "deep".to_string())]).unwrap();
+        for (depth, value) in [(MAX_STACK_DEPTH / 2 + 3, 5), (MAX_STACK_DEPTH, 7), (10, 1)] {
+            let stack = partition.symbols.add_stack(&symbols, &vec![1; depth]);
+            partition.push(&labels, &cpu, 0, stack, value);
+        }
+        let params = params(&cpu, 0, 1);
+        let whole = reference(&[&partition], &params);
+        assert_eq!(paths(&merged(&[&partition], &params, None)), paths(&whole));
+        check_cut(&whole, &merged(&[&partition], &params, Some(50)), 50);
+    }
+
+    /// Every corpus file the ingester accepts, flushed to a block and read back: the merge
+    /// equals the reference on every profile type of every file, whole and cut to 16 nodes.
+    #[tokio::test]
+    async fn every_corpus_file_merges_as_the_reference_does() {
+        use crate::head::testing::TempStore;
+        use crate::ingest::Ingester;
+        use crate::pprof::DecodeLimits;
+
+        const AT_MS: i64 = 1_700_000_000_000;
+        let store = TempStore::new();
+        let head = store.open().await;
+        let ingester = Ingester::new(head.clone(), DecodeLimits::default());
+        let tenant = Tenant::parse("merge").unwrap();
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/files");
+        let mut accepted = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().to_string();
+            let labels = Labels::new([("service_name".to_string(), name)]).unwrap();
+            let raw = bytes::Bytes::from(std::fs::read(&path).unwrap());
+            if ingester.push_pprof(&tenant, labels, raw, Some(AT_MS)).await.is_ok() {
+                accepted += 1;
+            }
+        }
+        assert!(accepted >= 45, "{accepted} corpus files accepted");
+        head.flush().await.unwrap();
+        let metas = crate::block::list(&store.storage, &tenant, 0, i64::MAX).await.unwrap();
+        let mut partitions = Vec::new();
+        for meta in &metas {
+            partitions.push(crate::block::load_all(&store.storage, meta).await.unwrap());
+        }
+        let partitions: Vec<&Partition> = partitions.iter().collect();
+        let mut types: Vec<ProfileType> = partitions
+            .iter()
+            .flat_map(|p| p.series.iter().map(|s| s.profile_type.clone()))
+            .collect();
+        types.sort_by_key(ProfileType::id);
+        types.dedup();
+        assert!(types.len() > 10, "{} profile types", types.len());
+        let mut nonempty = 0;
+        for profile_type in &types {
+            let params = SelectParams {
+                tenant: tenant.clone(),
+                ..params(profile_type, AT_MS, AT_MS + 1)
+            };
+            let whole = reference(&partitions, &params);
+            nonempty += usize::from(!whole.is_empty());
+            assert_eq!(
+                paths(&merged(&partitions, &params, None)),
+                paths(&whole),
+                "{}",
+                profile_type.id()
+            );
+            check_cut(&whole, &merged(&partitions, &params, Some(16)), 16);
+        }
+        assert!(nonempty > 10);
+    }
+}

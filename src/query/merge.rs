@@ -1,0 +1,171 @@
+//! Flame-graph queries: the matching rows of the window merged by function name into one
+//! [`FlameTree`], whole or cut to `max_nodes` while it is built (the algorithm is
+//! [`super::forest`]'s). Block partitions are turned into forests on the rayon pool while
+//! later blocks load; head partitions where the head lends them.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use super::forest::{self, StackForest};
+use super::{Deadline, FlameTree, Querier, QueryError, Resolution, SelectParams, Source};
+use crate::block::Series;
+use crate::model::{Labels, ProfileType};
+use crate::symbols::SymbolTable;
+
+impl Querier {
+    /// The merged flame tree of the matching series in the window.
+    pub async fn select_merge(&self, params: &SelectParams) -> Result<FlameTree, QueryError> {
+        self.merge(params, None).await
+    }
+
+    /// [`Querier::select_merge`] cut to its `max_nodes` heaviest nodes (and those as heavy as
+    /// the last of them), the rest under one `other` child per parent
+    /// ([`crate::model::FlameNode::other`]); every kept node's total and self value are those of
+    /// the whole tree, and the cut costs about the nodes kept rather than the whole tree.
+    /// Renderers asked for the same (or a smaller) `max_nodes` draw the same graph from it as
+    /// from the whole tree.
+    pub async fn select_merge_truncated(
+        &self,
+        params: &SelectParams,
+        max_nodes: usize,
+    ) -> Result<FlameTree, QueryError> {
+        self.merge_cut(params, None, Some(max_nodes.max(1))).await
+    }
+
+    pub(super) async fn merge(
+        &self,
+        params: &SelectParams,
+        span_ids: Option<&HashSet<u64>>,
+    ) -> Result<FlameTree, QueryError> {
+        self.merge_cut(params, span_ids, None).await
+    }
+
+    async fn merge_cut(
+        &self,
+        params: &SelectParams,
+        span_ids: Option<&HashSet<u64>>,
+        cut: Option<usize>,
+    ) -> Result<FlameTree, QueryError> {
+        let Some(params) = self.within_limits(params)? else {
+            return Ok(FlameTree::new());
+        };
+        let params = Arc::new(params);
+        let span_ids = span_ids.map(|ids| Arc::new(ids.clone()));
+        let wants = |l: &Labels, p: &ProfileType, min: i64, max: i64| params.wants(l, p, min, max);
+        let mut forests = Forests::new();
+        self.visit_sources(
+            &params.tenant,
+            params.from_ms,
+            params.until_ms,
+            &params.selector,
+            &params.profile_type,
+            // Span ids live in the rows only.
+            if span_ids.is_some() {
+                Resolution::Rows
+            } else {
+                Resolution::SumPerStack
+            },
+            wants,
+            |source| match source {
+                // Borrowed under the head's locks: built here, before they are released.
+                Source::Head(symbols, series) => {
+                    forests.add(StackForest::from_rows(symbols, series, &params, span_ids.as_deref()))
+                }
+                Source::Loaded(symbols, series) => forests.spawn(symbols, series, params.clone(), span_ids.clone()),
+            },
+        )
+        .await?;
+        let Some(forests) = forests.finish() else {
+            Deadline::check()?;
+            return Err(QueryError::DeadlineExceeded {
+                timeout: std::time::Duration::ZERO,
+            });
+        };
+        match forest::expand(&forests, cut, self.max_tree_nodes)? {
+            Some(tree) => Ok(tree),
+            None => {
+                Deadline::check()?;
+                Err(QueryError::DeadlineExceeded {
+                    timeout: std::time::Duration::ZERO,
+                })
+            }
+        }
+    }
+}
+
+/// The forests of one merge, built on the rayon pool (one thread per core, shared by every
+/// query, so the threads stay bounded however many queries run) while later blocks load; at
+/// most [`Forests::max_in_flight`] loaded partitions wait for a thread, so a slow pool holds
+/// back loading rather than letting every block's rows pile up.
+struct Forests {
+    done: Vec<(usize, Option<StackForest>)>,
+    sender: std::sync::mpsc::Sender<(usize, std::thread::Result<Option<StackForest>>)>,
+    receiver: std::sync::mpsc::Receiver<(usize, std::thread::Result<Option<StackForest>>)>,
+    next: usize,
+    in_flight: usize,
+}
+
+impl Forests {
+    fn new() -> Self {
+        let (sender, receiver) = std::sync::mpsc::channel();
+        Self {
+            done: Vec::new(),
+            sender,
+            receiver,
+            next: 0,
+            in_flight: 0,
+        }
+    }
+
+    fn max_in_flight() -> usize {
+        2 * rayon::current_num_threads()
+    }
+
+    fn add(&mut self, forest: Option<StackForest>) {
+        self.done.push((self.next, forest));
+        self.next += 1;
+    }
+
+    fn spawn(
+        &mut self,
+        symbols: Arc<SymbolTable>,
+        series: Vec<Series>,
+        params: Arc<SelectParams>,
+        span_ids: Option<Arc<HashSet<u64>>>,
+    ) {
+        while self.in_flight >= Self::max_in_flight() {
+            self.receive_one();
+        }
+        let (index, sender, deadline) = (self.next, self.sender.clone(), Deadline::current());
+        self.next += 1;
+        self.in_flight += 1;
+        rayon::spawn(move || {
+            let build = || StackForest::from_rows(&symbols, &series, &params, span_ids.as_deref());
+            let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match deadline {
+                Some(deadline) => deadline.sync_scope(build),
+                None => build(),
+            }));
+            // The query may be gone (cancelled); then nobody waits for this forest.
+            let _ = sender.send((index, built));
+        });
+    }
+
+    fn receive_one(&mut self) {
+        let (index, built) = self.receiver.recv().expect("this holds a sender");
+        self.in_flight -= 1;
+        match built {
+            Ok(forest) => self.done.push((index, forest)),
+            // A bug in the merge fails the query as it would have on this thread.
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+
+    /// Every forest, in the order the partitions were visited; `None` past the deadline.
+    fn finish(mut self) -> Option<Vec<StackForest>> {
+        while self.in_flight > 0 {
+            self.receive_one();
+        }
+        self.done.sort_unstable_by_key(|(index, _)| *index);
+        self.done.into_iter().map(|(_, forest)| forest).collect()
+    }
+}
