@@ -45,7 +45,11 @@ fn corpus_cpu_profiles() -> Vec<Bytes> {
     manifest
         .lines()
         .skip(1)
-        .filter(|line| line.split('\t').nth(8).is_some_and(|totals| totals.contains("cpu/nanoseconds=")))
+        .filter(|line| {
+            line.split('\t')
+                .nth(8)
+                .is_some_and(|totals| totals.contains("cpu/nanoseconds="))
+        })
         .map(|line| corpus_file(line.split('\t').next().unwrap()))
         .collect()
 }
@@ -195,15 +199,7 @@ fn series(c: &mut Criterion) {
     let group_by = ["service_name".to_string()];
     let select = || {
         runtime
-            .block_on(querier.select_series_range(
-                &params,
-                START_MS,
-                end_ms,
-                HOUR_MS,
-                &group_by,
-                Aggregation::Sum,
-                &[],
-            ))
+            .block_on(querier.select_series_range(&params, START_MS, end_ms, HOUR_MS, &group_by, Aggregation::Sum, &[]))
             .unwrap()
     };
     // The answer is the history: every service, every hour, every profile's total.
@@ -213,14 +209,21 @@ fn series(c: &mut Criterion) {
     // A point per hour boundary (169) and service, but the first one of the nine services
     // whose profiles come a second or more after the hour (they count at the next point).
     assert_eq!(points, SERVICES * (DAYS * 24 + 1) as usize - (SERVICES - 1));
-    let sum: f64 = answer.iter().flat_map(|series| &series.points).map(|&(_, value)| value).sum();
+    let sum: f64 = answer
+        .iter()
+        .flat_map(|series| &series.points)
+        .map(|&(_, value)| value)
+        .sum();
     assert_eq!(sum, cpu_total as f64);
     let cold = Querier::new(store.head.clone(), store.storage.clone());
     let started = Instant::now();
     runtime
         .block_on(cold.select_series_range(&params, START_MS, end_ms, HOUR_MS, &group_by, Aggregation::Sum, &[]))
         .unwrap();
-    eprintln!("select_series 7d cold (fresh querier, OS page cache warm): {:?}", started.elapsed());
+    eprintln!(
+        "select_series 7d cold (fresh querier, OS page cache warm): {:?}",
+        started.elapsed()
+    );
 
     let mut group = c.benchmark_group("series");
     group.sample_size(10);
@@ -295,7 +298,12 @@ fn corpus_bytes(runtime: &tokio::runtime::Runtime, files: &[Bytes]) {
         for (index, raw) in files.iter().enumerate() {
             store
                 .ingester
-                .push_pprof(&tenant, labels.clone(), raw.clone(), Some(START_MS + index as i64 * 1000))
+                .push_pprof(
+                    &tenant,
+                    labels.clone(),
+                    raw.clone(),
+                    Some(START_MS + index as i64 * 1000),
+                )
                 .await
                 .unwrap();
         }
@@ -324,7 +332,10 @@ fn ingest(c: &mut Criterion) {
     }
     // One core's worth of push work: pushes on a current-thread runtime (the WAL writer has
     // its own thread, as in the server).
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let files = corpus_cpu_profiles();
     pushbench_bytes(&runtime);
     corpus_bytes(&runtime, &files);

@@ -134,9 +134,7 @@ async fn format_1_blocks_read_with_the_corpus_totals() {
                 .await
                 .unwrap();
             assert_eq!(points.len(), 1, "{file} {key}: one series");
-            let expected_points: Vec<(i64, f64)> = (0..count)
-                .map(|n| (AT_MS + n * 60_000, expected as f64))
-                .collect();
+            let expected_points: Vec<(i64, f64)> = (0..count).map(|n| (AT_MS + n * 60_000, expected as f64)).collect();
             assert_eq!(points[0].points, expected_points, "{file}: series of {key}");
             // A window cutting the block's series reads rows: the first profile alone.
             let first = SelectParams {

@@ -39,8 +39,8 @@ const TRAILER_V1: usize = 16;
 const TRAILER_V2: usize = 24;
 /// The format [`encode`] writes.
 pub const FORMAT_VERSION: u32 = 2;
-/// zstd's default level: a flush of an hour's bucket compresses in milliseconds, and the
-/// higher levels measured (BENCHMARKS.md, "Blocks and ingest") gained little for their time.
+/// zstd's default level. It already brings blocks under a tenth of the gzipped input
+/// (BENCHMARKS.md, "Blocks and ingest"); other levels are not measured yet.
 const ZSTD_LEVEL: i32 = 3;
 /// Most bytes one block section may take decompressed, whatever it declares: 1 GiB, far above
 /// what a flush writes (the head flushes at `max_head_bytes`, 64 MiB by default).
@@ -165,7 +165,10 @@ impl SectionWriter {
 
     fn put(&mut self, raw: &[u8]) -> SectionRange {
         let offset = self.data.len() as u64;
-        let compressed = self.compressor.compress(raw).expect("zstd compresses into a growing Vec");
+        let compressed = self
+            .compressor
+            .compress(raw)
+            .expect("zstd compresses into a growing Vec");
         self.data.extend_from_slice(&compressed);
         SectionRange {
             offset,
@@ -223,7 +226,10 @@ pub fn encode_parts<'a>(symbols: &SymbolTable, series: impl Iterator<Item = &'a 
         // Derived from the rows being written, whatever the series' own profile totals say.
         let sorted_times: Vec<i64> = order.iter().map(|&row| series.times[row]).collect();
         let sorted_values: Vec<i64> = order.iter().map(|&row| series.values[row]).collect();
-        later_sections.push((stack_totals(series), ProfileTotals::from_rows(&sorted_times, &sorted_values)));
+        later_sections.push((
+            stack_totals(series),
+            ProfileTotals::from_rows(&sorted_times, &sorted_values),
+        ));
     }
     // After every series' rows, so the totals of the series a query wants sit close together
     // (one coalesced range read on S3): first all per-stack totals, then all per-profile ones.
@@ -652,7 +658,8 @@ pub async fn read_index(storage: &Storage, meta: &BlockMeta) -> Result<Vec<Serie
         .checked_add(meta.index_length)
         .ok_or_else(|| corrupt("index range overflows".into()))?;
     let raw = storage.get_range(&key, meta.index_offset..index_end).await?;
-    let raw = section_bytes(&raw, layout.index, layout.format_version).map_err(|err| corrupt(format!("index: {err}")))?;
+    let raw =
+        section_bytes(&raw, layout.index, layout.format_version).map_err(|err| corrupt(format!("index: {err}")))?;
     let index = block_proto::BlockIndex::decode(&*raw).map_err(|err| corrupt(format!("index: {err}")))?;
     series_headers(index.series, &layout, &key)
 }
@@ -905,7 +912,12 @@ fn decode_columns(raw: &[u8], format_version: u32, what: &str) -> Result<Columns
                     .ok_or_else(|| format!("series {what}: value {value} × {divisor} overflows"))
             })
             .collect::<Result<Vec<i64>, String>>()?,
-        Err(_) => return Err(format!("series {what}: value divisor {} out of range", samples.value_divisor)),
+        Err(_) => {
+            return Err(format!(
+                "series {what}: value divisor {} out of range",
+                samples.value_divisor
+            ));
+        }
     };
     Ok(Columns {
         times,
@@ -1182,7 +1194,10 @@ mod tests {
         }
         let written = &partition.series[0];
         assert_eq!(written.profiles.times, vec![1_000, 2_000, 3_000]);
-        assert_eq!(written.profiles.totals, vec![7_800_000_000, 3_900_000_000, 3_900_000_000]);
+        assert_eq!(
+            written.profiles.totals,
+            vec![7_800_000_000, 3_900_000_000, 3_900_000_000]
+        );
 
         let encoded = encode(&partition);
         assert!(encoded.data.ends_with(MAGIC_V2));
@@ -1241,7 +1256,11 @@ mod tests {
         let rows = headers[0].rows_range;
         let original = storage.get(&meta.data_key()).await.unwrap();
         let symbols = load_symbols(&storage, &meta).await.unwrap();
-        for at in [rows.offset + rows.length / 2, rows.offset + rows.length - 1, rows.offset + 5] {
+        for at in [
+            rows.offset + rows.length / 2,
+            rows.offset + rows.length - 1,
+            rows.offset + 5,
+        ] {
             let mut damaged = original.to_vec();
             damaged[at as usize] ^= 0x5a;
             storage.put(&meta.data_key(), damaged.into()).await.unwrap();
@@ -1270,7 +1289,10 @@ mod tests {
         assert!(section_bytes(&bomb, declared(MAX_SECTION_BYTES + 1), 2).is_err());
         assert!(section_bytes(&bomb, declared((64 << 20) + 1), 2).is_err());
         assert_eq!(section_bytes(&bomb, declared(64 << 20), 2).unwrap().len(), 64 << 20);
-        assert!(section_bytes(&bomb, declared(64 << 20), 3).is_err(), "an unknown format");
+        assert!(
+            section_bytes(&bomb, declared(64 << 20), 3).is_err(),
+            "an unknown format"
+        );
     }
 
     #[test]

@@ -1201,7 +1201,11 @@ mod profile_totals_tests {
                     .await
                     .unwrap();
                 assert!(answer.len() <= 1);
-                answer.into_iter().next().map(|series| series.points).unwrap_or_default()
+                answer
+                    .into_iter()
+                    .next()
+                    .map(|series| series.points)
+                    .unwrap_or_default()
             }
         };
         // What the pushes say, by Pyroscope's step rule.
@@ -1243,7 +1247,10 @@ mod profile_totals_tests {
             let profiles = block::load_series_profiles(&store.storage, meta, &index).await.unwrap();
             assert!(profiles.iter().all(|series| series.times.is_empty()));
         }
-        assert_eq!((series(Aggregation::Sum).await, series(Aggregation::Average).await), in_head);
+        assert_eq!(
+            (series(Aggregation::Sum).await, series(Aggregation::Average).await),
+            in_head
+        );
 
         // Blocks and head together.
         push(T + HOUR_MS + 30_000).await.unwrap();
