@@ -513,6 +513,9 @@ mod tests {
             profile_types: Vec::new(),
             created_at_ms: 0,
             compacted_from: sources.iter().map(|s| s.to_string()).collect(),
+            format_version: crate::block::FORMAT_VERSION,
+            symbols_raw_length: 0,
+            index_raw_length: 0,
         };
         let listed = vec![
             meta("1-a", &[]),

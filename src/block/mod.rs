@@ -2,16 +2,26 @@
 //!
 //! One block = one tenant × one time bucket × one flush. It is one object
 //! `<tenant>/<bucket-start-ms>/<block-id>/data` laid out as
-//! `[symbols][series 1 rows]…[series n rows][index][index length: u64 LE][magic]`, and a
-//! `meta.json` beside it, written last: a block without its meta is invisible, so a crash
-//! mid-upload never shows half a block. The meta carries the index's byte range, so a query
-//! reads the index, then the symbols, then only the row ranges of matching series.
+//! `[symbols][series 1 rows]…[series n rows][per-stack totals…][per-profile totals…][index]`
+//! `[trailer]`, and a `meta.json` beside it, written last: a block without its meta is
+//! invisible, so a crash mid-upload never shows half a block. The meta carries the index's byte
+//! range, so a query reads the index, then the symbols, then only the ranges of matching series.
+//!
+//! Formats ([`BlockMeta::format_version`]): 1 stored every section as plain protobuf (until
+//! ad6371c; still read). 2, written now, compresses each section as its own zstd frame (so each
+//! stays a range read) after delta-encoding what sorts, and adds per-profile totals. Every
+//! compressed section declares its decompressed size (in the meta or the index), and is
+//! decompressed into at most that, capped by [`MAX_SECTION_BYTES`]: a damaged or hostile
+//! block is an error, never a memory bomb. Compaction rewrites the blocks it merges in the
+//! current format.
 
 mod catalog;
 mod partition;
 
 pub use catalog::{Catalog, Listing};
-pub use partition::{Partition, SPAN_ID_LABELS, Series, parse_span_id, sample_span_id};
+pub use partition::{Partition, ProfileTotals, SPAN_ID_LABELS, Series, parse_span_id, sample_span_id};
+
+use std::borrow::Cow;
 
 use bytes::Bytes;
 use prost::Message;
@@ -22,7 +32,19 @@ use crate::proto::pyrite::v1 as block_proto;
 use crate::storage::{Storage, StorageError};
 use crate::symbols::{SymbolTable, SymbolsError};
 
-const MAGIC: &[u8; 8] = b"PYRBLK01";
+const MAGIC_V1: &[u8; 8] = b"PYRBLK01";
+const MAGIC_V2: &[u8; 8] = b"PYRBLK02";
+/// `[index length][magic]` in format 1, `[index length][index raw length][magic]` in format 2.
+const TRAILER_V1: usize = 16;
+const TRAILER_V2: usize = 24;
+/// The format [`encode`] writes.
+pub const FORMAT_VERSION: u32 = 2;
+/// zstd's default level. It already brings blocks under a tenth of the gzipped input
+/// (BENCHMARKS.md, "Blocks and ingest"); other levels are not measured yet.
+const ZSTD_LEVEL: i32 = 3;
+/// Most bytes one block section may take decompressed, whatever it declares: 1 GiB, far above
+/// what a flush writes (the head flushes at `max_head_bytes`, 64 MiB by default).
+pub const MAX_SECTION_BYTES: u64 = 1 << 30;
 const DATA_OBJECT: &str = "data";
 const META_OBJECT: &str = "meta.json";
 
@@ -74,6 +96,22 @@ pub struct BlockMeta {
     /// Blocks this one was compacted from; a listing hides them while they still exist.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub compacted_from: Vec<String>,
+    /// Layout of the data object: 1 (metas without this field) or [`FORMAT_VERSION`].
+    #[serde(default = "format_1")]
+    pub format_version: u32,
+    /// Format 2: sizes of the symbols and index sections once decompressed.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub symbols_raw_length: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub index_raw_length: u64,
+}
+
+fn format_1() -> u32 {
+    1
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
 }
 
 impl BlockMeta {
@@ -91,49 +129,97 @@ impl BlockMeta {
     }
 }
 
-/// Serializes a partition; rows of each series sorted by time, times delta-encoded.
 /// Byte ranges of an encoded block.
 pub struct EncodedBlock {
     pub data: Vec<u8>,
     pub symbols_length: u64,
+    pub symbols_raw_length: u64,
     pub index_offset: u64,
     pub index_length: u64,
+    pub index_raw_length: u64,
 }
 
+/// Serializes a partition in the current format ([`FORMAT_VERSION`]).
 pub fn encode(partition: &Partition) -> EncodedBlock {
     encode_parts(&partition.symbols, partition.series.iter())
 }
 
+/// Appends zstd-compressed sections to a data object.
+struct SectionWriter {
+    data: Vec<u8>,
+    compressor: zstd::bulk::Compressor<'static>,
+}
+
+/// Where one compressed section lies and how large it is decompressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SectionRange {
+    offset: u64,
+    length: u64,
+    raw_length: u64,
+}
+
+impl SectionWriter {
+    fn new() -> Self {
+        let mut compressor = zstd::bulk::Compressor::new(ZSTD_LEVEL).expect("a valid zstd level");
+        // A frame checksum (4 bytes a section) makes damaged bytes a decompression error
+        // rather than plausible wrong rows.
+        compressor
+            .set_parameter(zstd::zstd_safe::CParameter::ChecksumFlag(true))
+            .expect("zstd takes a checksum flag");
+        Self {
+            data: Vec::new(),
+            compressor,
+        }
+    }
+
+    fn put(&mut self, raw: &[u8]) -> SectionRange {
+        let offset = self.data.len() as u64;
+        let compressed = self
+            .compressor
+            .compress(raw)
+            .expect("zstd compresses into a growing Vec");
+        self.data.extend_from_slice(&compressed);
+        SectionRange {
+            offset,
+            length: compressed.len() as u64,
+            raw_length: raw.len() as u64,
+        }
+    }
+}
+
 /// Encodes the chosen `series` of a partition with its whole symbol table.
 pub fn encode_parts<'a>(symbols: &SymbolTable, series: impl Iterator<Item = &'a Series>) -> EncodedBlock {
-    let mut data = symbols.to_proto().encode_to_vec();
-    let symbols_length = data.len() as u64;
+    let mut writer = SectionWriter::new();
+    let mut symbols_proto = symbols.to_proto();
+    // Parents precede their children and mostly sit just before them: small differences.
+    for (node, parent) in symbols_proto.stack_parents.iter_mut().enumerate().skip(1) {
+        *parent = (node as u32).wrapping_sub(*parent);
+    }
+    if let Some(root) = symbols_proto.stack_parents.first_mut() {
+        *root = 0;
+    }
+    let symbols_section = writer.put(&symbols_proto.encode_to_vec());
+    drop(symbols_proto);
     let mut entries = Vec::new();
-    let mut totals = Vec::new();
+    let mut later_sections = Vec::new();
     for series in series.filter(|series| !series.times.is_empty()) {
+        // By time, then stack: within a profile the stack column climbs in small steps.
         let mut order: Vec<usize> = (0..series.times.len()).collect();
-        order.sort_by_key(|&row| series.times[row]);
-        let mut previous = 0i64;
+        order.sort_by_key(|&row| (series.times[row], series.stacks[row]));
+        let (values, value_divisor) = divided(order.iter().map(|&row| series.values[row]));
         let rows = block_proto::SeriesSamples {
-            time_deltas_ms: order
-                .iter()
-                .map(|&row| {
-                    // Wrapping, as decoding adds them: rows may be over i64::MAX ms apart.
-                    let delta = series.times[row].wrapping_sub(previous);
-                    previous = series.times[row];
-                    delta
-                })
-                .collect(),
-            stacks: order.iter().map(|&row| series.stacks[row]).collect(),
-            values: order.iter().map(|&row| series.values[row]).collect(),
+            time_deltas_ms: deltas(order.iter().map(|&row| series.times[row])),
+            stack_deltas: deltas(order.iter().map(|&row| i64::from(series.stacks[row]))),
+            values,
+            value_divisor,
             span_ids: if series.span_ids.is_empty() {
                 Vec::new()
             } else {
                 order.iter().map(|&row| series.span_id(row)).collect()
             },
+            stacks: Vec::new(),
         };
-        let offset = data.len() as u64;
-        rows.encode(&mut data).expect("Vec grows as needed");
+        let rows_section = writer.put(&rows.encode_to_vec());
         entries.push(block_proto::SeriesEntry {
             labels: series.labels.to_pairs(),
             profile_type: series.profile_type.id(),
@@ -141,36 +227,88 @@ pub fn encode_parts<'a>(symbols: &SymbolTable, series: impl Iterator<Item = &'a 
             max_time_ms: series.max_time_ms,
             total: series.total,
             sample_count: series.times.len() as u64,
-            offset,
-            length: data.len() as u64 - offset,
-            totals_offset: 0,
-            totals_length: 0,
+            offset: rows_section.offset,
+            length: rows_section.length,
+            raw_length: rows_section.raw_length,
+            ..Default::default()
         });
-        totals.push(stack_totals(series));
+        // Derived from the rows being written, whatever the series' own profile totals say.
+        let sorted_times: Vec<i64> = order.iter().map(|&row| series.times[row]).collect();
+        let sorted_values: Vec<i64> = order.iter().map(|&row| series.values[row]).collect();
+        later_sections.push((
+            stack_totals(series),
+            ProfileTotals::from_rows(&sorted_times, &sorted_values),
+        ));
     }
     // After every series' rows, so the totals of the series a query wants sit close together
-    // (one coalesced range read on S3).
-    for (entry, totals) in entries.iter_mut().zip(totals) {
+    // (one coalesced range read on S3): first all per-stack totals, then all per-profile ones.
+    for (entry, (totals, _)) in entries.iter_mut().zip(&later_sections) {
         let Some(totals) = totals else { continue };
-        entry.totals_offset = data.len() as u64;
-        totals.encode(&mut data).expect("Vec grows as needed");
-        entry.totals_length = data.len() as u64 - entry.totals_offset;
+        let section = writer.put(&totals.encode_to_vec());
+        (entry.totals_offset, entry.totals_length, entry.totals_raw_length) =
+            (section.offset, section.length, section.raw_length);
     }
+    for (entry, (_, profiles)) in entries.iter_mut().zip(&later_sections) {
+        let (values, value_divisor) = divided(profiles.totals.iter().copied());
+        let encoded = block_proto::SeriesSamples {
+            time_deltas_ms: deltas(profiles.times.iter().copied()),
+            values,
+            value_divisor,
+            ..Default::default()
+        };
+        let section = writer.put(&encoded.encode_to_vec());
+        (entry.profiles_offset, entry.profiles_length, entry.profiles_raw_length) =
+            (section.offset, section.length, section.raw_length);
+    }
+    drop(later_sections);
     let index = block_proto::BlockIndex {
         symbols_offset: 0,
-        symbols_length,
+        symbols_length: symbols_section.length,
+        symbols_raw_length: symbols_section.raw_length,
         series: entries,
     };
-    let index_offset = data.len() as u64;
-    index.encode(&mut data).expect("Vec grows as needed");
-    let index_length = data.len() as u64 - index_offset;
-    data.extend_from_slice(&index_length.to_le_bytes());
-    data.extend_from_slice(MAGIC);
+    let index_section = writer.put(&index.encode_to_vec());
+    let mut data = writer.data;
+    data.extend_from_slice(&index_section.length.to_le_bytes());
+    data.extend_from_slice(&index_section.raw_length.to_le_bytes());
+    data.extend_from_slice(MAGIC_V2);
     EncodedBlock {
         data,
-        symbols_length,
-        index_offset,
-        index_length,
+        symbols_length: symbols_section.length,
+        symbols_raw_length: symbols_section.raw_length,
+        index_offset: index_section.offset,
+        index_length: index_section.length,
+        index_raw_length: index_section.raw_length,
+    }
+}
+
+/// A column as differences to its previous entry (from 0); wrapping, as decoding adds them:
+/// rows may be over i64::MAX ms apart.
+fn deltas(column: impl Iterator<Item = i64>) -> Vec<i64> {
+    let mut previous = 0i64;
+    column
+        .map(|value| {
+            let delta = value.wrapping_sub(previous);
+            previous = value;
+            delta
+        })
+        .collect()
+}
+
+/// A value column divided by the greatest common divisor of its values, and that divisor (0
+/// when it is 1, or when dividing would gain nothing).
+fn divided(column: impl Iterator<Item = i64> + Clone) -> (Vec<i64>, u64) {
+    let gcd = column.clone().fold(0u64, |gcd, value| {
+        let mut a = gcd;
+        let mut b = value.unsigned_abs();
+        while b != 0 {
+            (a, b) = (b, a % b);
+        }
+        a
+    });
+    match i64::try_from(gcd) {
+        Ok(divisor) if divisor > 1 => (column.map(|value| value / divisor).collect(), gcd),
+        _ => (column.collect(), 0),
     }
 }
 
@@ -186,11 +324,12 @@ fn stack_totals(series: &Series) -> Option<block_proto::SeriesSamples> {
         }
     }
     per_stack.retain(|_, total| *total != 0);
+    let (values, value_divisor) = divided(per_stack.values().copied());
     Some(block_proto::SeriesSamples {
-        time_deltas_ms: Vec::new(),
-        stacks: per_stack.keys().copied().collect(),
-        values: per_stack.into_values().collect(),
-        span_ids: Vec::new(),
+        stack_deltas: deltas(per_stack.keys().map(|&stack| i64::from(stack))),
+        values,
+        value_divisor,
+        ..Default::default()
     })
 }
 
@@ -248,7 +387,7 @@ pub async fn upload_compacted(
     meta.compacted_from = source_ids;
     let (meta, data) = meta.with_data(partition);
     let key = meta.data_key();
-    let trailer = data.len() as u64 - 16..data.len() as u64;
+    let trailer = (data.len() - TRAILER_V2) as u64..data.len() as u64;
     let expected = data.slice(trailer.start as usize..);
     if storage.put_new(&key, data).await? {
         return Ok(Some(meta));
@@ -302,6 +441,9 @@ fn describe(
         profile_types,
         created_at_ms: crate::now_ms(),
         compacted_from: Vec::new(),
+        format_version: FORMAT_VERSION,
+        symbols_raw_length: 0,
+        index_raw_length: 0,
     }
 }
 
@@ -311,13 +453,18 @@ impl BlockMeta {
         let EncodedBlock {
             data,
             symbols_length,
+            symbols_raw_length,
             index_offset,
             index_length,
+            index_raw_length,
         } = encode(partition);
         self.size_bytes = data.len() as u64;
+        self.format_version = FORMAT_VERSION;
         self.symbols_length = symbols_length;
+        self.symbols_raw_length = symbols_raw_length;
         self.index_offset = index_offset;
         self.index_length = index_length;
+        self.index_raw_length = index_raw_length;
         (self, Bytes::from(data))
     }
 }
@@ -427,16 +574,19 @@ pub struct SeriesHeader {
     pub total: i64,
     /// Rows the series holds in this block.
     pub rows: u64,
-    offset: u64,
-    length: u64,
-    /// Byte range of the per-stack totals, if the block has them for this series.
-    totals: Option<(u64, u64)>,
+    /// Format of the block (how its sections are encoded).
+    format_version: u32,
+    rows_range: SectionRange,
+    /// The per-stack totals, if the block has them for this series.
+    totals: Option<SectionRange>,
+    /// The per-profile totals (format 2).
+    profiles: Option<SectionRange>,
 }
 
 impl SeriesHeader {
     /// Bytes of the series' rows in the data object.
     pub fn row_bytes(&self) -> u64 {
-        self.length
+        self.rows_range.length
     }
 
     /// Whether every row of the series falls in `[from, until)` and the block holds its
@@ -444,6 +594,64 @@ impl SeriesHeader {
     pub fn totals_cover(&self, from_ms: i64, until_ms: i64) -> bool {
         self.totals.is_some()
             && crate::model::TimeWindow::new(from_ms, until_ms).covers(self.min_time_ms, self.max_time_ms)
+    }
+
+    /// Whether the block holds the series' per-profile totals ([`load_series_profiles`]).
+    pub fn has_profile_totals(&self) -> bool {
+        self.profiles.is_some()
+    }
+}
+
+/// What a block's data object holds where, from its meta or (in memory) its trailer.
+#[derive(Debug, Clone, Copy)]
+struct Layout {
+    format_version: u32,
+    symbols: SectionRange,
+    index: SectionRange,
+}
+
+impl Layout {
+    fn of(meta: &BlockMeta) -> Self {
+        Self {
+            format_version: meta.format_version,
+            symbols: SectionRange {
+                offset: 0,
+                length: meta.symbols_length,
+                raw_length: meta.symbols_raw_length,
+            },
+            index: SectionRange {
+                offset: meta.index_offset,
+                length: meta.index_length,
+                raw_length: meta.index_raw_length,
+            },
+        }
+    }
+}
+
+/// One section's bytes as protobuf: format 1 stored them as they are, format 2 decompresses
+/// them into at most their declared size.
+fn section_bytes<'a>(raw: &'a [u8], range: SectionRange, format_version: u32) -> Result<Cow<'a, [u8]>, String> {
+    match format_version {
+        1 => Ok(Cow::Borrowed(raw)),
+        2 => {
+            if range.raw_length > MAX_SECTION_BYTES {
+                return Err(format!(
+                    "a section declares {} bytes decompressed, more than the {MAX_SECTION_BYTES} a section may take",
+                    range.raw_length
+                ));
+            }
+            let decompressed = zstd::bulk::decompress(raw, range.raw_length as usize)
+                .map_err(|err| format!("decompressing a section: {err}"))?;
+            if decompressed.len() as u64 != range.raw_length {
+                return Err(format!(
+                    "a section decompresses to {} bytes, not the {} declared",
+                    decompressed.len(),
+                    range.raw_length
+                ));
+            }
+            Ok(Cow::Owned(decompressed))
+        }
+        other => Err(format!("unknown block format {other}")),
     }
 }
 
@@ -454,29 +662,36 @@ pub async fn read_index(storage: &Storage, meta: &BlockMeta) -> Result<Vec<Serie
         key: key.clone(),
         reason,
     };
+    let layout = Layout::of(meta);
     let index_end = meta
         .index_offset
         .checked_add(meta.index_length)
         .ok_or_else(|| corrupt("index range overflows".into()))?;
     let raw = storage.get_range(&key, meta.index_offset..index_end).await?;
-    let index = block_proto::BlockIndex::decode(raw).map_err(|err| corrupt(format!("index: {err}")))?;
-    series_headers(index.series, meta.index_offset, &key)
+    let raw =
+        section_bytes(&raw, layout.index, layout.format_version).map_err(|err| corrupt(format!("index: {err}")))?;
+    let index = block_proto::BlockIndex::decode(&*raw).map_err(|err| corrupt(format!("index: {err}")))?;
+    series_headers(index.series, &layout, &key)
 }
 
-/// The headers of a block's index entries, each row range checked to lie before the index.
+/// The headers of a block's index entries, each range checked to lie before the index.
 fn series_headers(
     entries: Vec<block_proto::SeriesEntry>,
-    index_offset: u64,
+    layout: &Layout,
     key: &str,
 ) -> Result<Vec<SeriesHeader>, BlockError> {
     let corrupt = |reason: String| BlockError::Corrupt {
         key: key.to_string(),
         reason,
     };
+    let index_offset = layout.index.offset;
     let mut headers = Vec::with_capacity(entries.len());
     for entry in entries {
         let outside = |offset: u64, length: u64| offset.checked_add(length).is_none_or(|end| end > index_offset);
-        if outside(entry.offset, entry.length) || outside(entry.totals_offset, entry.totals_length) {
+        if outside(entry.offset, entry.length)
+            || outside(entry.totals_offset, entry.totals_length)
+            || outside(entry.profiles_offset, entry.profiles_length)
+        {
             return Err(corrupt("series range outside the data section".into()));
         }
         // A series whose labels or profile type break the rules ingest applies (written by an
@@ -497,6 +712,11 @@ fn series_headers(
                 continue;
             }
         };
+        let range = |offset: u64, length: u64, raw_length: u64| SectionRange {
+            offset,
+            length,
+            raw_length,
+        };
         headers.push(SeriesHeader {
             labels,
             profile_type,
@@ -504,20 +724,38 @@ fn series_headers(
             max_time_ms: entry.max_time_ms,
             total: entry.total,
             rows: entry.sample_count,
-            offset: entry.offset,
-            length: entry.length,
-            totals: (entry.totals_length > 0).then_some((entry.totals_offset, entry.totals_length)),
+            format_version: layout.format_version,
+            rows_range: range(entry.offset, entry.length, entry.raw_length),
+            totals: (entry.totals_length > 0).then_some(range(
+                entry.totals_offset,
+                entry.totals_length,
+                entry.totals_raw_length,
+            )),
+            profiles: (entry.profiles_length > 0 && layout.format_version >= 2).then_some(range(
+                entry.profiles_offset,
+                entry.profiles_length,
+                entry.profiles_raw_length,
+            )),
         });
     }
     Ok(headers)
 }
 
 /// A block's symbol section, decoded and checked.
-fn decode_symbols(raw: &[u8], key: &str) -> Result<SymbolTable, BlockError> {
-    let symbols = block_proto::Symbols::decode(raw).map_err(|err| BlockError::Corrupt {
+fn decode_symbols(raw: &[u8], layout: &Layout, key: &str) -> Result<SymbolTable, BlockError> {
+    let corrupt = |reason: String| BlockError::Corrupt {
         key: key.to_string(),
-        reason: format!("symbols: {err}"),
-    })?;
+        reason: format!("symbols: {reason}"),
+    };
+    let raw = section_bytes(raw, layout.symbols, layout.format_version).map_err(corrupt)?;
+    let mut symbols = block_proto::Symbols::decode(&*raw).map_err(|err| corrupt(err.to_string()))?;
+    if layout.format_version >= 2 {
+        // Stored as node - parent; a difference past the node is caught by from_proto (a
+        // parent must precede its node), as the wrapped-around parent is then out of range.
+        for (node, parent) in symbols.stack_parents.iter_mut().enumerate().skip(1) {
+            *parent = (node as u32).wrapping_sub(*parent);
+        }
+    }
     SymbolTable::from_proto(symbols).map_err(|source| BlockError::Symbols {
         key: key.to_string(),
         source,
@@ -535,7 +773,7 @@ pub async fn load_symbols(storage: &Storage, meta: &BlockMeta) -> Result<SymbolT
         return Err(corrupt("symbols section overlaps the index".into()));
     }
     let raw_symbols = storage.get_range(&key, 0..meta.symbols_length).await?;
-    decode_symbols(&raw_symbols, &key)
+    decode_symbols(&raw_symbols, &Layout::of(meta), &key)
 }
 
 /// Loads the rows of the chosen series of a block, checking them against its symbols.
@@ -545,7 +783,7 @@ pub async fn load_series(
     symbols: &SymbolTable,
     headers: &[SeriesHeader],
 ) -> Result<Vec<Series>, BlockError> {
-    load_section(storage, meta, symbols, headers, Section::Rows).await
+    load_section(storage, meta, Some(symbols), headers, Section::Rows).await
 }
 
 /// Loads the per-stack totals of the chosen series in place of their rows: one row per stack,
@@ -557,7 +795,18 @@ pub async fn load_series_totals(
     symbols: &SymbolTable,
     headers: &[SeriesHeader],
 ) -> Result<Vec<Series>, BlockError> {
-    load_section(storage, meta, symbols, headers, Section::Totals).await
+    load_section(storage, meta, Some(symbols), headers, Section::Totals).await
+}
+
+/// Loads the per-profile totals of the chosen series ([`Series::profiles`]) without their rows
+/// (which stay empty) or the block's symbols: what a time series over any window needs, one
+/// entry per profile. Headers without them ([`SeriesHeader::has_profile_totals`]) are an error.
+pub async fn load_series_profiles(
+    storage: &Storage,
+    meta: &BlockMeta,
+    headers: &[SeriesHeader],
+) -> Result<Vec<Series>, BlockError> {
+    load_section(storage, meta, None, headers, Section::Profiles).await
 }
 
 /// Which encoding of a series to read.
@@ -565,13 +814,15 @@ pub async fn load_series_totals(
 enum Section {
     Rows,
     Totals,
+    Profiles,
 }
 
-/// One section of each chosen series, fetched with one coalescing range read.
+/// One section of each chosen series, fetched with one coalescing range read. `symbols` checks
+/// the stacks of rows and per-stack totals.
 async fn load_section(
     storage: &Storage,
     meta: &BlockMeta,
-    symbols: &SymbolTable,
+    symbols: Option<&SymbolTable>,
     headers: &[SeriesHeader],
     section: Section,
 ) -> Result<Vec<Series>, BlockError> {
@@ -580,27 +831,38 @@ async fn load_section(
         key: key.clone(),
         reason,
     };
-    let ranges = headers
+    let sections = headers
         .iter()
         .map(|header| match section {
-            Section::Rows => Ok(header.offset..header.offset + header.length),
+            Section::Rows => Ok(header.rows_range),
             Section::Totals => header
                 .totals
-                .map(|(offset, length)| offset..offset + length)
                 .ok_or_else(|| corrupt("series has no per-stack totals".into())),
+            Section::Profiles => header
+                .profiles
+                .ok_or_else(|| corrupt("series has no per-profile totals".into())),
         })
         .collect::<Result<Vec<_>, BlockError>>()?;
+    let ranges: Vec<_> = sections
+        .iter()
+        .map(|range| range.offset..range.offset + range.length)
+        .collect();
     let raw = storage.get_ranges(&key, &ranges).await?;
+    let no_symbols = SymbolTable::default();
+    let symbols = symbols.unwrap_or(&no_symbols);
     headers
         .iter()
+        .zip(sections)
         .zip(raw)
-        .map(|(header, raw)| {
+        .map(|((header, range), raw)| {
+            let raw = section_bytes(&raw, range, header.format_version)?;
             match section {
                 Section::Rows => decode_rows(&raw, header, symbols),
                 Section::Totals => decode_totals(&raw, header, symbols),
+                Section::Profiles => decode_profiles(&raw, header),
             }
-            .map_err(corrupt)
         })
+        .map(|series| series.map_err(corrupt))
         .collect()
 }
 
@@ -613,9 +875,71 @@ fn check_stacks(stacks: &[u32], symbols: &SymbolTable) -> Result<(), String> {
     }
 }
 
+/// The columns of an encoded [`block_proto::SeriesSamples`], decoded from either format.
+struct Columns {
+    times: Vec<i64>,
+    stacks: Vec<u32>,
+    values: Vec<i64>,
+    span_ids: Vec<u64>,
+}
+
+fn decode_columns(raw: &[u8], format_version: u32, what: &str) -> Result<Columns, String> {
+    let samples = block_proto::SeriesSamples::decode(raw).map_err(|err| format!("series {what}: {err}"))?;
+    let mut time = 0i64;
+    let times = samples
+        .time_deltas_ms
+        .iter()
+        .map(|delta| {
+            time = time.wrapping_add(*delta);
+            time
+        })
+        .collect();
+    if format_version < 2 {
+        return Ok(Columns {
+            times,
+            stacks: samples.stacks,
+            values: samples.values,
+            span_ids: samples.span_ids,
+        });
+    }
+    let mut stack = 0i64;
+    let stacks = samples
+        .stack_deltas
+        .iter()
+        .map(|delta| {
+            stack = stack.wrapping_add(*delta);
+            u32::try_from(stack).map_err(|_| format!("series {what}: stack {stack} out of range"))
+        })
+        .collect::<Result<Vec<u32>, String>>()?;
+    let values = match i64::try_from(samples.value_divisor) {
+        Ok(0 | 1) => samples.values,
+        Ok(divisor) => samples
+            .values
+            .iter()
+            .map(|value| {
+                value
+                    .checked_mul(divisor)
+                    .ok_or_else(|| format!("series {what}: value {value} × {divisor} overflows"))
+            })
+            .collect::<Result<Vec<i64>, String>>()?,
+        Err(_) => {
+            return Err(format!(
+                "series {what}: value divisor {} out of range",
+                samples.value_divisor
+            ));
+        }
+    };
+    Ok(Columns {
+        times,
+        stacks,
+        values,
+        span_ids: samples.span_ids,
+    })
+}
+
 /// One series' per-stack totals as rows at its first time.
 fn decode_totals(raw: &[u8], header: &SeriesHeader, symbols: &SymbolTable) -> Result<Series, String> {
-    let totals = block_proto::SeriesSamples::decode(raw).map_err(|err| format!("series totals: {err}"))?;
+    let totals = decode_columns(raw, header.format_version, "totals")?;
     if totals.stacks.len() != totals.values.len() {
         return Err("series total columns differ in length".into());
     }
@@ -630,35 +954,48 @@ fn decode_totals(raw: &[u8], header: &SeriesHeader, symbols: &SymbolTable) -> Re
         stacks: totals.stacks,
         values: totals.values,
         span_ids: Vec::new(),
+        profiles: ProfileTotals::default(),
     })
 }
 
-/// One series' rows from their encoded form, checked against the block's symbols.
-fn decode_rows(raw: &[u8], header: &SeriesHeader, symbols: &SymbolTable) -> Result<Series, String> {
-    let rows = block_proto::SeriesSamples::decode(raw).map_err(|err| format!("series rows: {err}"))?;
-    if rows.stacks.len() != rows.time_deltas_ms.len()
-        || rows.values.len() != rows.time_deltas_ms.len()
-        || (!rows.span_ids.is_empty() && rows.span_ids.len() != rows.time_deltas_ms.len())
-    {
-        return Err("series row columns differ in length".into());
+/// One series' per-profile totals, without rows.
+fn decode_profiles(raw: &[u8], header: &SeriesHeader) -> Result<Series, String> {
+    let profiles = decode_columns(raw, header.format_version, "profile totals")?;
+    if profiles.times.len() != profiles.values.len() {
+        return Err("series profile total columns differ in length".into());
     }
-    check_stacks(&rows.stacks, symbols)?;
-    let mut time = 0i64;
-    let times = rows
-        .time_deltas_ms
-        .iter()
-        .map(|delta| {
-            time = time.wrapping_add(*delta);
-            time
-        })
-        .collect();
     Ok(Series {
         labels: header.labels.clone(),
         profile_type: header.profile_type.clone(),
         min_time_ms: header.min_time_ms,
         max_time_ms: header.max_time_ms,
         total: header.total,
-        times,
+        times: Vec::new(),
+        stacks: Vec::new(),
+        values: Vec::new(),
+        span_ids: Vec::new(),
+        profiles: ProfileTotals::from_rows(&profiles.times, &profiles.values),
+    })
+}
+
+/// One series' rows from their encoded form, checked against the block's symbols.
+fn decode_rows(raw: &[u8], header: &SeriesHeader, symbols: &SymbolTable) -> Result<Series, String> {
+    let rows = decode_columns(raw, header.format_version, "rows")?;
+    if rows.stacks.len() != rows.times.len()
+        || rows.values.len() != rows.times.len()
+        || (!rows.span_ids.is_empty() && rows.span_ids.len() != rows.times.len())
+    {
+        return Err("series row columns differ in length".into());
+    }
+    check_stacks(&rows.stacks, symbols)?;
+    Ok(Series {
+        labels: header.labels.clone(),
+        profile_type: header.profile_type.clone(),
+        min_time_ms: header.min_time_ms,
+        max_time_ms: header.max_time_ms,
+        total: header.total,
+        profiles: ProfileTotals::from_rows(&rows.times, &rows.values),
+        times: rows.times,
         stacks: rows.stacks,
         values: rows.values,
         span_ids: rows.span_ids,
@@ -672,28 +1009,51 @@ pub fn decode(data: &[u8]) -> Result<Partition, BlockError> {
         key: IN_MEMORY.into(),
         reason,
     };
-    let trailer = data
-        .len()
-        .checked_sub(16)
-        .filter(|&at| &data[at + 8..] == MAGIC)
-        .ok_or_else(|| corrupt("no block trailer".into()))?;
-    let index_length = u64::from_le_bytes(data[trailer..trailer + 8].try_into().expect("8 bytes")) as usize;
+    let word = |at: usize| u64::from_le_bytes(data[at..at + 8].try_into().expect("8 bytes"));
+    let ends_with = |magic: &[u8; 8], trailer: usize| data.len() >= trailer && data.ends_with(magic);
+    let (trailer, format_version, index_raw_length) = if ends_with(MAGIC_V2, TRAILER_V2) {
+        let at = data.len() - TRAILER_V2;
+        (at, 2, word(at + 8))
+    } else if ends_with(MAGIC_V1, TRAILER_V1) {
+        (data.len() - TRAILER_V1, 1, 0)
+    } else {
+        return Err(corrupt("no block trailer".into()));
+    };
+    let index_length = usize::try_from(word(trailer)).unwrap_or(usize::MAX);
     let index_offset = trailer
         .checked_sub(index_length)
         .ok_or_else(|| corrupt("index longer than the block".into()))?;
-    let index = block_proto::BlockIndex::decode(&data[index_offset..trailer])
+    let index_range = SectionRange {
+        offset: index_offset as u64,
+        length: index_length as u64,
+        raw_length: index_raw_length,
+    };
+    let index_bytes = section_bytes(&data[index_offset..trailer], index_range, format_version)
         .map_err(|err| corrupt(format!("index: {err}")))?;
+    let index = block_proto::BlockIndex::decode(&*index_bytes).map_err(|err| corrupt(format!("index: {err}")))?;
+    drop(index_bytes);
     let symbols_length = usize::try_from(index.symbols_length).unwrap_or(usize::MAX);
     if symbols_length > index_offset {
         return Err(corrupt("symbols section overlaps the index".into()));
     }
-    let symbols = decode_symbols(&data[..symbols_length], IN_MEMORY)?;
-    let headers = series_headers(index.series, index_offset as u64, IN_MEMORY)?;
+    let layout = Layout {
+        format_version,
+        symbols: SectionRange {
+            offset: 0,
+            length: symbols_length as u64,
+            raw_length: index.symbols_raw_length,
+        },
+        index: index_range,
+    };
+    let symbols = decode_symbols(&data[..symbols_length], &layout, IN_MEMORY)?;
+    let headers = series_headers(index.series, &layout, IN_MEMORY)?;
     let mut series = Vec::with_capacity(headers.len());
     for header in &headers {
         // Checked to end before the index, so within `data`.
-        let range = header.offset as usize..(header.offset + header.length) as usize;
-        series.push(decode_rows(&data[range], header, &symbols).map_err(corrupt)?);
+        let range = header.rows_range;
+        let raw = &data[range.offset as usize..(range.offset + range.length) as usize];
+        let raw = section_bytes(raw, range, format_version).map_err(corrupt)?;
+        series.push(decode_rows(&raw, header, &symbols).map_err(corrupt)?);
     }
     Ok(Partition::from_parts(symbols, series))
 }
@@ -818,6 +1178,140 @@ mod tests {
         let decoded = decode(&encode(&partition).data).unwrap();
         assert_eq!(decoded.series[0].times, vec![i64::MIN, 0, i64::MAX]);
         assert_eq!(encode(&decoded).data, encode(&partition).data);
+    }
+
+    /// Format 2: every section compressed, rows sorted by time then stack, values divided by
+    /// their common divisor, per-profile totals derived from the rows; a decode gives back the
+    /// rows and the totals.
+    #[tokio::test]
+    async fn format_2_round_trips_rows_and_per_profile_totals() {
+        let bytes = std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/files/gotarget__cpu_5s.pb.gz"),
+        )
+        .unwrap();
+        let profile = crate::pprof::decode(&bytes, &crate::pprof::DecodeLimits::default()).unwrap();
+        let cpu = ProfileType::parse("process_cpu:cpu:nanoseconds:cpu:nanoseconds").unwrap();
+        let labels = Labels::new([("service_name".to_string(), "a".to_string())]).unwrap();
+        let mut partition = Partition::default();
+        let symbols = partition.symbols.add_profile(&profile);
+        let index = partition.series_index(&labels, &cpu);
+        // Out of time order, one time twice.
+        for at in [3_000, 1_000, 2_000, 1_000] {
+            for sample in &profile.sample {
+                let stack = partition.symbols.add_stack(&symbols, &sample.location_id);
+                partition.push_row(index, at, stack, sample.value[1]);
+            }
+        }
+        let written = &partition.series[0];
+        assert_eq!(written.profiles.times, vec![1_000, 2_000, 3_000]);
+        assert_eq!(
+            written.profiles.totals,
+            vec![7_800_000_000, 3_900_000_000, 3_900_000_000]
+        );
+
+        let encoded = encode(&partition);
+        assert!(encoded.data.ends_with(MAGIC_V2));
+        let decoded = decode(&encoded.data).unwrap();
+        let read = &decoded.series[0];
+        assert_eq!(read.profiles, written.profiles);
+        let mut rows: Vec<(i64, Vec<String>, i64)> = (0..read.times.len())
+            .map(|row| {
+                let mut names = Vec::new();
+                decoded.symbols.stack_names(read.stacks[row], &mut names);
+                (read.times[row], names, read.values[row])
+            })
+            .collect();
+        let mut expected: Vec<(i64, Vec<String>, i64)> = (0..written.times.len())
+            .map(|row| {
+                let mut names = Vec::new();
+                partition.symbols.stack_names(written.stacks[row], &mut names);
+                (written.times[row], names, written.values[row])
+            })
+            .collect();
+        rows.sort();
+        expected.sort();
+        assert_eq!(rows, expected);
+        assert!(read.times.is_sorted());
+        // Re-encoding what was read gives the same bytes (encoding is a fixed point).
+        assert_eq!(encode(&decoded).data, encoded.data);
+
+        // Stored: the meta describes format 2, and the profile totals load alone.
+        let storage = Storage::new(std::sync::Arc::new(object_store::memory::InMemory::new()));
+        let tenant = Tenant::parse("t").unwrap();
+        let meta = write(&storage, &tenant, 0, 3_600_000, &partition).await.unwrap();
+        assert_eq!(meta.format_version, FORMAT_VERSION);
+        let headers = read_index(&storage, &meta).await.unwrap();
+        let loaded = load_series_profiles(&storage, &meta, &headers).await.unwrap();
+        assert_eq!(loaded[0].profiles, written.profiles);
+        assert!(loaded[0].times.is_empty());
+        let symbols = load_symbols(&storage, &meta).await.unwrap();
+        let loaded = load_series(&storage, &meta, &symbols, &headers).await.unwrap();
+        assert_eq!(loaded[0].values.iter().sum::<i64>(), 4 * 3_900_000_000);
+    }
+
+    /// A damaged compressed section is a corrupt block, never a panic: flipped bytes fail the
+    /// frame's checksum or its declared size.
+    #[tokio::test]
+    async fn a_damaged_compressed_section_is_corrupt() {
+        let storage = Storage::new(std::sync::Arc::new(object_store::memory::InMemory::new()));
+        let tenant = Tenant::parse("t").unwrap();
+        let cpu = ProfileType::parse("process_cpu:cpu:nanoseconds:cpu:nanoseconds").unwrap();
+        let labels = Labels::new([("service_name".to_string(), "a".to_string())]).unwrap();
+        let mut partition = Partition::default();
+        for row in 0..1000 {
+            partition.push(&labels, &cpu, row * 10, crate::symbols::ROOT_STACK, row * 7 + 1);
+        }
+        let meta = write(&storage, &tenant, 0, 3_600_000, &partition).await.unwrap();
+        let headers = read_index(&storage, &meta).await.unwrap();
+        let rows = headers[0].rows_range;
+        let original = storage.get(&meta.data_key()).await.unwrap();
+        let symbols = load_symbols(&storage, &meta).await.unwrap();
+        for at in [
+            rows.offset + rows.length / 2,
+            rows.offset + rows.length - 1,
+            rows.offset + 5,
+        ] {
+            let mut damaged = original.to_vec();
+            damaged[at as usize] ^= 0x5a;
+            storage.put(&meta.data_key(), damaged.into()).await.unwrap();
+            let err = load_series(&storage, &meta, &symbols, &headers).await.unwrap_err();
+            assert!(err.is_corrupt(), "byte {at}: {err}");
+        }
+        // The whole object in memory (a peer's head) as well.
+        let mut damaged = original.to_vec();
+        let index_at = meta.index_offset as usize + 3;
+        damaged[index_at] ^= 0x5a;
+        assert!(decode(&damaged).unwrap_err().is_corrupt());
+    }
+
+    /// Decompression is bounded by the declared size (and that by MAX_SECTION_BYTES): a small
+    /// section that inflates past what it declares is refused, not inflated.
+    #[test]
+    fn decompression_is_bounded_by_the_declared_size() {
+        let bomb = zstd::bulk::compress(&vec![0u8; 64 << 20], 3).unwrap();
+        assert!(bomb.len() < 64 << 10, "{} bytes", bomb.len());
+        let declared = |raw_length: u64| SectionRange {
+            offset: 0,
+            length: bomb.len() as u64,
+            raw_length,
+        };
+        assert!(section_bytes(&bomb, declared(1 << 20), 2).is_err());
+        assert!(section_bytes(&bomb, declared(MAX_SECTION_BYTES + 1), 2).is_err());
+        assert!(section_bytes(&bomb, declared((64 << 20) + 1), 2).is_err());
+        assert_eq!(section_bytes(&bomb, declared(64 << 20), 2).unwrap().len(), 64 << 20);
+        assert!(
+            section_bytes(&bomb, declared(64 << 20), 3).is_err(),
+            "an unknown format"
+        );
+    }
+
+    #[test]
+    fn value_columns_divide_by_their_common_divisor() {
+        assert_eq!(divided([10, -20, 0, 30].into_iter()), (vec![1, -2, 0, 3], 10));
+        assert_eq!(divided([7, 3].into_iter()), (vec![7, 3], 0));
+        assert_eq!(divided([0, 0].into_iter()), (vec![0, 0], 0));
+        assert_eq!(divided([i64::MIN, 0].into_iter()), (vec![i64::MIN, 0], 0));
+        assert_eq!(divided([i64::MIN, i64::MIN / 2].into_iter()).1, 1 << 62);
     }
 
     #[test]

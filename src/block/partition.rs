@@ -21,6 +21,71 @@ pub struct Series {
     pub stacks: Vec<u32>,
     pub values: Vec<i64>,
     pub span_ids: Vec<u64>,
+    /// The rows summed per profile (per distinct time), kept beside them so a time series reads
+    /// one entry per profile instead of every row. Empty for a series read back as its
+    /// per-stack totals (`block::load_series_totals`), whose rows are not real rows either; a
+    /// series read back as these totals alone (`block::load_series_profiles`) has no rows.
+    pub profiles: ProfileTotals,
+}
+
+/// Per profile of a series, sorted by time and one entry per distinct time: the time and the
+/// sum of the values of the rows at it. Profiles of one series at the same millisecond are
+/// one entry, as a time series cannot tell them apart either.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProfileTotals {
+    pub times: Vec<i64>,
+    pub totals: Vec<i64>,
+}
+
+impl ProfileTotals {
+    /// The totals of rows given as parallel columns, in any order.
+    pub fn from_rows(times: &[i64], values: &[i64]) -> Self {
+        let mut profiles = Self::default();
+        if times.is_sorted() {
+            for (&time, &value) in times.iter().zip(values) {
+                profiles.add(time, value);
+            }
+            return profiles;
+        }
+        // Out of order (a damaged or fuzzed block): sorted first, so this stays O(n log n).
+        let mut rows: Vec<(i64, i64)> = times.iter().copied().zip(values.iter().copied()).collect();
+        rows.sort_unstable_by_key(|&(time, _)| time);
+        for (time, value) in rows {
+            profiles.add(time, value);
+        }
+        profiles
+    }
+
+    /// Adds one row's value at `time`; true when that makes a new entry. Rows come mostly in
+    /// time order, so the common case appends or adds to the last entry.
+    pub fn add(&mut self, time: i64, value: i64) -> bool {
+        let at = match self.times.last() {
+            Some(&last) if last == time => self.times.len() - 1,
+            Some(&last) if last > time => match self.times.binary_search(&time) {
+                Ok(at) => at,
+                Err(at) => {
+                    self.times.insert(at, time);
+                    self.totals.insert(at, value);
+                    return true;
+                }
+            },
+            _ => {
+                self.times.push(time);
+                self.totals.push(value);
+                return true;
+            }
+        };
+        self.totals[at] = self.totals[at].saturating_add(value);
+        false
+    }
+
+    pub fn len(&self) -> usize {
+        self.times.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.times.is_empty()
+    }
 }
 
 impl Series {
@@ -66,10 +131,11 @@ pub struct Partition {
     pub symbols: SymbolTable,
     pub series: Vec<Series>,
     index: HashMap<Labels, usize>,
-    /// Rows over all series, and rows carrying the span-id column: kept so
+    /// Rows over all series, rows carrying the span-id column and per-profile totals: kept so
     /// [`Partition::estimated_bytes`] is O(1), as the head asks on every append.
     rows: usize,
     span_rows: usize,
+    profiles: usize,
 }
 
 impl Partition {
@@ -80,6 +146,7 @@ impl Partition {
             symbols,
             rows: series.iter().map(|s| s.times.len()).sum(),
             span_rows: series.iter().map(|s| s.span_ids.len()).sum(),
+            profiles: series.iter().map(|s| s.profiles.len()).sum(),
             series,
             index: HashMap::default(),
         }
@@ -119,6 +186,7 @@ impl Partition {
             stacks: Vec::new(),
             values: Vec::new(),
             span_ids: Vec::new(),
+            profiles: ProfileTotals::default(),
         });
         self.index.insert(labels.clone(), index);
         index
@@ -147,6 +215,9 @@ impl Partition {
         series.times.push(time_ms);
         series.stacks.push(stack);
         series.values.push(value);
+        if series.profiles.add(time_ms, value) {
+            self.profiles += 1;
+        }
     }
 
     /// Appends one row, finding or creating the series.
@@ -179,7 +250,11 @@ impl Partition {
 
     /// Rough heap size, for the head's flush-by-size rule.
     pub fn estimated_bytes(&self) -> usize {
-        self.symbols.estimated_bytes() + self.rows * 20 + self.span_rows * 8 + self.series.len() * 256
+        self.symbols.estimated_bytes()
+            + self.rows * 20
+            + self.span_rows * 8
+            + self.profiles * 16
+            + self.series.len() * 256
     }
 }
 

@@ -128,6 +128,9 @@ enum Resolution {
     /// Only the window's sum per stack: a block series wholly inside the window may be read as
     /// its per-stack totals (one row per stack, at the series' first time).
     SumPerStack,
+    /// Only the sum per profile ([`Series::profiles`]): a block series may be read as its
+    /// per-profile totals alone, without rows or the block's symbols.
+    SumPerProfile,
 }
 
 /// Reads head and blocks of one store.
@@ -391,6 +394,7 @@ impl Querier {
         }
         let wants = &wants;
         let metas = snapshot.blocks;
+        let no_symbols = &Arc::new(SymbolTable::default());
         let loads = futures::stream::iter(metas)
             .map(|meta| async move {
                 let index = self.index(&meta).await?;
@@ -405,12 +409,22 @@ impl Querier {
                 if wanted.is_empty() {
                     return Ok(None);
                 }
-                let Some(symbols) = self.symbols(&meta).await? else {
-                    return Ok(None);
+                let (whole, partial): (Vec<SeriesHeader>, Vec<SeriesHeader>) =
+                    wanted.into_iter().partition(|header| match resolution {
+                        Resolution::Rows => false,
+                        Resolution::SumPerStack => header.totals_cover(from_ms, until_ms),
+                        Resolution::SumPerProfile => header.has_profile_totals(),
+                    });
+                // Per-profile totals name no stacks: a block holding them for every wanted
+                // series is read without its symbols.
+                let symbols = if partial.is_empty() && resolution == Resolution::SumPerProfile {
+                    no_symbols.clone()
+                } else {
+                    match self.symbols(&meta).await? {
+                        Some(symbols) => symbols,
+                        None => return Ok(None),
+                    }
                 };
-                let (whole, partial): (Vec<SeriesHeader>, Vec<SeriesHeader>) = wanted.into_iter().partition(|header| {
-                    resolution == Resolution::SumPerStack && header.totals_cover(from_ms, until_ms)
-                });
                 let storage = self.catalog.storage();
                 let mut series = Vec::with_capacity(partial.len() + whole.len());
                 let loaded = async {
@@ -418,7 +432,10 @@ impl Querier {
                         series.extend(block::load_series(storage, &meta, &symbols, &partial).await?);
                     }
                     if !whole.is_empty() {
-                        series.extend(block::load_series_totals(storage, &meta, &symbols, &whole).await?);
+                        series.extend(match resolution {
+                            Resolution::SumPerProfile => block::load_series_profiles(storage, &meta, &whole).await?,
+                            _ => block::load_series_totals(storage, &meta, &symbols, &whole).await?,
+                        });
                     }
                     Ok::<_, BlockError>(())
                 };
@@ -661,5 +678,114 @@ mod totals_tests {
         }
         assert!(whole.len() > 10, "{whole:?}");
         assert_eq!(whole, halves);
+    }
+}
+
+#[cfg(test)]
+mod profile_totals_tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::head::testing::{TempStore, corpus_file};
+    use crate::ingest::Ingester;
+    use crate::pprof::DecodeLimits;
+
+    const HOUR_MS: i64 = 3_600_000;
+    const T: i64 = 1_700_000_000_000 / HOUR_MS * HOUR_MS;
+    const CPU_TOTAL: i64 = 3_900_000_000;
+
+    /// A time series is read from per-profile totals, in the head and in blocks (without their
+    /// rows), and answers what the rows say: profiles at one millisecond are one profile, a
+    /// window cuts between profiles of one block, and head and blocks add up.
+    #[tokio::test]
+    async fn series_from_profile_totals_match_the_pushed_profiles() {
+        let store = TempStore::new();
+        let head = store.open().await;
+        let ingester = Ingester::new(head.clone(), DecodeLimits::default());
+        let tenant = Tenant::parse("profiles").unwrap();
+        let push = |at: i64| {
+            let labels = Labels::new([("service_name".to_string(), "a".to_string())]).unwrap();
+            ingester.push_pprof(&tenant, labels, corpus_file("gotarget__cpu_5s.pb.gz"), Some(at))
+        };
+        // Two at the same millisecond, one a step later, one in the next hour's bucket.
+        let flushed = [T, T + 10_000, T + 10_000, T + 90_000, T + HOUR_MS + 5_000];
+        for at in flushed {
+            push(at).await.unwrap();
+        }
+        let querier = Querier::new(head.clone(), store.storage.clone());
+        let params = SelectParams {
+            tenant: tenant.clone(),
+            profile_type: ProfileType::parse("process_cpu:cpu:nanoseconds:cpu:nanoseconds").unwrap(),
+            selector: Selector::parse(r#"{service_name="a"}"#).unwrap(),
+            from_ms: 0,
+            until_ms: i64::MAX,
+        };
+        let (start, end, step) = (T + 60_000, T + HOUR_MS + 60_000, 60_000);
+        let series = |aggregation| {
+            let querier = &querier;
+            let params = &params;
+            async move {
+                let answer = querier
+                    .select_series_range(params, start, end, step, &[], aggregation, &[])
+                    .await
+                    .unwrap();
+                assert!(answer.len() <= 1);
+                answer
+                    .into_iter()
+                    .next()
+                    .map(|series| series.points)
+                    .unwrap_or_default()
+            }
+        };
+        // What the pushes say, by Pyroscope's step rule.
+        let expected = |times: &[i64], aggregation| {
+            let mut per_time: BTreeMap<i64, i64> = BTreeMap::new();
+            for &at in times {
+                *per_time.entry(at).or_default() += CPU_TOTAL;
+            }
+            let mut points: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+            for (at, total) in per_time {
+                if let Some(point) = step_point(start, end, step, at) {
+                    points.entry(point).or_default().push(total);
+                }
+            }
+            points
+                .into_iter()
+                .map(|(point, totals)| {
+                    let sum = totals.iter().sum::<i64>() as f64;
+                    let value = match aggregation {
+                        Aggregation::Sum => sum,
+                        Aggregation::Average => sum / totals.len() as f64,
+                    };
+                    (point, value)
+                })
+                .collect::<Vec<_>>()
+        };
+        let in_head = (series(Aggregation::Sum).await, series(Aggregation::Average).await);
+        assert_eq!(in_head.0, expected(&flushed, Aggregation::Sum));
+        assert_eq!(in_head.1, expected(&flushed, Aggregation::Average));
+        // The first point takes `start - step` itself, the rows before it are left out.
+        assert_eq!(in_head.0[0], (T + 60_000, (3 * CPU_TOTAL) as f64));
+
+        head.flush().await.unwrap();
+        let metas = block::list(&store.storage, &tenant, 0, i64::MAX).await.unwrap();
+        assert_eq!(metas.len(), 2);
+        for meta in &metas {
+            let index = block::read_index(&store.storage, meta).await.unwrap();
+            assert!(index.iter().all(SeriesHeader::has_profile_totals));
+            let profiles = block::load_series_profiles(&store.storage, meta, &index).await.unwrap();
+            assert!(profiles.iter().all(|series| series.times.is_empty()));
+        }
+        assert_eq!(
+            (series(Aggregation::Sum).await, series(Aggregation::Average).await),
+            in_head
+        );
+
+        // Blocks and head together.
+        push(T + HOUR_MS + 30_000).await.unwrap();
+        let mut all = flushed.to_vec();
+        all.push(T + HOUR_MS + 30_000);
+        assert_eq!(series(Aggregation::Sum).await, expected(&all, Aggregation::Sum));
+        assert_eq!(series(Aggregation::Average).await, expected(&all, Aggregation::Average));
     }
 }

@@ -83,7 +83,12 @@ impl Querier {
             params.until_ms,
             &params.selector,
             &params.profile_type,
-            Resolution::Rows,
+            // A stack filter needs the rows' stacks; otherwise a profile's total is enough.
+            if call_site.is_empty() {
+                Resolution::SumPerProfile
+            } else {
+                Resolution::Rows
+            },
             wants,
             |symbols, all_series| {
                 // Per stack of this partition: whether it starts with the call site.
@@ -103,6 +108,20 @@ impl Querier {
                         continue;
                     }
                     let points = groups.entry(series.labels.project(group_by)).or_default();
+                    if call_site.is_empty() {
+                        for (&time, &total) in series.profiles.times.iter().zip(&series.profiles.totals) {
+                            if ticker.expired(1) {
+                                return;
+                            }
+                            if time >= params.from_ms
+                                && time < params.until_ms
+                                && let Some(point) = bucket(time)
+                            {
+                                *points.entry(point).or_default().entry(time).or_default() += total as f64;
+                            }
+                        }
+                        continue;
+                    }
                     for ((&time, &value), &stack) in series.times.iter().zip(&series.values).zip(&series.stacks) {
                         if ticker.expired(1) {
                             return;
