@@ -92,7 +92,20 @@ impl<T: Weigh> BlockCache<T> {
             name: CacheLabels {
                 cache: name.to_string(),
             },
-            entries: quick_cache::sync::Cache::with_weighter(items, max_bytes, ByWeight),
+            entries: quick_cache::sync::Cache::with_options(
+                // One shard: quick_cache splits the weight capacity between its shards and never
+                // keeps an entry heavier than one shard's part, and one block of millions of
+                // stacks is a large part of the cache (lookups are per block, not per row).
+                quick_cache::OptionsBuilder::new()
+                    .estimated_items_capacity(items)
+                    .weight_capacity(max_bytes)
+                    .shards(1)
+                    .build()
+                    .expect("capacities are positive"),
+                ByWeight,
+                Default::default(),
+                Default::default(),
+            ),
         }
     }
 
@@ -137,6 +150,9 @@ mod tests {
             }
             assert!(cache.weight() <= 100_000, "{} bytes", cache.weight());
         }
+        // One entry of most of the cache is kept (not refused for exceeding a shard's part).
+        cache.insert("big", Arc::new(Sized(60_000)));
+        assert!(cache.get("big").is_some());
         // A value larger than the whole cache is not kept.
         cache.insert("huge", Arc::new(Sized(1_000_000)));
         assert!(cache.get("huge").is_none());
