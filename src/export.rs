@@ -37,7 +37,17 @@ impl Classify for ExportError {
 /// Merges the profiles the request selects and renders them in its format.
 pub async fn export_window(querier: &Querier, request: &ExportRequest) -> Result<Vec<u8>, ExportError> {
     let select = &request.window.select;
-    let tree = querier.select_merge(select).await?;
+    // The tree is cut while it is merged wherever the renderer would cut it anyway, so an SVG of
+    // millions of stacks costs what its flame graph costs, not a whole-tree merge.
+    let cut = match request.format {
+        ExportFormat::Svg => Some(request.max_nodes.unwrap_or(render::DEFAULT_MAX_NODES)),
+        ExportFormat::Json => request.max_nodes,
+        ExportFormat::Pprof | ExportFormat::Folded => None,
+    };
+    let tree = match cut {
+        Some(max_nodes) => querier.select_merge_truncated(select, max_nodes).await?,
+        None => querier.select_merge(select).await?,
+    };
     let context = ExportContext {
         profile_type: select.profile_type.clone(),
         query: request.window.query.clone(),
