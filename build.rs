@@ -45,13 +45,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 fn embed_ui(out_dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
     let dist = Path::new("ui/dist");
     let mut files = Vec::new();
+    // Absolute paths, unlike cargo's usual relative ones: a target directory shared by two
+    // checkouts (tests/first_run.rs builds a clone into this tree's target) keeps one build
+    // script output for both, and a path of the other checkout that is gone (or never existed)
+    // makes cargo run this again instead of compiling `include_bytes!` of files that are gone.
     if dist.join("index.html").is_file() {
         // Every UI build rewrites index.html (it names the hashed bundles).
-        println!("cargo:rerun-if-changed=ui/dist/index.html");
+        println!(
+            "cargo:rerun-if-changed={}",
+            std::fs::canonicalize(dist.join("index.html"))?.display()
+        );
         list_files(dist, &mut files)?;
     } else {
         // Picks up the first `make ui` (it creates ui/dist).
-        println!("cargo:rerun-if-changed=ui");
+        println!("cargo:rerun-if-changed={}", std::fs::canonicalize("ui")?.display());
     }
     files.sort();
     let mut code = String::from("pub static UI_ASSETS: &[Asset] = &[\n");
