@@ -76,6 +76,7 @@ impl Querier {
             return Ok(Vec::new());
         };
         let params = &params;
+        let window = params.window();
         let wants = |l: &Labels, p: &ProfileType, min: i64, max: i64| params.wants(l, p, min, max);
         self.visit_partitions(
             &params.tenant,
@@ -113,8 +114,7 @@ impl Querier {
                             if ticker.expired(1) {
                                 return;
                             }
-                            if time >= params.from_ms
-                                && time < params.until_ms
+                            if window.contains(time)
                                 && let Some(point) = bucket(time)
                             {
                                 *points.entry(point).or_default().entry(time).or_default() += total as f64;
@@ -126,8 +126,7 @@ impl Querier {
                         if ticker.expired(1) {
                             return;
                         }
-                        if time >= params.from_ms
-                            && time < params.until_ms
+                        if window.contains(time)
                             && let Some(point) = bucket(time)
                             && under_call_site(stack)
                         {
