@@ -39,22 +39,6 @@ fn heaviest_functions(tree: &FlameTree, count: usize) -> Vec<String> {
         .collect()
 }
 
-fn assert_well_formed_xml(svg: &[u8]) -> String {
-    let mut reader = quick_xml::Reader::from_reader(svg);
-    let mut buffer = Vec::new();
-    let mut text = String::new();
-    loop {
-        match reader.read_event_into(&mut buffer) {
-            Ok(quick_xml::events::Event::Eof) => break,
-            Ok(quick_xml::events::Event::Text(t)) => text.push_str(&String::from_utf8_lossy(t.as_ref())),
-            Ok(_) => {}
-            Err(err) => panic!("SVG is not well-formed XML at {}: {err}", reader.buffer_position()),
-        }
-        buffer.clear();
-    }
-    text
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_corpus_file_round_trips_with_exact_totals() {
     let data = tempfile::tempdir().unwrap();
@@ -149,7 +133,7 @@ async fn every_corpus_file_round_trips_with_exact_totals() {
             expected_go_totals.push((file.name.clone(), key.clone(), tree.total()));
 
             let svg = render::export(&tree, ExportFormat::Svg, &context).unwrap();
-            let text = assert_well_formed_xml(&svg);
+            let text = common::assert_well_formed_xml(&svg);
             assert!(
                 text.contains(&profile_type.id()),
                 "{}: SVG title does not name the query",

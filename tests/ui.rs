@@ -77,22 +77,6 @@ fn assert_ui_built() {
     );
 }
 
-fn assert_well_formed_xml(svg: &[u8]) -> String {
-    let mut reader = quick_xml::Reader::from_reader(svg);
-    let mut buffer = Vec::new();
-    let mut text = String::new();
-    loop {
-        match reader.read_event_into(&mut buffer) {
-            Ok(quick_xml::events::Event::Eof) => break,
-            Ok(quick_xml::events::Event::Text(t)) => text.push_str(&String::from_utf8_lossy(t.as_ref())),
-            Ok(_) => {}
-            Err(err) => panic!("SVG is not well-formed XML at {}: {err}", reader.buffer_position()),
-        }
-        buffer.clear();
-    }
-    text
-}
-
 #[test]
 fn ui_files_are_served_from_the_binary_with_types_and_cache_headers_even_with_tokens_on() {
     assert_ui_built();
@@ -159,7 +143,7 @@ fn ui_files_are_served_from_the_binary_with_types_and_cache_headers_even_with_to
     let icon = get("/public/build/img/icons/unicons/search.svg", &[]);
     assert_eq!(icon.status(), 200);
     assert_eq!(icon.headers()["content-type"], "image/svg+xml");
-    assert_well_formed_xml(&icon.bytes().unwrap());
+    common::assert_well_formed_xml(&icon.bytes().unwrap());
     assert_eq!(get("/assets/no-such-bundle.js", &[]).status(), 404);
 
     // The API behind the page still wants the token.
@@ -374,7 +358,7 @@ fn ui_in_a_browser_finds_searches_sandwiches_narrows_compares_exports_and_switch
     }
     let svg = std::fs::read(exports["svg"]["path"].as_str().unwrap()).unwrap();
     assert!(
-        assert_well_formed_xml(&svg).contains("sha256"),
+        common::assert_well_formed_xml(&svg).contains("sha256"),
         "the SVG holds the window's frames"
     );
     let raw = Command::new("go")

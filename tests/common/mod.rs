@@ -340,3 +340,20 @@ pub fn push_v1_profiles(
         .unwrap_or_default();
     (status, content_type, response.text().unwrap())
 }
+
+/// Parses `svg` as XML, panicking where it is not well-formed; the text it holds.
+pub fn assert_well_formed_xml(svg: &[u8]) -> String {
+    let mut reader = quick_xml::Reader::from_reader(svg);
+    let mut buffer = Vec::new();
+    let mut text = String::new();
+    loop {
+        match reader.read_event_into(&mut buffer) {
+            Ok(quick_xml::events::Event::Eof) => break,
+            Ok(quick_xml::events::Event::Text(t)) => text.push_str(&String::from_utf8_lossy(t.as_ref())),
+            Ok(_) => {}
+            Err(err) => panic!("SVG is not well-formed XML at {}: {err}", reader.buffer_position()),
+        }
+        buffer.clear();
+    }
+    text
+}
