@@ -690,3 +690,45 @@ async fn span_heatmap_counts_each_span_of_each_profile() {
         built.head.flush().await.unwrap();
     }
 }
+
+/// A heatmap of more points than the query's memory budget (`api.max_query_tree_nodes`) is
+/// refused with a 400 naming the limit, not answered from an unbounded allocation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_heatmap_past_the_query_budget_is_refused() {
+    let (built, _dir) = server("scrape_configs: []\napi:\n  max_query_tree_nodes: 2\n").await;
+    let router = &built.router;
+    let t = (pyrite::now_ms() - 600_000) / 10_000 * 10_000;
+    for offset in 1..=3 {
+        push_at(
+            router,
+            "budget",
+            &[("service_name", "b")],
+            "ddnotes_cpu-profiler-labels.pprof",
+            t + offset * 1_000,
+        )
+        .await;
+    }
+    let body = |query_type: &str| {
+        json!({"profileTypeID": CPU, "labelSelector": "{}", "start": t, "end": t + 10_000, "step": 10.0,
+            "queryType": query_type})
+    };
+    querier(
+        router,
+        Some("budget"),
+        "SelectHeatmap",
+        body("HEATMAP_QUERY_TYPE_INDIVIDUAL"),
+    )
+    .await
+    .assert_error(400, "invalid_argument", "max_query_tree_nodes");
+    // Two of the three fit: the budget is the points of the window, not of the tenant.
+    let fits = querier(
+        router,
+        Some("budget"),
+        "SelectHeatmap",
+        json!({"profileTypeID": CPU, "labelSelector": "{}", "start": t, "end": t + 2_000, "step": 1.0,
+            "queryType": "HEATMAP_QUERY_TYPE_INDIVIDUAL"}),
+    )
+    .await;
+    assert_eq!(fits.status, 200, "{}", fits.text());
+    assert_eq!(heatmap_counts(&fits.json()["series"][0]), 2);
+}
