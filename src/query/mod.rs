@@ -1,5 +1,6 @@
 //! Queries: pick the blocks and head partitions a window touches, then merge the rows of the
-//! matching series by function name into one [`FlameTree`], or sum them into time series.
+//! matching series by function name into one [`FlameTree`] (all of them, or those a
+//! [`RowFilter`] keeps: some spans, some profiles), or sum them into time series or heatmaps.
 //!
 //! Window rule: a row counts when `from_ms <= time < until_ms` (half-open, in ms since the
 //! epoch), in blocks and head alike. A profile's time is its collection time.
