@@ -12,6 +12,10 @@ const PROTOS: &[&str] = &[
     "querier/v1/querier.proto",
     "settings/v1/setting.proto",
     "pyrite/v1/block.proto",
+    "adhocprofiles/v1/adhocprofiles.proto",
+    "capabilities/v1/feature_flags.proto",
+    "status/v1/status.proto",
+    "version/v1/version.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -34,7 +38,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     pbjson_build::Builder::new()
         .register_descriptors(&encoded)?
         .ignore_unknown_fields()
-        .build(&[".google.v1", ".types.v1", ".push.v1", ".querier.v1", ".settings.v1"])?;
+        .build(&[
+            ".google.v1",
+            ".types.v1",
+            ".push.v1",
+            ".querier.v1",
+            ".settings.v1",
+            ".adhocprofiles.v1",
+            ".capabilities.v1",
+            ".status.v1",
+            ".version.v1",
+        ])?;
     Ok(())
 }
 

@@ -50,6 +50,8 @@ pub struct Config {
     pub cluster: ClusterConfig,
     /// API token authentication; off by default.
     pub auth: crate::auth::AuthConfig,
+    /// Uploaded ad-hoc profiles (`adhocprofiles.v1`): size, per-tenant caps, retention.
+    pub adhoc: crate::adhoc::AdhocConfig,
     /// Targets Pyrite pulls profiles from. Default: itself (`/debug/pprof/profile` at the listen
     /// address); `scrape_configs: []` turns scraping off.
     pub scrape_configs: Vec<ScrapeConfig>,
@@ -71,6 +73,7 @@ impl Default for Config {
             compactor: CompactorConfig::default(),
             cluster: ClusterConfig::default(),
             auth: crate::auth::AuthConfig::default(),
+            adhoc: crate::adhoc::AdhocConfig::default(),
             scrape_configs: vec![ScrapeConfig::self_scrape()],
         }
     }
@@ -210,6 +213,7 @@ impl Config {
         }
         self.cluster.validate().map_err(ConfigError::Invalid)?;
         self.auth.validate().map_err(ConfigError::Invalid)?;
+        self.adhoc.validate().map_err(ConfigError::Invalid)?;
         let mut jobs = std::collections::BTreeSet::new();
         for scrape in &self.scrape_configs {
             scrape.validate().map_err(ConfigError::Invalid)?;
@@ -257,6 +261,7 @@ mod tests {
         assert_eq!(example.tenant_limits, TenantLimits::default());
         assert_eq!(example.compactor, CompactorConfig::default());
         assert_eq!(example.retention, RetentionConfig::default());
+        assert_eq!(example.adhoc, crate::adhoc::AdhocConfig::default());
         assert_eq!(example.server, crate::server::ServerConfig::default());
         let overrides = crate::limits::Limits::load(
             example.tenant_limits.clone(),
@@ -307,6 +312,10 @@ mod tests {
         ));
         assert!(matches!(
             Config::parse("storage:\n  backend: s3\n  bucket: ''"),
+            Err(ConfigError::Invalid(_))
+        ));
+        assert!(matches!(
+            Config::parse("adhoc:\n  max_profile_bytes: 0"),
             Err(ConfigError::Invalid(_))
         ));
     }

@@ -11,6 +11,9 @@ pub enum ErrorClass {
     Unauthenticated,
     /// Over a limit for now (a rate, a count): the same request may succeed later.
     Limited,
+    /// What the request names does not exist (an ad-hoc profile id): asking again will not
+    /// find it.
+    NotFound,
     /// Lost a race with another writer: read again, then retry.
     Conflict,
     /// Something the server depends on (object storage, the disk) is failing: retry later.

@@ -19,7 +19,7 @@
 //! Beside the paths: `server` builds the router and the background work from a `config` and
 //! serves it; `compactor` merges a bucket's blocks and `retention` deletes old ones; `limits`
 //! holds per-tenant limits and their overrides file (`reload` watches files); `auth` checks
-//! tokens and the cluster secret; `settings` keeps per-tenant UI settings beside the blocks;
+//! tokens and the cluster secret; `settings` keeps per-tenant UI settings and `adhoc` uploaded profiles beside the blocks;
 //! `heartbeat` reports background work to `/metrics`; `integrity` counts damaged data readers
 //! set aside. Every module's error type says its [`ErrorClass`] (`error`), and `api::error`
 //! alone turns a class into a connect code and an HTTP status. `model` is the shared
@@ -29,6 +29,7 @@
 //! Connect protocol layer, `scrape` for its config types) and the `pub use` list; the rest is
 //! `pub(crate)`.
 
+pub(crate) mod adhoc;
 pub mod api;
 pub(crate) mod auth;
 pub mod block;

@@ -1,5 +1,6 @@
 //! Generated protobuf types: pprof (`google.v1`), Pyroscope's `types.v1`, `push.v1`, `querier.v1`,
-//! `settings.v1`, and Pyrite's own block format (`pyrite.v1`). proto3 JSON comes from pbjson.
+//! `settings.v1`, `adhocprofiles.v1`, `capabilities.v1`, `status.v1`, `version.v1`, and Pyrite's
+//! own block format (`pyrite.v1`). proto3 JSON comes from pbjson.
 #![allow(missing_docs, clippy::all, clippy::pedantic)]
 
 pub mod google {
@@ -30,6 +31,30 @@ pub mod settings {
     pub mod v1 {
         include!(concat!(env!("OUT_DIR"), "/settings.v1.rs"));
         include!(concat!(env!("OUT_DIR"), "/settings.v1.serde.rs"));
+    }
+}
+pub mod adhocprofiles {
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/adhocprofiles.v1.rs"));
+        include!(concat!(env!("OUT_DIR"), "/adhocprofiles.v1.serde.rs"));
+    }
+}
+pub mod capabilities {
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/capabilities.v1.rs"));
+        include!(concat!(env!("OUT_DIR"), "/capabilities.v1.serde.rs"));
+    }
+}
+pub mod status {
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/status.v1.rs"));
+        include!(concat!(env!("OUT_DIR"), "/status.v1.serde.rs"));
+    }
+}
+pub mod version {
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/version.v1.rs"));
+        include!(concat!(env!("OUT_DIR"), "/version.v1.serde.rs"));
     }
 }
 pub mod pyrite {

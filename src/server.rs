@@ -90,6 +90,15 @@ pub async fn build(config: &crate::config::Config) -> anyhow::Result<Built> {
     let scrape_metrics = crate::scrape::ScrapeMetrics::register(metrics.registry_mut());
     let flush_heartbeat = Heartbeat::register(metrics.registry_mut(), "head_flush", "Head flushes to storage");
     let settings = crate::settings::SettingsStore::new(storage.clone());
+    let adhoc = crate::adhoc::AdhocStore::new(storage.clone(), config.adhoc.clone());
+    background.spawn(crate::adhoc::run(
+        adhoc.clone(),
+        Heartbeat::register(
+            metrics.registry_mut(),
+            "adhoc_retention",
+            "Ad-hoc profile retention sweeps",
+        ),
+    ));
     // What one reader of the bucket learns of its blocks, the others need not list again.
     let catalog = crate::block::Catalog::new(storage, crate::model::duration_ms(config.head.bucket_duration));
     background.spawn(crate::retention::run(
@@ -124,6 +133,7 @@ pub async fn build(config: &crate::config::Config) -> anyhow::Result<Built> {
         config: config.api.clone(),
         metrics,
         settings,
+        adhoc,
         pool: api::pool::Pool::new(&config.api),
         auth: crate::auth::ApiAuth {
             cluster_secret: peers.as_ref().map(|peers| peers.secret().clone()),

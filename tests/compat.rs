@@ -2,7 +2,8 @@
 //! (three times: defaults, one with a 1 MiB body limit, one with API tokens) and runs the Go module `tests/compat`
 //! against it (`go test`, with `PYRITE_URL` / `PYRITE_SMALL_BODY_URL` / `PYRITE_AUTH_URL`). That module pushes real
 //! corpus profiles with `pushv1connect` and calls every querier RPC Grafana and the Pyroscope
-//! UI use through `querierv1connect` (and settings.v1 through `settingsv1connect`), checking
+//! UI use through `querierv1connect` (and settings.v1, adhocprofiles.v1, capabilities.v1, status.v1
+//! and version.v1 through their connect clients), checking
 //! answers against totals computed with `github.com/google/pprof/profile`. `go` missing is a failure, never a skip.
 
 mod common;
@@ -21,7 +22,12 @@ fn official_go_clients_against_pyrite_serve() {
 
     let small_data = tempfile::tempdir().unwrap();
     let config = small_data.path().join("pyrite.yaml");
-    std::fs::write(&config, "api:\n  max_body_bytes: 1048576\n").unwrap();
+    // adhoc_test.go's oversized upload is refused by this server's 256 KiB ad-hoc limit.
+    std::fs::write(
+        &config,
+        "api:\n  max_body_bytes: 1048576\nadhoc:\n  max_profile_bytes: 262144\n",
+    )
+    .unwrap();
     let small = Server::start_with_config(&small_data.path().join("data"), Some(&config));
 
     // Tokens on: the credentials `auth_test.go` uses.

@@ -434,6 +434,16 @@ pub(super) fn is_length_limit(err: &(dyn std::error::Error + 'static)) -> bool {
 /// (HTTP 400 with a JSON body, which connect clients read, and do not retry), never axum's
 /// plain-text 413.
 pub async fn read_body(body: Body, max_body_bytes: usize) -> Result<Bytes, ConnectError> {
+    read_body_within(body, max_body_bytes, too_large).await
+}
+
+/// [`read_body`] for a route with a limit of its own: a body over `max_body_bytes` is answered
+/// with `too_large(max_body_bytes)` (which names that limit), read no further.
+pub async fn read_body_within(
+    body: Body,
+    max_body_bytes: usize,
+    too_large: impl FnOnce(usize) -> ConnectError,
+) -> Result<Bytes, ConnectError> {
     axum::body::to_bytes(body, max_body_bytes).await.map_err(|err| {
         if crate::server::BodyTimeout::is_cause_of(&err) {
             ConnectError {

@@ -1,8 +1,10 @@
-//! HTTP API on axum: Pyroscope's connect services (push.v1, querier.v1, settings.v1), the legacy
+//! HTTP API on axum: Pyroscope's connect services (push.v1, querier.v1, settings.v1,
+//! adhocprofiles.v1, capabilities.v1, status.v1, version.v1), the legacy
 //! `/ingest` and `/pyroscope/*` routes, `/api/v1/render` exports, `/ready`, `/metrics`, and the
 //! web UI's embedded files (`ui`).
 //! Handlers translate; the work happens in `ingest`, `query` and `render`.
 
+mod adhoc;
 mod auth;
 pub mod connect;
 pub mod debug_pprof;
@@ -15,6 +17,7 @@ mod push;
 mod querier;
 mod render_http;
 mod settings;
+mod status;
 mod tenant;
 pub mod ui;
 
@@ -39,6 +42,8 @@ pub struct AppState {
     pub config: ApiConfig,
     pub metrics: Metrics,
     pub settings: crate::settings::SettingsStore,
+    /// Uploaded ad-hoc profiles (`adhocprofiles.v1`).
+    pub adhoc: crate::adhoc::AdhocStore,
     /// The blocking pool reads and decodes run on.
     pub pool: pool::Pool,
     /// The cluster secret and API tokens (`api::auth` checks them on every request).
@@ -80,6 +85,14 @@ pub fn router(state: SharedState) -> Router {
         .route("/pyroscope/ingest", post(legacy::ingest))
         .route("/push.v1.PusherService/Push", post(push::push))
         .route("/settings.v1.SettingsService/{method}", post(settings::dispatch))
+        .route("/adhocprofiles.v1.AdHocProfileService/{method}", post(adhoc::dispatch))
+        .route(
+            "/capabilities.v1.FeatureFlagsService/{method}",
+            post(status::feature_flags_dispatch),
+        )
+        .route("/version.v1.Version/{method}", post(status::version_dispatch))
+        .route("/status.v1.StatusService/{method}", post(status::status_dispatch))
+        .route("/api/v1/status/buildinfo", get(status::buildinfo))
         .route("/", get(ui::index))
         .route("/index.html", get(ui::index))
         .route("/assets/{*path}", get(ui::bundle))
