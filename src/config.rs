@@ -53,6 +53,8 @@ pub struct Config {
     /// Targets Pyrite pulls profiles from. Default: itself (`/debug/pprof/profile` at the listen
     /// address); `scrape_configs: []` turns scraping off.
     pub scrape_configs: Vec<ScrapeConfig>,
+    /// Recording rules and the Prometheus remote write their series go to; off by default.
+    pub recording_rules: crate::rules::RecordingRulesConfig,
 }
 
 impl Default for Config {
@@ -72,6 +74,7 @@ impl Default for Config {
             cluster: ClusterConfig::default(),
             auth: crate::auth::AuthConfig::default(),
             scrape_configs: vec![ScrapeConfig::self_scrape()],
+            recording_rules: crate::rules::RecordingRulesConfig::default(),
         }
     }
 }
@@ -210,6 +213,7 @@ impl Config {
         }
         self.cluster.validate().map_err(ConfigError::Invalid)?;
         self.auth.validate().map_err(ConfigError::Invalid)?;
+        self.recording_rules.validate().map_err(ConfigError::Invalid)?;
         let mut jobs = std::collections::BTreeSet::new();
         for scrape in &self.scrape_configs {
             scrape.validate().map_err(ConfigError::Invalid)?;
@@ -258,6 +262,7 @@ mod tests {
         assert_eq!(example.compactor, CompactorConfig::default());
         assert_eq!(example.retention, RetentionConfig::default());
         assert_eq!(example.server, crate::server::ServerConfig::default());
+        assert_eq!(example.recording_rules, crate::rules::RecordingRulesConfig::default());
         let overrides = crate::limits::Limits::load(
             example.tenant_limits.clone(),
             RuntimeConfig {
@@ -309,5 +314,22 @@ mod tests {
             Config::parse("storage:\n  backend: s3\n  bucket: ''"),
             Err(ConfigError::Invalid(_))
         ));
+        for bad in [
+            "recording_rules:\n  remote_write: { url: 'ftp://x/write' }",
+            "recording_rules:\n  evaluation_interval: 10ms",
+            "recording_rules:\n  external_labels: { __name__: x }",
+            "recording_rules:\n  rules:\n    t: [{ id: a, metric_name: cpu, matchers: ['{__profile_type__=\"process_cpu:cpu:nanoseconds:cpu:nanoseconds\"}'] }]",
+            "recording_rules:\n  rules:\n    t: [{ id: a, metric_name: pyrite_a, matchers: ['{x=\"y\"}'] }]",
+        ] {
+            assert!(matches!(Config::parse(bad), Err(ConfigError::Invalid(_))), "{bad}");
+        }
+        let good = Config::parse(
+            "recording_rules:\n  remote_write: { url: 'http://127.0.0.1:9090/api/v1/write' }\n  rules:\n    t: [{ id: a, metric_name: pyrite_a, matchers: ['{__profile_type__=\"process_cpu:cpu:nanoseconds:cpu:nanoseconds\"}'], function_name: main.f }]",
+        )
+        .unwrap();
+        assert_eq!(
+            good.recording_rules.rules["t"][0].function_name.as_deref(),
+            Some("main.f")
+        );
     }
 }

@@ -1,5 +1,5 @@
 //! Generated protobuf types: pprof (`google.v1`), Pyroscope's `types.v1`, `push.v1`, `querier.v1`,
-//! `settings.v1`, and Pyrite's own block format (`pyrite.v1`). proto3 JSON comes from pbjson.
+//! `settings.v1`, Prometheus remote write, and Pyrite's own block format (`pyrite.v1`). proto3 JSON comes from pbjson.
 #![allow(missing_docs, clippy::all, clippy::pedantic)]
 
 pub mod google {
@@ -31,6 +31,10 @@ pub mod settings {
         include!(concat!(env!("OUT_DIR"), "/settings.v1.rs"));
         include!(concat!(env!("OUT_DIR"), "/settings.v1.serde.rs"));
     }
+}
+/// Prometheus remote write (`prompb`), as sent by the recording rules' exporter.
+pub mod prometheus {
+    include!(concat!(env!("OUT_DIR"), "/prometheus.rs"));
 }
 pub mod pyrite {
     pub mod v1 {

@@ -1,4 +1,5 @@
-//! HTTP API on axum: Pyroscope's connect services (push.v1, querier.v1, settings.v1), the legacy
+//! HTTP API on axum: Pyroscope's connect services (push.v1, querier.v1, settings.v1 with its
+//! RecordingRulesService), the legacy
 //! `/ingest` and `/pyroscope/*` routes, `/api/v1/render` exports, `/ready`, `/metrics`, and the
 //! web UI's embedded files (`ui`).
 //! Handlers translate; the work happens in `ingest`, `query` and `render`.
@@ -13,6 +14,7 @@ mod peer;
 pub mod pool;
 mod push;
 mod querier;
+mod recording_rules;
 mod render_http;
 mod settings;
 mod tenant;
@@ -39,6 +41,8 @@ pub struct AppState {
     pub config: ApiConfig,
     pub metrics: Metrics,
     pub settings: crate::settings::SettingsStore,
+    /// settings.v1.RecordingRulesService's rules (also evaluated by the ingester).
+    pub recording_rules: Arc<crate::rules::Recorder>,
     /// The blocking pool reads and decodes run on.
     pub pool: pool::Pool,
     /// The cluster secret and API tokens (`api::auth` checks them on every request).
@@ -80,6 +84,10 @@ pub fn router(state: SharedState) -> Router {
         .route("/pyroscope/ingest", post(legacy::ingest))
         .route("/push.v1.PusherService/Push", post(push::push))
         .route("/settings.v1.SettingsService/{method}", post(settings::dispatch))
+        .route(
+            "/settings.v1.RecordingRulesService/{method}",
+            post(recording_rules::dispatch),
+        )
         .route("/", get(ui::index))
         .route("/index.html", get(ui::index))
         .route("/assets/{*path}", get(ui::bundle))
