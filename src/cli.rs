@@ -271,6 +271,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         api::debug_pprof::begin_shutdown();
     })
     .await?;
+    // Before the sender stops with the other background tasks: the last interval's values.
+    built
+        .state
+        .recording_rules
+        .finish(std::time::Duration::from_secs(5))
+        .await;
     built.background.stop();
     tracing::info!("shutting down: flushing the head");
     built.head.flush().await?;

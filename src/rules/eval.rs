@@ -318,6 +318,17 @@ impl Recorder {
         }
     }
 
+    /// At shutdown: queues what the current interval holds and waits (at most `limit`) for
+    /// the sender to deliver everything queued, so a stop loses no recorded sample while the
+    /// receiver is up.
+    pub async fn finish(&self, limit: Duration) {
+        let Some(queue) = &self.queue else { return };
+        self.emit(crate::now_ms());
+        if !queue.drain(limit).await {
+            tracing::warn!(?limit, "recorded samples still unsent at shutdown are dropped");
+        }
+    }
+
     /// Emits every `evaluation_interval` until aborted.
     pub async fn run(self: Arc<Self>) {
         let mut ticks = tokio::time::interval(self.config.evaluation_interval);
@@ -652,6 +663,72 @@ mod tests {
                 100.0 * evaluating.as_secs_f64() / decoding.as_secs_f64()
             );
         }
+    }
+
+    /// `finish` (at shutdown) sends what the running interval holds, through the real sender.
+    #[tokio::test]
+    async fn finish_sends_the_running_interval() {
+        use crate::proto::prometheus::WriteRequest;
+        use prost::Message;
+        let received = Arc::new(Mutex::new(Vec::<WriteRequest>::new()));
+        let kept = received.clone();
+        let app = axum::Router::new().route(
+            "/write",
+            axum::routing::post(move |body: bytes::Bytes| {
+                let kept = kept.clone();
+                async move {
+                    let raw = snap::raw::Decoder::new().decompress_vec(&body).unwrap();
+                    kept.lock().push(WriteRequest::decode(raw.as_slice()).unwrap());
+                    axum::http::StatusCode::NO_CONTENT
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let remote_write: super::super::RemoteWriteConfig =
+            serde_yaml::from_str(&format!("url: http://{address}/write")).unwrap();
+        let config = RecordingRulesConfig {
+            remote_write: Some(remote_write.clone()),
+            // Never due during the test: only `finish` emits.
+            evaluation_interval: Duration::from_secs(3600),
+            rules: [(
+                "t".to_string(),
+                vec![super::super::StaticRule {
+                    id: "cpu".into(),
+                    metric_name: "pyrite_cpu".into(),
+                    matchers: vec![format!(r#"{{__profile_type__="{CPU}"}}"#)],
+                    group_by: vec![],
+                    external_labels: BTreeMap::new(),
+                    function_name: None,
+                }],
+            )]
+            .into(),
+            ..RecordingRulesConfig::default()
+        };
+        let storage = crate::storage::Storage::new(Arc::new(object_store::memory::InMemory::new()));
+        let metrics = RuleMetrics::default();
+        let recorder = Arc::new(Recorder::new(
+            RulesStore::new(storage),
+            config,
+            Arc::new(crate::limits::Limits::unlimited()),
+            None,
+            metrics.clone(),
+        ));
+        let sender = super::super::remote_write::Sender::new(remote_write).unwrap();
+        let task = tokio::spawn(sender.run(recorder.queue().unwrap(), metrics.clone()));
+        let profile = corpus_profile("gotarget__cpu_5s.pb.gz");
+        let labels = Labels::new([("service_name".to_string(), "a".to_string())]).unwrap();
+        let series = series_specs("process_cpu", &labels, &profile).unwrap();
+        let tenant = Tenant::parse("t").unwrap();
+        recorder.observe(&tenant, &series, &profile).await;
+        recorder.finish(Duration::from_secs(5)).await;
+        let total: i128 = profile.sample.iter().map(|s| i128::from(s.value[1])).sum();
+        let received = received.lock();
+        assert_eq!(received.len(), 1);
+        assert_eq!(received[0].timeseries[0].samples[0].value, total as f64);
+        assert_eq!(metrics.samples_sent.get(), 1);
+        task.abort();
     }
 
     #[tokio::test]

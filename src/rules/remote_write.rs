@@ -199,6 +199,8 @@ pub struct Batch {
 pub struct Queue {
     batches: Mutex<VecDeque<Batch>>,
     samples: Mutex<usize>,
+    /// Batches queued or being sent (see [`Queue::drain`]).
+    unsent: std::sync::atomic::AtomicUsize,
     notify: Notify,
     max_samples: usize,
     metrics: RuleMetrics,
@@ -209,6 +211,7 @@ impl Queue {
         Self {
             batches: Mutex::new(VecDeque::new()),
             samples: Mutex::new(0),
+            unsent: std::sync::atomic::AtomicUsize::new(0),
             notify: Notify::new(),
             max_samples,
             metrics,
@@ -229,14 +232,29 @@ impl Queue {
         let mut queued = self.samples.lock();
         while *queued + batch.series.len() > self.max_samples {
             let Some(oldest) = batches.pop_front() else { break };
+            self.unsent.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
             *queued -= oldest.series.len();
             self.metrics.dropped("queue_full", oldest.series.len());
         }
         *queued += batch.series.len();
+        self.unsent.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         batches.push_back(batch);
         self.metrics.queued_samples.set(*queued as i64);
         drop((batches, queued));
         self.notify.notify_one();
+    }
+
+    /// Waits until every queued batch was delivered (sent, refused or dropped), at most
+    /// `limit`; false if some were still unsent then.
+    pub async fn drain(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.unsent.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
     }
 
     pub(crate) async fn next(&self) -> Batch {
@@ -320,6 +338,7 @@ impl Sender {
         loop {
             let batch = queue.next().await;
             self.deliver(batch, &metrics).await;
+            queue.unsent.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
         }
     }
 
