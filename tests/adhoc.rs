@@ -238,6 +238,17 @@ async fn refusals_are_clear_and_final() {
     upload(router, "t", "large.cpu", &large)
         .await
         .assert_error(400, "invalid_argument", "adhoc.max_profile_bytes");
+    // A declared length over the bound: refused on the header alone (this body is 2 bytes).
+    let declared = Request::post("/adhocprofiles.v1.AdHocProfileService/Upload")
+        .header("content-type", "application/json")
+        .header("content-length", "10000000")
+        .header("x-scope-orgid", "t")
+        .body(Body::from("{}"))
+        .unwrap();
+    let response = router.clone().oneshot(declared).await.unwrap();
+    let status = response.status();
+    let body = response.into_body().collect().await.unwrap().to_bytes().to_vec();
+    Answer { status, body }.assert_error(400, "invalid_argument", "adhoc.max_profile_bytes");
     // Within the body bound, over the decoded size.
     let heap = corpus_file("pyroscope__og_convert_pprof_heap.pb");
     assert!(heap.len() > 90_000 && heap.len().div_ceil(3) * 4 < 120_000 + 65_536);
