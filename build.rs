@@ -11,6 +11,8 @@ const PROTOS: &[&str] = &[
     "push/v1/push.proto",
     "querier/v1/querier.proto",
     "settings/v1/setting.proto",
+    "settings/v1/recording_rules.proto",
+    "prometheus/remote.proto",
     "pyrite/v1/block.proto",
     "adhocprofiles/v1/adhocprofiles.proto",
     "capabilities/v1/feature_flags.proto",

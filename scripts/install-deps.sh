@@ -134,7 +134,8 @@ check_s3_tools() {
   apt_install curl
 }
 
-# tests/alerts.rs checks and unit-tests deploy/alerts with Prometheus's own promtool.
+# tests/alerts.rs checks and unit-tests deploy/alerts with Prometheus's own promtool;
+# tests/recording_rules.rs runs the prometheus server (remote-write receiver) from the same package.
 install_promtool() {
   apt_install prometheus
 }

@@ -55,6 +55,8 @@ pub struct Config {
     /// Targets Pyrite pulls profiles from. Default: itself (`/debug/pprof/profile` at the listen
     /// address); `scrape_configs: []` turns scraping off.
     pub scrape_configs: Vec<ScrapeConfig>,
+    /// Recording rules and the Prometheus remote write their series go to; off by default.
+    pub recording_rules: crate::rules::RecordingRulesConfig,
 }
 
 impl Default for Config {
@@ -75,6 +77,7 @@ impl Default for Config {
             auth: crate::auth::AuthConfig::default(),
             adhoc: crate::adhoc::AdhocConfig::default(),
             scrape_configs: vec![ScrapeConfig::self_scrape()],
+            recording_rules: crate::rules::RecordingRulesConfig::default(),
         }
     }
 }
@@ -214,6 +217,7 @@ impl Config {
         self.cluster.validate().map_err(ConfigError::Invalid)?;
         self.auth.validate().map_err(ConfigError::Invalid)?;
         self.adhoc.validate().map_err(ConfigError::Invalid)?;
+        self.recording_rules.validate().map_err(ConfigError::Invalid)?;
         let mut jobs = std::collections::BTreeSet::new();
         for scrape in &self.scrape_configs {
             scrape.validate().map_err(ConfigError::Invalid)?;
@@ -263,6 +267,7 @@ mod tests {
         assert_eq!(example.retention, RetentionConfig::default());
         assert_eq!(example.adhoc, crate::adhoc::AdhocConfig::default());
         assert_eq!(example.server, crate::server::ServerConfig::default());
+        assert_eq!(example.recording_rules, crate::rules::RecordingRulesConfig::default());
         let overrides = crate::limits::Limits::load(
             example.tenant_limits.clone(),
             RuntimeConfig {
@@ -318,5 +323,22 @@ mod tests {
             Config::parse("adhoc:\n  max_profile_bytes: 0"),
             Err(ConfigError::Invalid(_))
         ));
+        for bad in [
+            "recording_rules:\n  remote_write: { url: 'ftp://x/write' }",
+            "recording_rules:\n  evaluation_interval: 10ms",
+            "recording_rules:\n  external_labels: { __name__: x }",
+            "recording_rules:\n  rules:\n    t: [{ id: a, metric_name: cpu, matchers: ['{__profile_type__=\"process_cpu:cpu:nanoseconds:cpu:nanoseconds\"}'] }]",
+            "recording_rules:\n  rules:\n    t: [{ id: a, metric_name: pyrite_a, matchers: ['{x=\"y\"}'] }]",
+        ] {
+            assert!(matches!(Config::parse(bad), Err(ConfigError::Invalid(_))), "{bad}");
+        }
+        let good = Config::parse(
+            "recording_rules:\n  remote_write: { url: 'http://127.0.0.1:9090/api/v1/write' }\n  rules:\n    t: [{ id: a, metric_name: pyrite_a, matchers: ['{__profile_type__=\"process_cpu:cpu:nanoseconds:cpu:nanoseconds\"}'], function_name: main.f }]",
+        )
+        .unwrap();
+        assert_eq!(
+            good.recording_rules.rules["t"][0].function_name.as_deref(),
+            Some("main.f")
+        );
     }
 }

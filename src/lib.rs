@@ -19,7 +19,9 @@
 //! Beside the paths: `server` builds the router and the background work from a `config` and
 //! serves it; `compactor` merges a bucket's blocks and `retention` deletes old ones; `limits`
 //! holds per-tenant limits and their overrides file (`reload` watches files); `auth` checks
-//! tokens and the cluster secret; `settings` keeps per-tenant UI settings and `adhoc` uploaded profiles beside the blocks;
+//! tokens and the cluster secret; `settings` keeps per-tenant UI settings and `adhoc` uploaded
+//! profiles beside the blocks; `rules` keeps recording rules there too, evaluates them on what `ingest` accepted and sends
+//! the results by Prometheus remote write;
 //! `heartbeat` reports background work to `/metrics`; `integrity` counts damaged data readers
 //! set aside. Every module's error type says its [`ErrorClass`] (`error`), and `api::error`
 //! alone turns a class into a connect code and an HTTP status. `model` is the shared
@@ -52,6 +54,7 @@ pub mod query;
 pub(crate) mod reload;
 pub mod render;
 pub(crate) mod retention;
+pub(crate) mod rules;
 pub mod scrape;
 pub mod server;
 pub(crate) mod settings;

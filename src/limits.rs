@@ -52,6 +52,10 @@ pub struct TenantLimits {
     /// would otherwise write into buckets no window asks for yet; 0: any time.
     #[serde(with = "humantime_serde")]
     pub reject_newer_than: Duration,
+    /// Recording rules the tenant may keep through `settings.v1.RecordingRulesService`
+    /// (Pyroscope's default: 25); rules from the config file are not counted. Each rule is
+    /// evaluated on every profile of the tenant, so this bounds ingest overhead too.
+    pub max_recording_rules: usize,
 }
 
 impl Default for TenantLimits {
@@ -67,6 +71,7 @@ impl Default for TenantLimits {
             max_query_lookback: Duration::ZERO,
             reject_older_than: Duration::ZERO,
             reject_newer_than: Duration::from_secs(600),
+            max_recording_rules: 25,
         }
     }
 }
@@ -199,6 +204,7 @@ struct PartialLimits {
     reject_older_than: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     reject_newer_than: Option<Duration>,
+    max_recording_rules: Option<usize>,
 }
 
 impl PartialLimits {
@@ -218,6 +224,7 @@ impl PartialLimits {
             max_query_lookback: self.max_query_lookback.unwrap_or(defaults.max_query_lookback),
             reject_older_than: self.reject_older_than.unwrap_or(defaults.reject_older_than),
             reject_newer_than: self.reject_newer_than.unwrap_or(defaults.reject_newer_than),
+            max_recording_rules: self.max_recording_rules.unwrap_or(defaults.max_recording_rules),
         }
     }
 }

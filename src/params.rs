@@ -9,8 +9,8 @@ use std::collections::HashMap;
 
 use crate::error::{Classify, ErrorClass};
 use crate::model::{
-    ProfileType, ProfileTypeError, Selector, SelectorError, Tenant, TenantError, TimeError, parse_time_ms,
-    time_in_range,
+    ProfileId, ProfileIdError, ProfileType, ProfileTypeError, Selector, SelectorError, Tenant, TenantError, TimeError,
+    parse_time_ms, time_in_range,
 };
 use crate::query::SelectParams;
 
@@ -27,6 +27,8 @@ pub enum ParamsError {
     ProfileType(#[from] ProfileTypeError),
     #[error(transparent)]
     Selector(#[from] SelectorError),
+    #[error(transparent)]
+    ProfileId(#[from] ProfileIdError),
     #[error("{name}: {source}")]
     Time { name: String, source: TimeError },
     #[error("{from_name} ({from_ms}) must be before {until_name} ({until_ms})")]
@@ -90,6 +92,12 @@ pub fn selector(text: &str) -> Result<Selector, ParamsError> {
 
 pub fn selectors(texts: &[String]) -> Result<Vec<Selector>, ParamsError> {
     texts.iter().map(|text| selector(text)).collect()
+}
+
+/// A `profile_id_selector`: profile ids in the UUID form heatmap exemplars carry
+/// ([`ProfileId`]); any other form is refused.
+pub fn profile_ids(texts: &[String]) -> Result<Vec<ProfileId>, ParamsError> {
+    texts.iter().map(|text| Ok(ProfileId::parse(text)?)).collect()
 }
 
 /// `process_cpu:cpu:nanoseconds:cpu:nanoseconds{service_name="x"}`: a profile type, then an

@@ -1,6 +1,6 @@
 //! Generated protobuf types: pprof (`google.v1`), Pyroscope's `types.v1`, `push.v1`, `querier.v1`,
-//! `settings.v1`, `adhocprofiles.v1`, `capabilities.v1`, `status.v1`, `version.v1`, and Pyrite's
-//! own block format (`pyrite.v1`). proto3 JSON comes from pbjson.
+//! `settings.v1`, `adhocprofiles.v1`, `capabilities.v1`, `status.v1`, `version.v1`, Prometheus
+//! remote write, and Pyrite's own block format (`pyrite.v1`). proto3 JSON comes from pbjson.
 #![allow(missing_docs, clippy::all, clippy::pedantic)]
 
 pub mod google {
@@ -56,6 +56,10 @@ pub mod version {
         include!(concat!(env!("OUT_DIR"), "/version.v1.rs"));
         include!(concat!(env!("OUT_DIR"), "/version.v1.serde.rs"));
     }
+}
+/// Prometheus remote write (`prompb`), as sent by the recording rules' exporter.
+pub mod prometheus {
+    include!(concat!(env!("OUT_DIR"), "/prometheus.rs"));
 }
 pub mod pyrite {
     pub mod v1 {

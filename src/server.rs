@@ -99,6 +99,7 @@ pub async fn build(config: &crate::config::Config) -> anyhow::Result<Built> {
             "Ad-hoc profile retention sweeps",
         ),
     ));
+    let rules_store = crate::rules::RulesStore::new(storage.clone());
     // What one reader of the bucket learns of its blocks, the others need not list again.
     let catalog = crate::block::Catalog::new(storage, crate::model::duration_ms(config.head.bucket_duration));
     background.spawn(crate::retention::run(
@@ -117,8 +118,23 @@ pub async fn build(config: &crate::config::Config) -> anyhow::Result<Built> {
             Heartbeat::register(metrics.registry_mut(), "compactor", "Compaction passes"),
         ));
     }
+    let rule_metrics = crate::rules::RuleMetrics::register(metrics.registry_mut());
+    let recorder = Arc::new(crate::rules::Recorder::new(
+        rules_store,
+        config.recording_rules.clone(),
+        tenant_limits.clone(),
+        peers.as_ref().map(|peers| peers.me()),
+        rule_metrics.clone(),
+    ));
+    if let (Some(remote_write), Some(queue)) = (&config.recording_rules.remote_write, recorder.queue()) {
+        let sender = crate::rules::remote_write::Sender::new(remote_write.clone())?;
+        background.spawn(sender.run(queue, rule_metrics));
+        background.spawn(recorder.clone().run());
+    }
     let ingester = Arc::new(
-        crate::ingest::Ingester::new(head.clone(), config.limits.clone()).with_tenant_limits(tenant_limits.clone()),
+        crate::ingest::Ingester::new(head.clone(), config.limits.clone())
+            .with_tenant_limits(tenant_limits.clone())
+            .with_recorder(recorder.clone()),
     );
     let querier = crate::query::Querier::with_catalog(head.clone(), catalog)
         .with_tenant_limits(tenant_limits)
@@ -134,6 +150,7 @@ pub async fn build(config: &crate::config::Config) -> anyhow::Result<Built> {
         metrics,
         settings,
         adhoc,
+        recording_rules: recorder,
         pool: api::pool::Pool::new(&config.api),
         auth: crate::auth::ApiAuth {
             cluster_secret: peers.as_ref().map(|peers| peers.secret().clone()),

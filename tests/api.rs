@@ -391,3 +391,344 @@ async fn unreachable_object_storage_is_unavailable() {
         .await
         .assert_error(503, "unavailable", "object storage");
 }
+
+/// A corpus profile stamped with `at_ms`, pushed with these labels.
+async fn push_at(router: &Router, tenant: &str, labels: &[(&str, &str)], name: &str, at_ms: i64) {
+    let mut profile = pyrite::pprof::decode(&corpus_bytes(name), &Default::default()).unwrap();
+    profile.time_nanos = at_ms * 1_000_000;
+    push_profile(router, tenant, labels, &profile).await;
+}
+
+async fn push_profile(router: &Router, tenant: &str, labels: &[(&str, &str)], profile: &pprof::Profile) {
+    use pyrite::proto::push::v1::{PushRequest, RawProfileSeries, RawSample};
+    use pyrite::proto::types::v1::LabelPair;
+    let request = PushRequest {
+        series: vec![RawProfileSeries {
+            labels: [("__name__", "process_cpu")]
+                .iter()
+                .chain(labels)
+                .map(|(name, value)| LabelPair {
+                    name: name.to_string(),
+                    value: value.to_string(),
+                })
+                .collect(),
+            samples: vec![RawSample {
+                raw_profile: pyrite::pprof::encode_gzip(profile).into(),
+                id: String::new(),
+            }],
+            annotations: Vec::new(),
+        }],
+    };
+    let request = Request::post("/push.v1.PusherService/Push")
+        .header("content-type", "application/proto")
+        .header("x-scope-orgid", tenant)
+        .body(Body::from(request.encode_to_vec()))
+        .unwrap();
+    let answer = call(router, request).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+}
+
+fn int(value: &Value) -> i64 {
+    match value {
+        Value::String(text) => text.parse().unwrap(),
+        Value::Number(number) => number.as_i64().unwrap(),
+        Value::Null => 0,
+        other => panic!("not an integer: {other}"),
+    }
+}
+
+/// Every exemplar of a heatmap answer, with the slot it sits in.
+fn exemplars(heatmap: &Value) -> Vec<(i64, Value)> {
+    let mut out = Vec::new();
+    for series in heatmap["series"].as_array().into_iter().flatten() {
+        for slot in series["slots"].as_array().unwrap() {
+            for exemplar in slot["exemplars"].as_array().into_iter().flatten() {
+                out.push((int(&slot["timestamp"]), exemplar.clone()));
+            }
+        }
+    }
+    out
+}
+
+/// Sum of the counts of one heatmap series; checks each slot has one count per y range.
+fn heatmap_counts(series: &Value) -> i64 {
+    let mut sum = 0;
+    for slot in series["slots"].as_array().unwrap() {
+        let counts = slot["counts"].as_array().unwrap();
+        assert_eq!(counts.len(), pyrite::query::Y_BUCKETS, "{slot}");
+        assert_eq!(slot["yMin"].as_array().unwrap().len(), counts.len());
+        sum += counts.iter().map(int).sum::<i64>();
+    }
+    sum
+}
+
+/// SelectHeatmap over real corpus profiles: one point per profile in the cell of its slot and
+/// value, each cell's exemplar opens exactly that profile (profile_id_selector, flame graph and
+/// pprof), group_by and limit split and cut the series, in the head and again from blocks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heatmap_cells_and_their_exemplars_open_one_profile_each() {
+    let (built, _dir) = server("scrape_configs: []\n").await;
+    let router = &built.router;
+    let tenant = "heat";
+    let t = (pyrite::now_ms() - 600_000) / 10_000 * 10_000;
+    // (pod, file, time): slots of 10 s end at t + 10 s, t + 20 s, t + 30 s.
+    let pushes = [
+        ("a", "gotarget__cpu_5s.pb.gz", t + 1_000),
+        ("a", "ddnotes_cpu-profiler-labels.pprof", t + 11_000),
+        ("b", "ddnotes_pprof.samples.cpu.001.pb.gz", t + 12_000),
+        ("a", "parca_labels.pb.gz", t + 21_000),
+    ];
+    for (pod, file, at) in pushes {
+        push_at(router, tenant, &[("service_name", "heat"), ("pod", pod)], file, at).await;
+    }
+    let want = |file: &str| manifest_total(file, "cpu/nanoseconds");
+    let window_total: i64 = pushes.iter().map(|(_, file, _)| want(file)).sum();
+    let (start, end) = (t, t + 30_000);
+    let heatmap = |extra: Value| {
+        let mut body = json!({"profileTypeID": CPU, "labelSelector": r#"{service_name="heat"}"#,
+            "start": start, "end": end, "step": 10.0,
+            "queryType": "HEATMAP_QUERY_TYPE_INDIVIDUAL", "exemplarType": "EXEMPLAR_TYPE_INDIVIDUAL"});
+        body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        async move {
+            let answer = querier(router, Some(tenant), "SelectHeatmap", body).await;
+            assert_eq!(answer.status, 200, "{}", answer.text());
+            answer.json()
+        }
+    };
+    let open = |id: String| async move {
+        let mut body = window_json(CPU, "{}", start, end);
+        body["profileIdSelector"] = json!([id]);
+        let merged = querier(router, Some(tenant), "SelectMergeStacktraces", body.clone()).await;
+        assert_eq!(merged.status, 200, "{}", merged.text());
+        let pprof = querier(router, Some(tenant), "SelectMergeProfile", body).await;
+        assert_eq!(pprof.status, 200, "{}", pprof.text());
+        let samples: i64 = pprof.json()["sample"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|sample| int(&sample["value"][0]))
+            .sum();
+        (int(&merged.json()["flamegraph"]["total"]), samples)
+    };
+
+    for stage in ["head", "blocks"] {
+        let all = heatmap(json!({})).await;
+        let series = all["series"].as_array().unwrap();
+        assert_eq!(series.len(), 1, "{stage}: no group_by, one series: {all}");
+        assert_eq!(heatmap_counts(&series[0]), pushes.len() as i64, "{stage}");
+        let slots: Vec<i64> = series[0]["slots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|slot| int(&slot["timestamp"]))
+            .collect();
+        assert_eq!(slots, [t + 10_000, t + 20_000, t + 30_000], "{stage}");
+        // Each profile is alone in its cell: the exemplars are the profiles, and their values
+        // add up to the window's total, which SelectSeries and the merge also give.
+        let found = exemplars(&all);
+        assert_eq!(found.len(), pushes.len(), "{stage}: {all}");
+        let exemplar_sum: i64 = found.iter().map(|(_, e)| int(&e["value"])).sum();
+        assert_eq!(exemplar_sum, window_total, "{stage}");
+        let series_answer = querier(
+            router,
+            Some(tenant),
+            "SelectSeries",
+            json!({"profileTypeID": CPU, "labelSelector": r#"{service_name="heat"}"#,
+                "start": start, "end": end, "step": 10.0}),
+        )
+        .await;
+        let series_sum: f64 = series_answer.json()["series"][0]["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|point| point["value"].as_f64().unwrap())
+            .sum();
+        assert_eq!(series_sum, window_total as f64, "{stage}");
+        for (pod, file, at) in pushes {
+            let (slot, exemplar) = found
+                .iter()
+                .find(|(_, e)| int(&e["timestamp"]) == at)
+                .unwrap_or_else(|| panic!("{stage}: no exemplar at {at}: {all}"));
+            assert_eq!(*slot, pyrite::query::step_point(start, end, 10_000, at).unwrap());
+            assert_eq!(int(&exemplar["value"]), want(file), "{stage} {file}");
+            let labels = exemplar["labels"].as_array().unwrap();
+            assert!(labels.contains(&json!({"name": "pod", "value": pod})), "{exemplar}");
+            let id = exemplar["profileId"].as_str().unwrap().to_string();
+            assert_eq!(open(id).await, (want(file), want(file)), "{stage}: {file} opened alone");
+        }
+
+        // group_by splits the series; limit keeps the heavier one.
+        let by_pod = heatmap(json!({"groupBy": ["pod"]})).await;
+        let series = by_pod["series"].as_array().unwrap();
+        assert_eq!(series.len(), 2, "{by_pod}");
+        assert_eq!(series[0]["labels"], json!([{"name": "pod", "value": "a"}]));
+        assert_eq!((heatmap_counts(&series[0]), heatmap_counts(&series[1])), (3, 1));
+        for exemplar in exemplars(&by_pod) {
+            let labels = exemplar.1["labels"].as_array().unwrap();
+            assert!(
+                !labels.iter().any(|label| label["name"] == "pod"),
+                "group_by labels are the series'"
+            );
+        }
+        let top = heatmap(json!({"groupBy": ["pod"], "limit": 1})).await;
+        assert_eq!(top["series"].as_array().unwrap().len(), 1);
+        assert_eq!(top["series"][0]["labels"], json!([{"name": "pod", "value": "a"}]));
+        // No exemplars asked for, none given; counts stay.
+        let bare = heatmap(json!({"exemplarType": "EXEMPLAR_TYPE_NONE"})).await;
+        assert!(exemplars(&bare).is_empty(), "{bare}");
+        assert_eq!(heatmap_counts(&bare["series"][0]), pushes.len() as i64);
+
+        // An id of no stored profile opens nothing, without an error.
+        let unknown = "00000000-0000-0000-0000-000000000001".to_string();
+        assert_eq!(open(unknown).await, (0, 0), "{stage}");
+        built.head.flush().await.unwrap();
+    }
+
+    for bad in [
+        "",
+        "not-a-uuid",
+        "7c9e6679-7425-40de-944b-e07fc1f90aeZ",
+        "7c9e667974-25-40de-944b-e07fc1f90ae7",
+    ] {
+        for method in ["SelectMergeStacktraces", "SelectMergeProfile"] {
+            let mut body = window_json(CPU, "{}", start, end);
+            body["profileIdSelector"] = json!([bad]);
+            querier(router, Some(tenant), method, body)
+                .await
+                .assert_error(400, "invalid_argument", "uuid");
+        }
+    }
+    let mut bad_type = json!({"profileTypeID": CPU, "labelSelector": "{}", "start": start, "end": end,
+        "step": 10.0, "queryType": 7});
+    querier(router, Some(tenant), "SelectHeatmap", bad_type.clone())
+        .await
+        .assert_error(400, "invalid_argument", "query_type");
+    bad_type["queryType"] = json!(1);
+    bad_type["step"] = json!(0.0);
+    querier(router, Some(tenant), "SelectHeatmap", bad_type)
+        .await
+        .assert_error(400, "invalid_argument", "step");
+}
+
+/// SelectHeatmap of spans: one point per span of a profile, its value the span's rows; the
+/// exemplar's span id opens the same rows through SelectMergeSpanProfile, and rows without a
+/// span are in no cell.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn span_heatmap_counts_each_span_of_each_profile() {
+    let (built, _dir) = server("scrape_configs: []\n").await;
+    let router = &built.router;
+    let tenant = "heat-spans";
+    let name = "pyroscope__pprof_single_group_with_optional_span_id.pb.gz";
+    let mut profile = pyrite::pprof::decode(&corpus_bytes(name), &Default::default()).unwrap();
+    let t = (pyrite::now_ms() - 600_000) / 10_000 * 10_000;
+    profile.time_nanos = (t + 5_000) * 1_000_000;
+    let cpu = profile
+        .sample_type
+        .iter()
+        .position(|st| profile.string_table[st.r#type as usize] == "cpu")
+        .unwrap();
+    // Three span ids over the samples that had one ("239" in the file, not a 16-hex id).
+    let span_key = profile.string_table.iter().position(|s| s == "span_id").unwrap() as i64;
+    let spans = ["00000000000000a1", "00000000000000b2", "00000000000000c3"];
+    let first = profile.string_table.len() as i64;
+    profile.string_table.extend(spans.iter().map(|s| s.to_string()));
+    let mut per_span = std::collections::BTreeMap::<&str, i64>::new();
+    let mut spanned = 0;
+    for sample in &mut profile.sample {
+        if let Some(label) = sample.label.iter_mut().find(|label| label.key == span_key) {
+            let which = spanned % spans.len();
+            spanned += 1;
+            label.str = first + which as i64;
+            *per_span.entry(spans[which]).or_default() += sample.value[cpu];
+        }
+    }
+    assert!(
+        spanned > 3 && spanned < profile.sample.len(),
+        "some samples without a span"
+    );
+    push_profile(router, tenant, &[("service_name", "spans")], &profile).await;
+
+    let (start, end) = (t, t + 30_000);
+    for stage in ["head", "blocks"] {
+        let answer = querier(
+            router,
+            Some(tenant),
+            "SelectHeatmap",
+            json!({"profileTypeID": CPU, "labelSelector": "{}", "start": start, "end": end, "step": 10.0,
+                "queryType": "HEATMAP_QUERY_TYPE_SPAN", "exemplarType": "EXEMPLAR_TYPE_SPAN"}),
+        )
+        .await;
+        assert_eq!(answer.status, 200, "{}", answer.text());
+        let heatmap = answer.json();
+        assert_eq!(
+            heatmap_counts(&heatmap["series"][0]),
+            spans.len() as i64,
+            "{stage}: {heatmap}"
+        );
+        let mut found = std::collections::BTreeMap::<String, i64>::new();
+        for (slot, exemplar) in exemplars(&heatmap) {
+            assert_eq!(slot, t + 10_000);
+            let span = exemplar["spanId"].as_str().unwrap().to_string();
+            let opened = querier(
+                router,
+                Some(tenant),
+                "SelectMergeSpanProfile",
+                json!({"profileTypeID": CPU, "labelSelector": "{}", "start": start, "end": end,
+                    "spanSelector": [span]}),
+            )
+            .await;
+            assert_eq!(int(&opened.json()["flamegraph"]["total"]), int(&exemplar["value"]));
+            found.insert(span, int(&exemplar["value"]));
+        }
+        // Each cell holds the heaviest of its spans; the heaviest span overall is among them,
+        // and every exemplar's value is its span's.
+        let heaviest = per_span.iter().max_by_key(|(_, v)| **v).unwrap();
+        assert_eq!(found.get(*heaviest.0), Some(heaviest.1), "{stage}: {found:?}");
+        for (span, value) in &found {
+            assert_eq!(per_span.get(span.as_str()), Some(value), "{stage}");
+        }
+        built.head.flush().await.unwrap();
+    }
+}
+
+/// A heatmap of more points than the query's memory budget (`api.max_query_tree_nodes`) is
+/// refused with a 400 naming the limit, not answered from an unbounded allocation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_heatmap_past_the_query_budget_is_refused() {
+    let (built, _dir) = server("scrape_configs: []\napi:\n  max_query_tree_nodes: 2\n").await;
+    let router = &built.router;
+    let t = (pyrite::now_ms() - 600_000) / 10_000 * 10_000;
+    for offset in 1..=3 {
+        push_at(
+            router,
+            "budget",
+            &[("service_name", "b")],
+            "ddnotes_cpu-profiler-labels.pprof",
+            t + offset * 1_000,
+        )
+        .await;
+    }
+    let body = |query_type: &str| {
+        json!({"profileTypeID": CPU, "labelSelector": "{}", "start": t, "end": t + 10_000, "step": 10.0,
+            "queryType": query_type})
+    };
+    querier(
+        router,
+        Some("budget"),
+        "SelectHeatmap",
+        body("HEATMAP_QUERY_TYPE_INDIVIDUAL"),
+    )
+    .await
+    .assert_error(400, "invalid_argument", "max_query_tree_nodes");
+    // Two of the three fit: the budget is the points of the window, not of the tenant.
+    let fits = querier(
+        router,
+        Some("budget"),
+        "SelectHeatmap",
+        json!({"profileTypeID": CPU, "labelSelector": "{}", "start": t, "end": t + 2_000, "step": 1.0,
+            "queryType": "HEATMAP_QUERY_TYPE_INDIVIDUAL"}),
+    )
+    .await;
+    assert_eq!(fits.status, 200, "{}", fits.text());
+    assert_eq!(heatmap_counts(&fits.json()["series"][0]), 2);
+}

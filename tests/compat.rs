@@ -74,6 +74,7 @@ fn official_go_clients_against_pyrite_serve() {
         "TestPushErrors",
         "TestMemoryDeltas",
         "TestSelectMergeSpanProfile",
+        "TestSelectHeatmap",
         "TestSettings",
         "TestTokenAuth",
     ] {

@@ -291,9 +291,9 @@ fn connect_json_push_and_every_malformed_request_shape() {
         querier_json(&server, tenant, method, &body).assert_connect_error(400, "invalid_argument", what);
     }
     querier_json(&server, tenant, "SelectHeatmap", &json!({})).assert_connect_error(
-        501,
-        "unimplemented",
-        "SelectHeatmap",
+        400,
+        "invalid_argument",
+        "SelectHeatmap without a window",
     );
     querier_json(&server, tenant, "NoSuchMethod", &json!({})).assert_connect_error(
         501,

@@ -1,5 +1,5 @@
-//! HTTP API on axum: Pyroscope's connect services (push.v1, querier.v1, settings.v1,
-//! adhocprofiles.v1, capabilities.v1, status.v1, version.v1), the legacy
+//! HTTP API on axum: Pyroscope's connect services (push.v1, querier.v1, settings.v1 with its
+//! RecordingRulesService, adhocprofiles.v1, capabilities.v1, status.v1, version.v1), the legacy
 //! `/ingest` and `/pyroscope/*` routes, `/api/v1/render` exports, `/ready`, `/metrics`, and the
 //! web UI's embedded files (`ui`).
 //! Handlers translate; the work happens in `ingest`, `query` and `render`.
@@ -15,6 +15,7 @@ mod peer;
 pub mod pool;
 mod push;
 mod querier;
+mod recording_rules;
 mod render_http;
 mod settings;
 mod status;
@@ -44,6 +45,8 @@ pub struct AppState {
     pub settings: crate::settings::SettingsStore,
     /// Uploaded ad-hoc profiles (`adhocprofiles.v1`).
     pub adhoc: crate::adhoc::AdhocStore,
+    /// settings.v1.RecordingRulesService's rules (also evaluated by the ingester).
+    pub recording_rules: Arc<crate::rules::Recorder>,
     /// The blocking pool reads and decodes run on.
     pub pool: pool::Pool,
     /// The cluster secret and API tokens (`api::auth` checks them on every request).
@@ -93,6 +96,10 @@ pub fn router(state: SharedState) -> Router {
         .route("/version.v1.Version/{method}", post(status::version_dispatch))
         .route("/status.v1.StatusService/{method}", post(status::status_dispatch))
         .route("/api/v1/status/buildinfo", get(status::buildinfo))
+        .route(
+            "/settings.v1.RecordingRulesService/{method}",
+            post(recording_rules::dispatch),
+        )
         .route("/", get(ui::index))
         .route("/index.html", get(ui::index))
         .route("/assets/{*path}", get(ui::bundle))

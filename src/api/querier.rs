@@ -18,11 +18,12 @@ use serde::de::DeserializeOwned;
 
 use super::SharedState;
 use super::connect::{self, ConnectError};
+use crate::model::LABEL_PROFILE_TYPE;
 use crate::model::{ProfileType, Tenant};
 use crate::params::{self, NodeLimits};
 use crate::proto::querier::v1 as querier;
 use crate::proto::types::v1 as types;
-use crate::query::{Aggregation, FlameTree};
+use crate::query::{Aggregation, FlameTree, HeatmapKind, RowFilter};
 use crate::render;
 
 /// Window used when a metadata request names none (start = end = 0).
@@ -78,6 +79,12 @@ pub async fn dispatch(
         "SelectSeries" => {
             call(&headers, &body, s, |r: querier::SelectSeriesRequest| {
                 select_series(s, tenant, r)
+            })
+            .await
+        }
+        "SelectHeatmap" => {
+            call(&headers, &body, s, |r: querier::SelectHeatmapRequest| {
+                select_heatmap(s, tenant, r)
             })
             .await
         }
@@ -220,9 +227,11 @@ async fn series(
     })
 }
 
-/// Reads the merged tree of one select request, filtered by call site when asked; with `cut`,
-/// cut to that many nodes while it is merged (the flame graph of the same `max_nodes` is
-/// drawn the same from it).
+/// Reads the merged tree of one select request, filtered by call site when asked and to the
+/// profiles of `profile_ids` when there are any (heatmap exemplars' ids, see
+/// [`crate::model::ProfileId`]; malformed ones are refused, unknown ones match nothing); with
+/// `cut`, cut to that many nodes while it is merged (the flame graph of the same `max_nodes`
+/// is drawn the same from it).
 #[allow(clippy::too_many_arguments)]
 async fn merged_tree(
     state: &SharedState,
@@ -232,14 +241,22 @@ async fn merged_tree(
     start: i64,
     end: i64,
     stack_trace_selector: Option<&types::StackTraceSelector>,
+    profile_ids: &[String],
     cut: Option<usize>,
 ) -> Result<(FlameTree, ProfileType), ConnectError> {
     let select = params::querier_select(tenant.clone(), profile_type_id, label_selector, start, end)?;
+    let filter = if profile_ids.is_empty() {
+        None
+    } else {
+        Some(RowFilter::profiles(&params::profile_ids(profile_ids)?))
+    };
     let call_site = stack_trace_selector.is_some_and(|selector| !selector.call_site.is_empty());
-    let tree = match cut {
-        // A call-site filter keeps a subtree, cut afterwards by the renderer.
-        Some(max_nodes) if !call_site => state.querier.select_merge_truncated(&select, max_nodes).await?,
-        _ => state.querier.select_merge(&select).await?,
+    // A call-site filter keeps a subtree, cut afterwards by the renderer.
+    let cut = cut.filter(|_| !call_site);
+    let tree = match (&filter, cut) {
+        (Some(filter), cut) => state.querier.select_merge_filtered(&select, filter, cut).await?,
+        (None, Some(max_nodes)) => state.querier.select_merge_truncated(&select, max_nodes).await?,
+        (None, None) => state.querier.select_merge(&select).await?,
     };
     let tree = match stack_trace_selector {
         Some(selector) if !selector.call_site.is_empty() => {
@@ -269,6 +286,7 @@ async fn select_merge_stacktraces(
         request.start,
         request.end,
         request.stack_trace_selector.as_ref(),
+        &request.profile_id_selector,
         Some(max_nodes),
     )
     .await?;
@@ -385,6 +403,7 @@ async fn select_merge_profile(
         request.start,
         request.end,
         request.stack_trace_selector.as_ref(),
+        &request.profile_id_selector,
         None,
     )
     .await?;
@@ -458,6 +477,115 @@ async fn select_series(
     })
 }
 
+/// `SelectHeatmap`: profiles (or spans) per time slot and value range, see
+/// [`crate::query::Querier::select_heatmap`]. Exemplars (one per non-empty cell, the heaviest
+/// point) come with any exemplar type but NONE / UNSPECIFIED; their `profile_id` opens the
+/// profile through `profile_id_selector`, their `span_id` through `SelectMergeSpanProfile`.
+async fn select_heatmap(
+    state: &SharedState,
+    tenant: Tenant,
+    request: querier::SelectHeatmapRequest,
+) -> Result<querier::SelectHeatmapResponse, ConnectError> {
+    let select = params::querier_select(
+        tenant,
+        &request.profile_type_id,
+        &request.label_selector,
+        request.start,
+        request.end,
+    )?;
+    let step_ms = series_step_ms(request.step, select.from_ms, select.until_ms)?;
+    let kind = match querier::HeatmapQueryType::try_from(request.query_type) {
+        Ok(querier::HeatmapQueryType::Unspecified | querier::HeatmapQueryType::Individual) => HeatmapKind::Individual,
+        Ok(querier::HeatmapQueryType::Span) => HeatmapKind::Span,
+        Err(_) => {
+            return Err(ConnectError::invalid_argument(format!(
+                "unknown heatmap query_type {}",
+                request.query_type
+            )));
+        }
+    };
+    let exemplars = match types::ExemplarType::try_from(request.exemplar_type) {
+        Ok(types::ExemplarType::Unspecified | types::ExemplarType::None) => false,
+        Ok(types::ExemplarType::Individual | types::ExemplarType::Span) => true,
+        Err(_) => {
+            return Err(ConnectError::invalid_argument(format!(
+                "unknown exemplar_type {}",
+                request.exemplar_type
+            )));
+        }
+    };
+    let limit = request
+        .limit
+        .filter(|&limit| limit > 0)
+        .map(|limit| usize::try_from(limit).unwrap_or(usize::MAX));
+    let heatmap = state
+        .querier
+        .select_heatmap(
+            &select,
+            request.start,
+            request.end,
+            step_ms,
+            &request.group_by,
+            kind,
+            limit,
+        )
+        .await?;
+    let y_min: Vec<f64> = heatmap.y_min.iter().map(|&bound| bound as f64).collect();
+    let group_by = &request.group_by;
+    let exemplar = |point: &crate::query::HeatmapPoint| types::Exemplar {
+        timestamp: point.profile.time_ms,
+        profile_id: point.profile.to_string(),
+        span_id: if point.span_id == 0 {
+            String::new()
+        } else {
+            format!("{:016x}", point.span_id)
+        },
+        value: point.value,
+        // The series' own labels, less what the series already says and the profile type.
+        labels: point
+            .labels
+            .iter()
+            .filter(|(name, _)| *name != LABEL_PROFILE_TYPE && !group_by.iter().any(|g| g == name))
+            .map(|(name, value)| types::LabelPair {
+                name: name.to_string(),
+                value: value.to_string(),
+            })
+            .collect(),
+        trace_id: String::new(),
+    };
+    Ok(querier::SelectHeatmapResponse {
+        series: heatmap
+            .series
+            .iter()
+            .map(|series| types::HeatmapSeries {
+                labels: series.labels.to_pairs(),
+                slots: series
+                    .slots
+                    .iter()
+                    .map(|slot| types::HeatmapSlot {
+                        timestamp: slot.timestamp_ms,
+                        y_min: y_min.clone(),
+                        counts: slot
+                            .cells
+                            .iter()
+                            .map(|cell| i32::try_from(cell.count).unwrap_or(i32::MAX))
+                            .collect(),
+                        exemplars: if exemplars {
+                            slot.cells
+                                .iter()
+                                .filter_map(|cell| cell.exemplar.as_ref())
+                                .map(exemplar)
+                                .collect()
+                        } else {
+                            Vec::new()
+                        },
+                    })
+                    .collect(),
+            })
+            .collect(),
+    })
+}
+
 async fn diff(
     state: &SharedState,
     tenant: Tenant,
@@ -480,6 +608,7 @@ async fn diff(
         left.start,
         left.end,
         left.stack_trace_selector.as_ref(),
+        &left.profile_id_selector,
         None,
     )
     .await?;
@@ -491,6 +620,7 @@ async fn diff(
         right.start,
         right.end,
         right.stack_trace_selector.as_ref(),
+        &right.profile_id_selector,
         None,
     )
     .await?;

@@ -162,6 +162,8 @@ pub struct Ingester {
     /// Per tenant and pushed series labels: the previous cumulative profile (see
     /// [`Ingester::push_series`]).
     deltas: parking_lot::Mutex<HashMap<(Tenant, Labels), delta::CumulativeDelta>>,
+    /// Recording rules, evaluated on every profile once it is stored.
+    recorder: Option<Arc<crate::rules::Recorder>>,
 }
 
 impl Ingester {
@@ -171,7 +173,14 @@ impl Ingester {
             limits,
             tenant_limits: Arc::new(Limits::unlimited()),
             deltas: parking_lot::Mutex::new(HashMap::new()),
+            recorder: None,
         }
+    }
+
+    /// Evaluates the tenants' recording rules on every stored profile (pushed or scraped).
+    pub(crate) fn with_recorder(mut self, recorder: Arc<crate::rules::Recorder>) -> Self {
+        self.recorder = Some(recorder);
+        self
     }
 
     /// Enforces per-tenant ingestion rates and series limits (none by default).
@@ -453,6 +462,10 @@ impl Ingester {
         self.head
             .append(tenant, time_ms, raw, profile, &series, durability)
             .await?;
+        // After the append: only what was stored counts, and a rule never refuses a profile.
+        if let Some(recorder) = &self.recorder {
+            recorder.observe(tenant, &series, profile).await;
+        }
         Ok(Ingested {
             series: series.len(),
             samples: profile.sample.len(),

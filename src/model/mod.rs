@@ -4,6 +4,7 @@
 
 mod flame;
 mod labels;
+mod profile_id;
 mod profile_type;
 mod selector;
 mod tenant;
@@ -11,6 +12,7 @@ mod time;
 
 pub use flame::{FlameNode, FlameTree, OTHER_NAME, ROOT_NAME};
 pub use labels::{LabelError, Labels, valid_label_name};
+pub use profile_id::{ProfileId, ProfileIdError, series_fingerprint};
 pub use profile_type::{ProfileType, ProfileTypeError};
 pub use selector::{MatchOp, Matcher, Selector, SelectorError};
 pub use tenant::{DEFAULT_TENANT, Tenant, TenantError};

@@ -17,9 +17,8 @@ use crate::block::Series;
 use crate::model::{FlameTree, OTHER_NAME};
 use crate::symbols::{ROOT_STACK, SymbolTable};
 
-use super::{MAX_STACK_DEPTH, QueryError, SelectParams, Ticker};
+use super::{MAX_STACK_DEPTH, QueryError, RowFilter, SelectParams, Ticker};
 use foldhash::{HashMap, HashMapExt};
-use std::collections::HashSet;
 
 const UNSET: u32 = u32::MAX;
 /// Marks a stack as wanted (has rows, or a wanted descendant) before it gets its compact id.
@@ -46,14 +45,14 @@ pub struct StackForest {
 }
 
 impl StackForest {
-    /// Sums the in-window rows of the series `params` wants (with `span_ids`, only rows
-    /// carrying one of them) and builds the forest of their stacks. `None` when the deadline
-    /// passed meanwhile.
+    /// Sums the in-window rows of the series `params` wants (with a `filter`, only the rows
+    /// it keeps) and builds the forest of their stacks. `None` when the deadline passed
+    /// meanwhile.
     pub fn from_rows(
         symbols: &SymbolTable,
         all_series: &[Series],
         params: &SelectParams,
-        span_ids: Option<&HashSet<u64>>,
+        filter: Option<&RowFilter>,
     ) -> Option<StackForest> {
         let mut ticker = Ticker::new();
         let mut sums = vec![0i64; symbols.stack_count()];
@@ -62,9 +61,12 @@ impl StackForest {
             if ticker.expired(1 + params.selector.matchers.len()) {
                 return None;
             }
-            if !params.wants_series(series) || (span_ids.is_some() && series.span_ids.is_empty()) {
+            if !params.wants_series(series) {
                 continue;
             }
+            let Some(keep) = RowFilter::rows_of(filter, series) else {
+                continue;
+            };
             for (row, ((&time, &stack), &value)) in
                 series.times.iter().zip(&series.stacks).zip(&series.values).enumerate()
             {
@@ -72,7 +74,7 @@ impl StackForest {
                     return None;
                 }
                 if window.contains(time)
-                    && span_ids.is_none_or(|ids| ids.contains(&series.span_id(row)))
+                    && keep.keeps(series, row, time)
                     && let Some(sum) = sums.get_mut(stack as usize)
                 {
                     *sum = sum.saturating_add(value);

@@ -3,11 +3,10 @@
 //! [`super::forest`]'s). Block partitions are turned into forests on the rayon pool while
 //! later blocks load; head partitions where the head lends them.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use super::forest::{self, StackForest};
-use super::{Deadline, FlameTree, Querier, QueryError, Resolution, SelectParams, Source};
+use super::{Deadline, FlameTree, Querier, QueryError, Resolution, RowFilter, SelectParams, Source};
 use crate::block::Series;
 use crate::model::{Labels, ProfileType};
 use crate::symbols::SymbolTable;
@@ -32,26 +31,43 @@ impl Querier {
         self.merge_cut(params, None, Some(max_nodes.max(1))).await
     }
 
+    /// The merge of the rows `filter` keeps (one profile, some spans: see [`RowFilter`]), whole
+    /// or cut to `max_nodes` as [`Querier::select_merge_truncated`]; empty when it keeps nothing.
+    pub async fn select_merge_filtered(
+        &self,
+        params: &SelectParams,
+        filter: &RowFilter,
+        max_nodes: Option<usize>,
+    ) -> Result<FlameTree, QueryError> {
+        if filter.is_empty() {
+            return Ok(FlameTree::new());
+        }
+        self.merge_cut(params, Some(filter), max_nodes.map(|cut| cut.max(1)))
+            .await
+    }
+
     pub(super) async fn merge(
         &self,
         params: &SelectParams,
-        span_ids: Option<&HashSet<u64>>,
+        filter: Option<&RowFilter>,
     ) -> Result<FlameTree, QueryError> {
-        self.merge_cut(params, span_ids, None).await
+        self.merge_cut(params, filter, None).await
     }
 
     async fn merge_cut(
         &self,
         params: &SelectParams,
-        span_ids: Option<&HashSet<u64>>,
+        filter: Option<&RowFilter>,
         cut: Option<usize>,
     ) -> Result<FlameTree, QueryError> {
         let Some(params) = self.within_limits(params)? else {
             return Ok(FlameTree::new());
         };
         let params = Arc::new(params);
-        let span_ids = span_ids.map(|ids| Arc::new(ids.clone()));
-        let wants = |l: &Labels, p: &ProfileType, min: i64, max: i64| params.wants(l, p, min, max);
+        let filter = filter.map(|filter| Arc::new(filter.clone()));
+        let wants = |l: &Labels, p: &ProfileType, min: i64, max: i64| {
+            params.wants(l, p, min, max) && filter.as_ref().is_none_or(|filter| filter.may_keep(l))
+        };
         let mut forests = Forests::new();
         self.visit_sources(
             &params.tenant,
@@ -59,8 +75,8 @@ impl Querier {
             params.until_ms,
             &params.selector,
             &params.profile_type,
-            // Span ids live in the rows only.
-            if span_ids.is_some() {
+            // Span ids and profile times live in the rows only (per-stack totals have neither).
+            if filter.is_some() {
                 Resolution::Rows
             } else {
                 Resolution::SumPerStack
@@ -69,9 +85,9 @@ impl Querier {
             |source| match source {
                 // Borrowed under the head's locks: built here, before they are released.
                 Source::Head(symbols, series) => {
-                    forests.add(StackForest::from_rows(symbols, series, &params, span_ids.as_deref()))
+                    forests.add(StackForest::from_rows(symbols, series, &params, filter.as_deref()))
                 }
-                Source::Loaded(symbols, series) => forests.spawn(symbols, series, params.clone(), span_ids.clone()),
+                Source::Loaded(symbols, series) => forests.spawn(symbols, series, params.clone(), filter.clone()),
             },
         )
         .await?;
@@ -131,7 +147,7 @@ impl Forests {
         symbols: Arc<SymbolTable>,
         series: Vec<Series>,
         params: Arc<SelectParams>,
-        span_ids: Option<Arc<HashSet<u64>>>,
+        filter: Option<Arc<RowFilter>>,
     ) {
         while self.in_flight >= Self::max_in_flight() {
             self.receive_one();
@@ -140,7 +156,7 @@ impl Forests {
         self.next += 1;
         self.in_flight += 1;
         rayon::spawn(move || {
-            let build = || StackForest::from_rows(&symbols, &series, &params, span_ids.as_deref());
+            let build = || StackForest::from_rows(&symbols, &series, &params, filter.as_deref());
             let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match deadline {
                 Some(deadline) => deadline.sync_scope(build),
                 None => build(),

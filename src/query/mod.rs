@@ -1,5 +1,6 @@
 //! Queries: pick the blocks and head partitions a window touches, then merge the rows of the
-//! matching series by function name into one [`FlameTree`], or sum them into time series.
+//! matching series by function name into one [`FlameTree`] (all of them, or those a
+//! [`RowFilter`] keeps: some spans, some profiles), or sum them into time series or heatmaps.
 //!
 //! Window rule: a row counts when `from_ms <= time < until_ms` (half-open, in ms since the
 //! epoch), in blocks and head alike. A profile's time is its collection time.
@@ -8,6 +9,7 @@ mod analyze;
 pub mod cache;
 pub mod deadline;
 mod forest;
+mod heatmap;
 mod labels;
 mod merge;
 mod series;
@@ -16,10 +18,12 @@ mod spans;
 
 pub use analyze::{QueryAnalysis, ScopeStats};
 pub use deadline::{Deadline, Ticker};
+pub use heatmap::{Cell, Heatmap, HeatmapKind, HeatmapPoint, HeatmapSeries, HeatmapSlot, Y_BUCKETS};
 pub use series::step_point;
 // The tree moved to `model` (render reads it too); kept here so callers compile.
 pub use crate::model::{FlameNode, FlameTree, ROOT_NAME};
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -28,7 +32,7 @@ use crate::block::{self, BlockError, BlockMeta, Series, SeriesHeader};
 use crate::cluster::{HeadRequest, Peers};
 use crate::head::Head;
 use crate::limits::Limits;
-use crate::model::{Labels, ProfileType, Selector, Tenant, TimeWindow, duration_ms};
+use crate::model::{Labels, ProfileId, ProfileType, Selector, Tenant, TimeWindow, duration_ms, series_fingerprint};
 use crate::storage::Storage;
 use crate::symbols::SymbolTable;
 
@@ -57,6 +61,12 @@ pub enum QueryError {
          narrow the selector or the time range"
     )]
     TooManyNodes { limit: usize },
+    /// The same budget for a heatmap: more points (profiles or spans) than it allows.
+    #[error(
+        "the heatmap has more than {limit} profiles or spans (api.max_query_tree_nodes): \
+         narrow the selector or the time range"
+    )]
+    TooManyPoints { limit: usize },
 }
 
 impl crate::error::Classify for QueryError {
@@ -64,9 +74,11 @@ impl crate::error::Classify for QueryError {
         use crate::error::ErrorClass;
         match self {
             // Not retryable as is: the query must be narrowed.
-            Self::EmptyWindow { .. } | Self::Step | Self::TooLong { .. } | Self::TooManyNodes { .. } => {
-                ErrorClass::Client
-            }
+            Self::EmptyWindow { .. }
+            | Self::Step
+            | Self::TooLong { .. }
+            | Self::TooManyNodes { .. }
+            | Self::TooManyPoints { .. } => ErrorClass::Client,
             Self::Block(err) => crate::error::Classify::class(err),
             Self::DeadlineExceeded { .. } => ErrorClass::Deadline,
         }
@@ -102,6 +114,72 @@ impl SelectParams {
     /// The window of rows this reads.
     pub fn window(&self) -> TimeWindow {
         TimeWindow::new(self.from_ms, self.until_ms)
+    }
+}
+
+/// Rows a merge keeps beyond its window and selector: those of some spans, or of some profiles.
+#[derive(Debug, Clone)]
+pub enum RowFilter {
+    /// Rows whose span id is one of these (0, "no span", is never one).
+    Spans(HashSet<u64>),
+    /// Rows of these profiles ([`ProfileId`]): per series fingerprint, the profile times.
+    Profiles(HashMap<u64, HashSet<i64>>),
+}
+
+/// What a [`RowFilter`] keeps of one series.
+pub(crate) enum KeptRows<'a> {
+    All,
+    Spans(&'a HashSet<u64>),
+    Times(&'a HashSet<i64>),
+}
+
+impl KeptRows<'_> {
+    /// Whether row `row` (at `time`) of `series` is kept.
+    pub(crate) fn keeps(&self, series: &Series, row: usize, time: i64) -> bool {
+        match self {
+            KeptRows::All => true,
+            KeptRows::Spans(ids) => ids.contains(&series.span_id(row)),
+            KeptRows::Times(times) => times.contains(&time),
+        }
+    }
+}
+
+impl RowFilter {
+    /// The rows of these profiles.
+    pub fn profiles(ids: &[ProfileId]) -> Self {
+        let mut profiles: HashMap<u64, HashSet<i64>> = HashMap::new();
+        for id in ids {
+            profiles.entry(id.series).or_default().insert(id.time_ms);
+        }
+        RowFilter::Profiles(profiles)
+    }
+
+    /// Whether the filter keeps nothing at all (then a merge reads nothing).
+    pub fn is_empty(&self) -> bool {
+        match self {
+            RowFilter::Spans(ids) => ids.is_empty(),
+            RowFilter::Profiles(profiles) => profiles.is_empty(),
+        }
+    }
+
+    /// Whether a series with these labels may have kept rows (decided before loading it).
+    fn may_keep(&self, labels: &Labels) -> bool {
+        match self {
+            RowFilter::Spans(_) => true,
+            RowFilter::Profiles(profiles) => profiles.contains_key(&series_fingerprint(labels)),
+        }
+    }
+
+    /// What `filter` keeps of `series`; `None` when nothing.
+    pub(crate) fn rows_of<'a>(filter: Option<&'a RowFilter>, series: &Series) -> Option<KeptRows<'a>> {
+        match filter {
+            None => Some(KeptRows::All),
+            Some(RowFilter::Spans(_)) if series.span_ids.is_empty() => None,
+            Some(RowFilter::Spans(ids)) => Some(KeptRows::Spans(ids)),
+            Some(RowFilter::Profiles(profiles)) => {
+                profiles.get(&series_fingerprint(&series.labels)).map(KeptRows::Times)
+            }
+        }
     }
 }
 

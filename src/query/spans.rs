@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use super::{FlameTree, Querier, QueryError, SelectParams};
+use super::{FlameTree, Querier, QueryError, RowFilter, SelectParams};
 
 impl Querier {
     /// The merged flame tree of the rows whose span id is one of `span_ids` (see
@@ -16,6 +16,6 @@ impl Querier {
         if span_ids.is_empty() {
             return Ok(FlameTree::new());
         }
-        self.merge(params, Some(span_ids)).await
+        self.merge(params, Some(&RowFilter::Spans(span_ids.clone()))).await
     }
 }

@@ -500,9 +500,11 @@ func TestQuerierErrorsAndHealthCheck(t *testing.T) {
 		t.Fatalf("AnalyzeQuery: %v", err)
 	}
 
+	// SelectHeatmap checks its window like the other selects.
+	_, err = q.SelectHeatmap(ctx, connect.NewRequest(&querierv1.SelectHeatmapRequest{ProfileTypeID: cpuType, Step: 15}))
+	wantCode(t, err, connect.CodeInvalidArgument, "SelectHeatmap without a time range")
+
 	// RPCs Pyrite does not serve: unimplemented, which Grafana shows as such.
-	_, err = q.SelectHeatmap(ctx, connect.NewRequest(&querierv1.SelectHeatmapRequest{ProfileTypeID: cpuType}))
-	wantCode(t, err, connect.CodeUnimplemented, "SelectHeatmap")
 	unknown := connect.NewClient[emptypb.Empty, emptypb.Empty](http.DefaultClient, serverURL(t)+"/querier.v1.QuerierService/NoSuchMethod")
 	_, err = unknown.CallUnary(ctx, connect.NewRequest(&emptypb.Empty{}))
 	wantCode(t, err, connect.CodeUnimplemented, "unknown RPC")
