@@ -344,19 +344,7 @@ impl AdhocStore {
                 limit: self.config.max_profile_bytes,
             });
         }
-        let stored = self.list(tenant).await?;
-        if stored.len() >= self.config.max_profiles_per_tenant {
-            return Err(AdhocError::TooMany {
-                limit: self.config.max_profiles_per_tenant,
-            });
-        }
-        let stored_bytes: u64 = stored.iter().map(|meta| meta.bytes).sum();
-        if stored_bytes.saturating_add(profile.len() as u64) > self.config.max_bytes_per_tenant {
-            return Err(AdhocError::TenantFull {
-                stored: stored_bytes,
-                limit: self.config.max_bytes_per_tenant,
-            });
-        }
+        self.check_room(tenant, profile.len()).await?;
         let id = new_id(name, now_ms);
         let bytes = profile.len() as u64;
         self.storage.put(&Self::key(tenant, &id), profile).await?;
@@ -364,6 +352,26 @@ impl AdhocStore {
         let mut meta = parse_id(&id).expect("a new id parses");
         meta.bytes = bytes;
         Ok((meta, decoded))
+    }
+
+    /// Whether the tenant may keep `bytes` more: refused past `max_profiles_per_tenant` or
+    /// `max_bytes_per_tenant`. Checked from one LIST, so replicas racing may each pass a cap by
+    /// one upload.
+    pub async fn check_room(&self, tenant: &Tenant, bytes: usize) -> Result<(), AdhocError> {
+        let stored = self.list(tenant).await?;
+        if stored.len() >= self.config.max_profiles_per_tenant {
+            return Err(AdhocError::TooMany {
+                limit: self.config.max_profiles_per_tenant,
+            });
+        }
+        let stored_bytes: u64 = stored.iter().map(|meta| meta.bytes).sum();
+        if stored_bytes.saturating_add(bytes as u64) > self.config.max_bytes_per_tenant {
+            return Err(AdhocError::TenantFull {
+                stored: stored_bytes,
+                limit: self.config.max_bytes_per_tenant,
+            });
+        }
+        Ok(())
     }
 
     /// An upload's bytes as they were stored.

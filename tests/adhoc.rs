@@ -238,6 +238,17 @@ async fn refusals_are_clear_and_final() {
     upload(router, "t", "large.cpu", &large)
         .await
         .assert_error(400, "invalid_argument", "adhoc.max_profile_bytes");
+    // A declared length over the bound: refused on the header alone (this body is 2 bytes).
+    let declared = Request::post("/adhocprofiles.v1.AdHocProfileService/Upload")
+        .header("content-type", "application/json")
+        .header("content-length", "10000000")
+        .header("x-scope-orgid", "t")
+        .body(Body::from("{}"))
+        .unwrap();
+    let response = router.clone().oneshot(declared).await.unwrap();
+    let status = response.status();
+    let body = response.into_body().collect().await.unwrap().to_bytes().to_vec();
+    Answer { status, body }.assert_error(400, "invalid_argument", "adhoc.max_profile_bytes");
     // Within the body bound, over the decoded size.
     let heap = corpus_file("pyroscope__og_convert_pprof_heap.pb");
     assert!(heap.len() > 90_000 && heap.len().div_ceil(3) * 4 < 120_000 + 65_536);
@@ -417,5 +428,78 @@ async fn status_version_and_capabilities() {
     )
     .await
     .assert_error(501, "unimplemented", "GetConfig");
+    built.background.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_credentials_upload_and_read_their_tenant_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens.yaml");
+    std::fs::write(
+        &tokens,
+        "tokens:\n  - { name: grafana, bearer_token: adhoc-reader-token-0001, read: [team-a] }\n",
+    )
+    .unwrap();
+    let built = build(dir.path(), &format!("auth:\n  tokens_file: {}\n", tokens.display())).await;
+    let router = &built.router;
+    let send = |tenant: &str, path: &str, token: Option<&str>, body: Value| {
+        let mut request = Request::post(path)
+            .header("content-type", "application/json")
+            .header("x-scope-orgid", tenant);
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let request = request.body(Body::from(body.to_string())).unwrap();
+        let router = router.clone();
+        async move {
+            let response = router.oneshot(request).await.unwrap();
+            let status = response.status();
+            let body = response.into_body().collect().await.unwrap().to_bytes().to_vec();
+            Answer { status, body }
+        }
+    };
+    let token = Some("adhoc-reader-token-0001");
+    let profile = BASE64.encode(corpus_file("ddnotes_cpu-profiler-labels.pprof"));
+    let upload_path = "/adhocprofiles.v1.AdHocProfileService/Upload";
+    let uploaded = send(
+        "team-a",
+        upload_path,
+        token,
+        json!({"name": "cpu.pprof", "profile": profile}),
+    )
+    .await
+    .ok();
+    let listed = send("team-a", "/adhocprofiles.v1.AdHocProfileService/List", token, json!({}))
+        .await
+        .ok();
+    assert_eq!(listed["profiles"][0]["id"], uploaded["id"]);
+    send(
+        "team-a",
+        "/capabilities.v1.FeatureFlagsService/GetFeatureFlags",
+        token,
+        json!({}),
+    )
+    .await
+    .ok();
+    send("team-a", "/version.v1.Version/Version", token, json!({}))
+        .await
+        .ok();
+    // Another tenant, or no credentials at all.
+    let other = send(
+        "team-b",
+        upload_path,
+        token,
+        json!({"name": "cpu.pprof", "profile": profile}),
+    )
+    .await;
+    other.assert_error(403, "permission_denied", "");
+    let anonymous = send(
+        "team-a",
+        upload_path,
+        None,
+        json!({"name": "cpu.pprof", "profile": profile}),
+    )
+    .await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
     built.background.stop();
 }

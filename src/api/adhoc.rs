@@ -45,19 +45,28 @@ pub async fn dispatch(
         _ => state.config.max_query_body_bytes,
     };
     let max_profile_bytes = store.config().max_profile_bytes;
-    let body = connect::read_body_within(body, limit, |limit| {
+    let too_large = |limit: usize| {
         ConnectError::invalid_argument(format!(
             "request body is larger than {limit} bytes: ad-hoc profiles are limited to {max_profile_bytes} bytes \
              (adhoc.max_profile_bytes), base64-encoded in the request"
         ))
-    })
-    .await?;
+    };
+    // A declared length over the bound is refused before a byte of the body is read.
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(too_large(limit));
+    }
+    let body = connect::read_body_within(body, limit, too_large).await?;
     let nodes = NodeLimits::from_config(&state.config);
     match method.as_str() {
         "Upload" => {
             let (request, codec) = connect::decode_request::<api::AdHocProfilesUploadRequest>(&headers, &body, limit)?;
             let max_nodes = nodes.check(request.max_nodes)?;
             let profile = decode_base64(&request.profile, max_profile_bytes)?;
+            // A tenant without room is told so before its profile costs a decode.
+            store.check_room(&tenant, profile.len()).await?;
             let limits = state.ingester.limits().clone();
             let decoded = {
                 let profile = profile.clone();

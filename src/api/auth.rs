@@ -52,6 +52,14 @@ pub fn route_access(path: &str) -> RouteAccess {
             RouteAccess::Tenant(Access::Write)
         }
         path if path.starts_with("/querier.v1.QuerierService/") => RouteAccess::Tenant(Access::Read),
+        // Ad-hoc uploads too: the Profiles Drilldown app sends them with the data source's
+        // (read) credentials, and they never touch series data (per-tenant caps bound them).
+        path if path.starts_with("/adhocprofiles.v1.AdHocProfileService/") => RouteAccess::Tenant(Access::Read),
+        // What Pyrite is: asked by Grafana with the same read credentials.
+        "/capabilities.v1.FeatureFlagsService/GetFeatureFlags"
+        | "/version.v1.Version/Version"
+        | "/status.v1.StatusService/GetBuildInfo"
+        | "/api/v1/status/buildinfo" => RouteAccess::Tenant(Access::Read),
         _ => RouteAccess::Tenant(Access::ReadWrite),
     }
 }
@@ -174,6 +182,11 @@ mod tests {
             "/api/v1/render",
             "/api/v1/render-diff",
             "/settings.v1.SettingsService/Get",
+            "/adhocprofiles.v1.AdHocProfileService/Upload",
+            "/adhocprofiles.v1.AdHocProfileService/List",
+            "/capabilities.v1.FeatureFlagsService/GetFeatureFlags",
+            "/version.v1.Version/Version",
+            "/api/v1/status/buildinfo",
         ] {
             assert_eq!(access(read), RouteAccess::Tenant(Access::Read), "{read}");
         }
