@@ -68,9 +68,8 @@ impl crate::error::Classify for RuleError {
         use crate::error::ErrorClass;
         match self {
             // Over the count limit is no "retry later": only deleting a rule helps.
-            Self::Invalid(_) | Self::NotFound { .. } | Self::Provisioned { .. } | Self::TooMany { .. } => {
-                ErrorClass::Client
-            }
+            Self::Invalid(_) | Self::Provisioned { .. } | Self::TooMany { .. } => ErrorClass::Client,
+            Self::NotFound { .. } => ErrorClass::NotFound,
             Self::Conflict { .. } => ErrorClass::Conflict,
             Self::Storage(err) => crate::error::Classify::class(err),
             Self::Corrupt { .. } => ErrorClass::Internal,
