@@ -12,6 +12,13 @@ const PROTOS: &[&str] = &[
     "querier/v1/querier.proto",
     "settings/v1/setting.proto",
     "pyrite/v1/block.proto",
+    // OTLP profiles, copied from the opentelemetry-proto 0.33.1 crate (the schema its types and
+    // gRPC service are built from): compiled here only for their proto3-JSON impls, which
+    // OTLP/HTTP JSON needs and the crate's own serde derive does not follow (see src/api/otlp.rs).
+    "opentelemetry/proto/common/v1/common.proto",
+    "opentelemetry/proto/resource/v1/resource.proto",
+    "opentelemetry/proto/profiles/v1development/profiles.proto",
+    "opentelemetry/proto/collector/profiles/v1development/profiles_service.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -34,7 +41,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     pbjson_build::Builder::new()
         .register_descriptors(&encoded)?
         .ignore_unknown_fields()
-        .build(&[".google.v1", ".types.v1", ".push.v1", ".querier.v1", ".settings.v1"])?;
+        .build(&[
+            ".google.v1",
+            ".types.v1",
+            ".push.v1",
+            ".querier.v1",
+            ".settings.v1",
+            ".opentelemetry",
+        ])?;
     Ok(())
 }
 
