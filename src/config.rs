@@ -53,6 +53,17 @@ pub struct Config {
     /// Targets Pyrite pulls profiles from. Default: itself (`/debug/pprof/profile` at the listen
     /// address); `scrape_configs: []` turns scraping off.
     pub scrape_configs: Vec<ScrapeConfig>,
+    /// OTLP profiles ingest; gRPC and OTLP/HTTP are always served on `listen` too.
+    pub otlp: OtlpConfig,
+}
+
+/// OTLP profiles ingest (`api::otlp`).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct OtlpConfig {
+    /// A second address serving the same routes, for collectors configured with OTLP's
+    /// conventional gRPC port (e.g. `127.0.0.1:4317`). Off by default.
+    pub grpc_listen_address: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -72,6 +83,7 @@ impl Default for Config {
             cluster: ClusterConfig::default(),
             auth: crate::auth::AuthConfig::default(),
             scrape_configs: vec![ScrapeConfig::self_scrape()],
+            otlp: OtlpConfig::default(),
         }
     }
 }
@@ -167,6 +179,9 @@ impl Config {
         if self.head.flush_interval.is_zero() {
             return invalid("head.flush_interval must be positive");
         }
+        if self.otlp.grpc_listen_address == Some(self.listen) {
+            return invalid("otlp.grpc_listen_address must differ from listen (which serves OTLP already)");
+        }
         if self.api.max_body_bytes == 0 || self.limits.max_decompressed_bytes == 0 {
             return invalid("api.max_body_bytes and limits.max_decompressed_bytes must be positive");
         }
@@ -258,6 +273,7 @@ mod tests {
         assert_eq!(example.compactor, CompactorConfig::default());
         assert_eq!(example.retention, RetentionConfig::default());
         assert_eq!(example.server, crate::server::ServerConfig::default());
+        assert_eq!(example.otlp, OtlpConfig::default());
         let overrides = crate::limits::Limits::load(
             example.tenant_limits.clone(),
             RuntimeConfig {

@@ -1,6 +1,7 @@
 //! OTLP profiles ingest proven with the OpenTelemetry Collector's own client
 //! (`go.opentelemetry.io/collector/pdata/pprofile/pprofileotlp` v0.165.0): starts `pyrite serve`
-//! twice (defaults, and a 1 MiB `api.max_body_bytes` for the oversized exports) and runs the Go
+//! twice (defaults plus `otlp.grpc_listen_address`, and a 1 MiB `api.max_body_bytes` for the
+//! oversized exports) and runs the Go
 //! module `tests/otlp` against them. It exports every corpus profile the MANIFEST does not mark
 //! REJECTED over gRPC (h2c, gzip), OTLP/HTTP protobuf and OTLP/HTTP JSON, and checks through
 //! Pyroscope's official querier client that the flame graph totals equal the totals
@@ -25,7 +26,11 @@ fn collector_client_against_pyrite_serve() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let corpus = common::corpus_dir();
     let data = tempfile::tempdir().unwrap();
-    let mut server = Server::start(data.path());
+    // The optional second listener (OTLP's conventional gRPC port, here a free one).
+    let otlp_address = format!("127.0.0.1:{}", common::free_port());
+    let main_config = data.path().join("pyrite.yaml");
+    std::fs::write(&main_config, format!("otlp:\n  grpc_listen_address: {otlp_address}\n")).unwrap();
+    let mut server = Server::start_with_config(&data.path().join("data"), Some(&main_config));
 
     let small_data = tempfile::tempdir().unwrap();
     let config = small_data.path().join("pyrite.yaml");
@@ -37,6 +42,7 @@ fn collector_client_against_pyrite_serve() {
         .current_dir(root.join("tests/otlp"))
         .env("PYRITE_URL", &server.url)
         .env("PYRITE_SMALL_BODY_URL", &small.url)
+        .env("PYRITE_OTLP_GRPC_URL", format!("http://{otlp_address}"))
         .env("PYRITE_CORPUS_DIR", &corpus)
         .output()
         .expect("`go` is needed for tests/otlp (Go 1.26+ on PATH)");
@@ -59,7 +65,7 @@ fn collector_client_against_pyrite_serve() {
     let before = common::cpu_nanos(&server, REPLAY_TENANT, REPLAY_SERVICE);
     assert!(before > 0, "no CPU profile for {REPLAY_SERVICE}");
     server.kill();
-    let restarted = Server::start(data.path());
+    let restarted = Server::start(&data.path().join("data"));
     let after = common::cpu_nanos(&restarted, REPLAY_TENANT, REPLAY_SERVICE);
     assert_eq!(after, before, "the OTLP-ingested profile did not replay from the WAL");
     let log = restarted.log.lock().unwrap().clone();

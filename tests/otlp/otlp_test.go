@@ -4,7 +4,8 @@
 // stored through Pyroscope's official querier client, against totals computed independently
 // from the pprof files by github.com/google/pprof/profile.
 //
-// The servers are started by the Rust test tests/otlp.rs (PYRITE_URL, and PYRITE_SMALL_BODY_URL
+// The servers are started by the Rust test tests/otlp.rs (PYRITE_URL, its otlp.grpc_listen_address
+// in PYRITE_OTLP_GRPC_URL, and PYRITE_SMALL_BODY_URL
 // with a 1 MiB api.max_body_bytes).
 package otlp
 
@@ -452,7 +453,8 @@ func TestTenantsAreSeparate(t *testing.T) {
 	const cpu = "process_cpu:cpu:nanoseconds:cpu:nanoseconds"
 	service := "otlp-tenants"
 	req := pprofileotlp.NewExportRequestFromProfiles(toOTLP(p, service, time.Now().Add(-time.Minute)))
-	if _, err := grpcExport(t, base, "otlp-tenant-a", req); err != nil {
+	// Tenant a over the separate otlp.grpc_listen_address listener.
+	if _, err := grpcExport(t, env(t, "PYRITE_OTLP_GRPC_URL"), "otlp-tenant-a", req); err != nil {
 		t.Fatal(err)
 	}
 	if got := total(t, querier(base, "otlp-tenant-a"), service, cpu); got != want {
