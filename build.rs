@@ -18,6 +18,13 @@ const PROTOS: &[&str] = &[
     "capabilities/v1/feature_flags.proto",
     "status/v1/status.proto",
     "version/v1/version.proto",
+    // OTLP profiles, copied from the opentelemetry-proto 0.33.1 crate (the schema its types and
+    // gRPC service are built from): compiled here only for their proto3-JSON impls, which
+    // OTLP/HTTP JSON needs and the crate's own serde derive does not follow (see src/api/otlp.rs).
+    "opentelemetry/proto/common/v1/common.proto",
+    "opentelemetry/proto/resource/v1/resource.proto",
+    "opentelemetry/proto/profiles/v1development/profiles.proto",
+    "opentelemetry/proto/collector/profiles/v1development/profiles_service.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -50,6 +57,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ".capabilities.v1",
             ".status.v1",
             ".version.v1",
+            ".opentelemetry",
         ])?;
     Ok(())
 }

@@ -58,10 +58,11 @@ check_go() {
 }
 
 # Fill the Go module cache for the Go test modules (tests/gocheck: the pprof checker;
-# tests/compat: Pyroscope's official clients), so later builds need no network.
+# tests/compat: Pyroscope's official clients; tests/otlp: the OpenTelemetry Collector's OTLP
+# profiles client), so later builds need no network.
 warm_go_modules() {
   local module
-  for module in tests/gocheck tests/compat; do
+  for module in tests/gocheck tests/compat tests/otlp; do
     log "go mod download ($module)"
     (cd "$ROOT/$module" && go mod download)
   done

@@ -35,6 +35,9 @@ echo "PYRITE_GOCHECK=$PYRITE_GOCHECK"
 section "go vet (tests/compat)"
 (cd tests/compat && go vet ./...)
 
+section "go vet (tests/otlp)"
+(cd tests/otlp && go vet ./...)
+
 section "go vet (deploy/demo, the service make run scrapes)"
 (cd deploy/demo && go vet ./...)
 

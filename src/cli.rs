@@ -265,8 +265,28 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         built.scrape_metrics,
         built.peers,
     )?;
+    // The optional OTLP listener serves the same router and stops with the main one.
+    let (stopping, stop_otlp) = tokio::sync::watch::channel(false);
+    let otlp = match config.otlp.grpc_listen_address {
+        Some(otlp_address) => {
+            let otlp_listener = tokio::net::TcpListener::bind(otlp_address)
+                .await
+                .with_context(|| format!("listening on {otlp_address} (otlp.grpc_listen_address)"))?;
+            tracing::info!(address = %otlp_address, "serving OTLP on its own address too");
+            let (router, server_config) = (built.router.clone(), config.server.clone());
+            let mut stop_otlp = stop_otlp;
+            Some(tokio::spawn(async move {
+                crate::server::serve(otlp_listener, router, &server_config, async move {
+                    let _ = stop_otlp.wait_for(|stop| *stop).await;
+                })
+                .await
+            }))
+        }
+        None => None,
+    };
     crate::server::serve(listener, built.router, &config.server, async move {
         shutdown_signal().await;
+        let _ = stopping.send(true);
         scraper.stop();
         api::debug_pprof::begin_shutdown();
     })
@@ -277,6 +297,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .recording_rules
         .finish(std::time::Duration::from_secs(5))
         .await;
+    if let Some(otlp) = otlp {
+        otlp.await??;
+    }
     built.background.stop();
     tracing::info!("shutting down: flushing the head");
     built.head.flush().await?;

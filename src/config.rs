@@ -57,6 +57,17 @@ pub struct Config {
     pub scrape_configs: Vec<ScrapeConfig>,
     /// Recording rules and the Prometheus remote write their series go to; off by default.
     pub recording_rules: crate::rules::RecordingRulesConfig,
+    /// OTLP profiles ingest; gRPC and OTLP/HTTP are always served on `listen` too.
+    pub otlp: OtlpConfig,
+}
+
+/// OTLP profiles ingest (`api::otlp`).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct OtlpConfig {
+    /// A second address serving the same routes, for collectors configured with OTLP's
+    /// conventional gRPC port (e.g. `127.0.0.1:4317`). Off by default.
+    pub grpc_listen_address: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -78,6 +89,7 @@ impl Default for Config {
             adhoc: crate::adhoc::AdhocConfig::default(),
             scrape_configs: vec![ScrapeConfig::self_scrape()],
             recording_rules: crate::rules::RecordingRulesConfig::default(),
+            otlp: OtlpConfig::default(),
         }
     }
 }
@@ -172,6 +184,9 @@ impl Config {
         }
         if self.head.flush_interval.is_zero() {
             return invalid("head.flush_interval must be positive");
+        }
+        if self.otlp.grpc_listen_address == Some(self.listen) {
+            return invalid("otlp.grpc_listen_address must differ from listen (which serves OTLP already)");
         }
         if self.api.max_body_bytes == 0 || self.limits.max_decompressed_bytes == 0 {
             return invalid("api.max_body_bytes and limits.max_decompressed_bytes must be positive");
@@ -268,6 +283,7 @@ mod tests {
         assert_eq!(example.adhoc, crate::adhoc::AdhocConfig::default());
         assert_eq!(example.server, crate::server::ServerConfig::default());
         assert_eq!(example.recording_rules, crate::rules::RecordingRulesConfig::default());
+        assert_eq!(example.otlp, OtlpConfig::default());
         let overrides = crate::limits::Limits::load(
             example.tenant_limits.clone(),
             RuntimeConfig {

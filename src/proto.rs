@@ -1,6 +1,8 @@
 //! Generated protobuf types: pprof (`google.v1`), Pyroscope's `types.v1`, `push.v1`, `querier.v1`,
 //! `settings.v1`, `adhocprofiles.v1`, `capabilities.v1`, `status.v1`, `version.v1`, Prometheus
-//! remote write, and Pyrite's own block format (`pyrite.v1`). proto3 JSON comes from pbjson.
+//! remote write, Pyrite's own block format (`pyrite.v1`), and OTLP profiles (`opentelemetry`, only
+//! for OTLP/HTTP JSON: everything else uses the `opentelemetry-proto` crate's types of the same
+//! schema). proto3 JSON comes from pbjson.
 #![allow(missing_docs, clippy::all, clippy::pedantic)]
 
 pub mod google {
@@ -64,5 +66,48 @@ pub mod prometheus {
 pub mod pyrite {
     pub mod v1 {
         include!(concat!(env!("OUT_DIR"), "/pyrite.v1.rs"));
+    }
+}
+/// OTLP profiles messages (JSON side of OTLP/HTTP; see `api::otlp`).
+pub mod opentelemetry {
+    pub mod proto {
+        pub mod common {
+            pub mod v1 {
+                include!(concat!(env!("OUT_DIR"), "/opentelemetry.proto.common.v1.rs"));
+                include!(concat!(env!("OUT_DIR"), "/opentelemetry.proto.common.v1.serde.rs"));
+            }
+        }
+        pub mod resource {
+            pub mod v1 {
+                include!(concat!(env!("OUT_DIR"), "/opentelemetry.proto.resource.v1.rs"));
+                include!(concat!(env!("OUT_DIR"), "/opentelemetry.proto.resource.v1.serde.rs"));
+            }
+        }
+        pub mod profiles {
+            pub mod v1development {
+                include!(concat!(
+                    env!("OUT_DIR"),
+                    "/opentelemetry.proto.profiles.v1development.rs"
+                ));
+                include!(concat!(
+                    env!("OUT_DIR"),
+                    "/opentelemetry.proto.profiles.v1development.serde.rs"
+                ));
+            }
+        }
+        pub mod collector {
+            pub mod profiles {
+                pub mod v1development {
+                    include!(concat!(
+                        env!("OUT_DIR"),
+                        "/opentelemetry.proto.collector.profiles.v1development.rs"
+                    ));
+                    include!(concat!(
+                        env!("OUT_DIR"),
+                        "/opentelemetry.proto.collector.profiles.v1development.serde.rs"
+                    ));
+                }
+            }
+        }
     }
 }

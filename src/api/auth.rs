@@ -40,7 +40,11 @@ pub fn route_access(path: &str) -> RouteAccess {
         "/index.html" => RouteAccess::Open,
         ui if ui.starts_with("/assets/") || ui.starts_with("/public/") => RouteAccess::Open,
         crate::cluster::HEAD_ROUTE => RouteAccess::Peer,
-        "/push.v1.PusherService/Push" | "/ingest" | "/pyroscope/ingest" => RouteAccess::Tenant(Access::Write),
+        "/push.v1.PusherService/Push"
+        | "/ingest"
+        | "/pyroscope/ingest"
+        | super::otlp::HTTP_PATH
+        | super::otlp::GRPC_PATH => RouteAccess::Tenant(Access::Write),
         "/pyroscope/render"
         | "/pyroscope/render-diff"
         | "/pyroscope/label-values"
@@ -167,6 +171,8 @@ mod tests {
             "/push.v1.PusherService/Push",
             "/ingest",
             "/pyroscope/ingest",
+            crate::api::otlp::HTTP_PATH,
+            crate::api::otlp::GRPC_PATH,
             "/settings.v1.SettingsService/Set",
             "/settings.v1.SettingsService/Delete",
         ] {

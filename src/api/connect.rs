@@ -315,7 +315,7 @@ fn is_utf8_charset(param: &str) -> bool {
 }
 
 /// Undoes the request's `Content-Encoding`, bounding the result to `max_body_bytes`.
-fn decompress<'a>(
+pub(super) fn decompress<'a>(
     headers: &HeaderMap,
     body: &'a [u8],
     max_body_bytes: usize,

@@ -1,5 +1,6 @@
 //! HTTP API on axum: Pyroscope's connect services (push.v1, querier.v1, settings.v1 with its
-//! RecordingRulesService, adhocprofiles.v1, capabilities.v1, status.v1, version.v1), the legacy
+//! RecordingRulesService, adhocprofiles.v1, capabilities.v1, status.v1, version.v1), OTLP
+//! profiles ingest (gRPC and OTLP/HTTP, `otlp`), the legacy
 //! `/ingest` and `/pyroscope/*` routes, `/api/v1/render` exports, `/ready`, `/metrics`, and the
 //! web UI's embedded files (`ui`).
 //! Handlers translate; the work happens in `ingest`, `query` and `render`.
@@ -11,6 +12,7 @@ pub mod debug_pprof;
 pub mod error;
 mod legacy;
 mod metrics;
+pub mod otlp;
 mod peer;
 pub mod pool;
 mod push;
@@ -87,6 +89,9 @@ pub fn router(state: SharedState) -> Router {
         .route("/ingest", post(legacy::ingest))
         .route("/pyroscope/ingest", post(legacy::ingest))
         .route("/push.v1.PusherService/Push", post(push::push))
+        .route(otlp::HTTP_PATH, post(otlp::http_export))
+        // gRPC over h2c: tonic's service, on the same port as everything else (as Pyroscope).
+        .merge(otlp::grpc_routes(state.clone()))
         .route("/settings.v1.SettingsService/{method}", post(settings::dispatch))
         .route("/adhocprofiles.v1.AdHocProfileService/{method}", post(adhoc::dispatch))
         .route(

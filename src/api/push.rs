@@ -23,19 +23,38 @@ pub async fn push(State(state): State<SharedState>, headers: HeaderMap, body: Bo
             .decode(move || decode(&work_state, &work_tenant, &headers, &body))
             .await?
     };
+    client_errors.extend(store(&state, &tenant, &decoded, bytes).await?);
+    if !client_errors.is_empty() {
+        return Err(ConnectError::invalid_argument(client_errors.join("; ")));
+    }
+    Ok(connect::encode_response(&PushResponse {}, codec))
+}
+
+/// Stores a request's decoded profiles (push.v1's and OTLP's): takes their samples from the
+/// tenant's rate at once, then appends each. `bytes` is what [`decode`] took from the byte rate
+/// for them. Returns the profiles refused as the client's fault (the others are stored); a
+/// tenant limit (429) or a server fault stops the request there, the bytes of what was not
+/// stored given back.
+pub(super) async fn store(
+    state: &SharedState,
+    tenant: &crate::model::Tenant,
+    decoded: &[Decoded],
+    bytes: usize,
+) -> Result<Vec<String>, ConnectError> {
+    let mut client_errors = Vec::new();
     let samples = decoded
         .iter()
         .map(|(_, _, _, profile)| crate::pprof::sample_weight(profile))
         .sum();
-    if let Err(err) = state.ingester.admit_request(&tenant, samples) {
-        state.ingester.refund_bytes(&tenant, bytes);
-        return Err(refused(&state, tenant.as_str(), &decoded, err));
+    if let Err(err) = state.ingester.admit_request(tenant, samples) {
+        state.ingester.refund_bytes(tenant, bytes);
+        return Err(refused(state, tenant.as_str(), decoded, err));
     }
     for (index, (at, labels, raw, profile)) in decoded.iter().enumerate() {
         let size = raw.len();
         match state
             .ingester
-            .push_series_decoded(&tenant, labels.clone(), raw.clone(), profile, Admission::Granted)
+            .push_series_decoded(tenant, labels.clone(), raw.clone(), profile, Admission::Granted)
             .await
         {
             Ok(ingested) => state
@@ -44,10 +63,8 @@ pub async fn push(State(state): State<SharedState>, headers: HeaderMap, body: Bo
             // Over the series limit: the rest of the request is to be retried later (Alloy
             // retries 429s); its bytes are given back.
             Err(err @ IngestError::Refused(_)) => {
-                state
-                    .ingester
-                    .refund_bytes(&tenant, not_stored_bytes(&decoded[index..]));
-                return Err(refused(&state, tenant.as_str(), &decoded[index..], err));
+                state.ingester.refund_bytes(tenant, not_stored_bytes(&decoded[index..]));
+                return Err(refused(state, tenant.as_str(), &decoded[index..], err));
             }
             Err(err) if err.is_client_error() => {
                 state.metrics.record_ingest(tenant.as_str(), err.outcome(), size, 0);
@@ -56,22 +73,17 @@ pub async fn push(State(state): State<SharedState>, headers: HeaderMap, body: Bo
             Err(err) => {
                 state.metrics.record_ingest(tenant.as_str(), err.outcome(), size, 0);
                 if err.is_temporary_refusal() {
-                    state
-                        .ingester
-                        .refund_bytes(&tenant, not_stored_bytes(&decoded[index..]));
+                    state.ingester.refund_bytes(tenant, not_stored_bytes(&decoded[index..]));
                 }
                 return Err(server_error(err));
             }
         }
     }
-    if !client_errors.is_empty() {
-        return Err(ConnectError::invalid_argument(client_errors.join("; ")));
-    }
-    Ok(connect::encode_response(&PushResponse {}, codec))
+    Ok(client_errors)
 }
 
 /// A decoded profile of a push: where it was in the request, its labels, its bytes.
-type Decoded = (String, Labels, bytes::Bytes, Profile);
+pub(super) type Decoded = (String, Labels, bytes::Bytes, Profile);
 
 fn not_stored_bytes(not_stored: &[Decoded]) -> usize {
     not_stored.iter().map(|(_, _, raw, _)| raw.len()).sum()

@@ -4,6 +4,7 @@
 pub mod delta;
 mod folded;
 mod name;
+pub mod otlp;
 
 pub use folded::{FoldedError, FoldedProfile, parse_folded};
 pub use name::{IngestName, parse_ingest_name};
