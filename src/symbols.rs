@@ -109,6 +109,15 @@ pub struct SymbolTable {
     mappings: Interned<Mapping>,
     locations: Interned<Location>,
     stacks: Interned<StackNode>,
+    /// Whole sample stacks seen before: a hash of a stack's location sequence → its leaf stack
+    /// id. Interning a stack frame by frame costs one probe of `stacks` per frame, and that
+    /// table is large (a node per distinct prefix), so each probe is a cache miss: one probe
+    /// per *sample* here, checked by walking the candidate's parent chain (nodes interned
+    /// together sit together), finds a stack seen before. Only a cache: a miss (or a hash
+    /// collision, which fails the check) interns frame by frame, so ids are the same either way.
+    leaves: HashMap<u64, u32>,
+    /// Table location ids of the sample being interned, root first (kept to reuse its memory).
+    scratch: Vec<u32>,
 }
 
 impl Default for SymbolTable {
@@ -120,6 +129,8 @@ impl Default for SymbolTable {
             mappings: Interned::default(),
             locations: Interned::default(),
             stacks: Interned::default(),
+            leaves: HashMap::new(),
+            scratch: Vec::new(),
         };
         table.strings.intern(String::new());
         // Stack id 0 is the root sentinel, so real stack ids are never 0.
@@ -133,20 +144,71 @@ impl Default for SymbolTable {
 
 /// How the ids of one decoded pprof map into a [`SymbolTable`].
 pub struct ProfileSymbols {
-    locations: HashMap<u64, u32>,
+    locations: LocationIds,
+}
+
+/// pprof location (or function) id → table id. Profilers number them 1..=n (Go does), so a
+/// vector indexed by id is the usual form: no hashing per frame.
+enum LocationIds {
+    /// Indexed by pprof id; [`NO_ID`] where the profile has no such id.
+    Dense(Vec<u32>),
+    /// Ids too sparse for a vector of their range.
+    Sparse(HashMap<u64, u32>),
+}
+
+const NO_ID: u32 = u32::MAX;
+
+impl LocationIds {
+    fn new(ids: impl Iterator<Item = (u64, u32)> + Clone, count: usize) -> Self {
+        let max = ids.clone().map(|(id, _)| id).max().unwrap_or(0);
+        // A vector of at most 4 slots per location (and a little slack for tiny profiles).
+        if max <= (count as u64).saturating_mul(4).saturating_add(64) {
+            let mut dense = vec![NO_ID; max as usize + 1];
+            for (id, location) in ids {
+                dense[id as usize] = location;
+            }
+            Self::Dense(dense)
+        } else {
+            Self::Sparse(ids.collect())
+        }
+    }
+
+    fn get(&self, id: u64) -> Option<u32> {
+        match self {
+            Self::Dense(dense) => usize::try_from(id)
+                .ok()
+                .and_then(|id| dense.get(id).copied())
+                .filter(|&location| location != NO_ID),
+            Self::Sparse(sparse) => sparse.get(&id).copied(),
+        }
+    }
+}
+
+/// Hash of a stack's table location ids, root first (FxHash's step: the leaf map hashes the
+/// result again, so this only has to tell sequences apart).
+fn sequence_hash(locations: &[u32]) -> u64 {
+    locations.iter().fold(locations.len() as u64, |hash, &location| {
+        (hash.rotate_left(5) ^ u64::from(location)).wrapping_mul(0x517c_c1b7_2722_0a95)
+    })
 }
 
 impl SymbolTable {
     /// Interns the mappings, functions and locations of a validated profile.
     pub fn add_profile(&mut self, profile: &pprof::Profile) -> ProfileSymbols {
-        let string = |table: &mut Self, index: i64| {
-            let value = profile.string_table[index as usize].as_str();
-            let before = table.strings.values.len();
-            let id = table.strings.intern_str(value);
-            if table.strings.values.len() > before {
-                table.string_bytes += value.len();
+        // Profile string index → table string id, each looked up once per profile (Go's
+        // functions share their file names, and `system_name` repeats `name`).
+        let mut strings = vec![NO_ID; profile.string_table.len()];
+        let mut string = |table: &mut Self, index: i64| {
+            let slot = &mut strings[index as usize];
+            if *slot == NO_ID {
+                let value = profile.string_table[index as usize].as_str();
+                let before = table.strings.values.len();
+                *slot = table.strings.intern_str(value);
+                if table.strings.values.len() > before {
+                    table.string_bytes += value.len();
+                }
             }
-            id
+            *slot
         };
         let mut mapping_ids = HashMap::with_capacity(profile.mapping.len());
         for mapping in &profile.mapping {
@@ -159,23 +221,18 @@ impl SymbolTable {
             };
             mapping_ids.insert(mapping.id, self.mappings.intern(value) + 1);
         }
-        let mut function_ids = HashMap::with_capacity(profile.function.len());
+        let mut function_ids = Vec::with_capacity(profile.function.len());
         for function in &profile.function {
-            let name = string(self, function.name);
             let value = Function {
-                name,
-                // Go writes the name twice; one lookup is enough.
-                system_name: if function.system_name == function.name {
-                    name
-                } else {
-                    string(self, function.system_name)
-                },
+                name: string(self, function.name),
+                system_name: string(self, function.system_name),
                 filename: string(self, function.filename),
                 start_line: function.start_line,
             };
-            function_ids.insert(function.id, self.functions.intern(value));
+            function_ids.push((function.id, self.functions.intern(value)));
         }
-        let mut locations = HashMap::with_capacity(profile.location.len());
+        let function_ids = LocationIds::new(function_ids.iter().copied(), function_ids.len());
+        let mut locations = Vec::with_capacity(profile.location.len());
         for location in &profile.location {
             let value = Location {
                 mapping: mapping_ids.get(&location.mapping_id).copied().unwrap_or(0),
@@ -185,15 +242,17 @@ impl SymbolTable {
                     .iter()
                     .filter_map(|line| {
                         Some(Line {
-                            function: *function_ids.get(&line.function_id)?,
+                            function: function_ids.get(line.function_id)?,
                             line: line.line,
                         })
                     })
                     .collect(),
             };
-            locations.insert(location.id, self.locations.intern(value));
+            locations.push((location.id, self.locations.intern(value)));
         }
-        ProfileSymbols { locations }
+        ProfileSymbols {
+            locations: LocationIds::new(locations.iter().copied(), locations.len()),
+        }
     }
 
     /// Interns every symbol and stack of `other` (a block being merged into this table) and
@@ -273,19 +332,54 @@ impl SymbolTable {
         stacks
     }
 
-    /// Interns a pprof stack (location ids, leaf first) and returns its stack id.
+    /// Interns a pprof stack (location ids, leaf first) and returns its stack id. Location ids
+    /// the profile does not define are skipped.
     pub fn add_stack(&mut self, symbols: &ProfileSymbols, location_ids_leaf_first: &[u64]) -> u32 {
-        let mut stack = ROOT_STACK;
-        for location_id in location_ids_leaf_first.iter().rev() {
-            let Some(&location) = symbols.locations.get(location_id) else {
-                continue;
-            };
-            stack = self.stacks.intern(StackNode {
-                parent: stack,
-                location,
-            });
-        }
+        let mut path = std::mem::take(&mut self.scratch);
+        path.clear();
+        path.extend(
+            location_ids_leaf_first
+                .iter()
+                .rev()
+                .filter_map(|&location_id| symbols.locations.get(location_id)),
+        );
+        let hash = sequence_hash(&path);
+        let stack = match self.leaves.get(&hash) {
+            Some(&leaf) if self.stack_is(leaf, &path) => leaf,
+            cached => {
+                let mut stack = ROOT_STACK;
+                for &location in &path {
+                    stack = self.stacks.intern(StackNode {
+                        parent: stack,
+                        location,
+                    });
+                }
+                // On a collision the first stack keeps the slot; the other one is interned
+                // frame by frame each time (correct, only slower).
+                if cached.is_none() {
+                    self.leaves.insert(hash, stack);
+                }
+                stack
+            }
+        };
+        self.scratch = path;
         stack
+    }
+
+    /// Whether `stack`'s frames are `path` (table location ids, root first).
+    fn stack_is(&self, stack: u32, path: &[u32]) -> bool {
+        let mut node = stack;
+        for &location in path.iter().rev() {
+            if node == ROOT_STACK {
+                return false;
+            }
+            let StackNode { parent, location: at } = self.stacks.values[node as usize];
+            if at != location {
+                return false;
+            }
+            node = parent;
+        }
+        node == ROOT_STACK
     }
 
     /// Function names of a stack, root first (inlined frames expanded).
@@ -394,14 +488,16 @@ impl SymbolTable {
         self.stacks.values.len()
     }
 
-    /// Rough heap size, for the head's flush-by-size rule.
+    /// Rough heap size, for the head's flush-by-size rule. A stack node counts 40 bytes: its
+    /// 24 and, at most one per node, the 16 of a `leaves` entry (so a table rebuilt from a
+    /// block, whose leaf cache is empty, counts what the head's did).
     pub fn estimated_bytes(&self) -> usize {
         self.string_bytes
             + self.strings.values.len() * 48
             + self.functions.values.len() * 48
             + self.mappings.values.len() * 64
             + self.locations.values.len() * 96
-            + self.stacks.values.len() * 24
+            + self.stacks.values.len() * 40
     }
 
     /// The tables as the block format's protobuf message.
@@ -542,6 +638,8 @@ impl SymbolTable {
             mappings: Interned::from_values(mapping_values),
             locations: Interned::from_values(location_values),
             stacks: Interned::from_values(stack_values),
+            leaves: HashMap::new(),
+            scratch: Vec::new(),
         })
     }
 }
@@ -636,6 +734,47 @@ mod tests {
         let symbols = table.add_profile(&profile());
         assert_eq!(table.add_stack(&symbols, &[20, 10]), a);
         assert_eq!(table.to_proto(), before);
+    }
+
+    #[test]
+    fn the_leaf_cache_gives_the_ids_frame_by_frame_interning_gives() {
+        let mut table = SymbolTable::default();
+        let symbols = table.add_profile(&profile());
+        let long = table.add_stack(&symbols, &[20, 10]);
+        // A prefix of a cached stack, and a stack whose prefix is cached: each its own node.
+        let short = table.add_stack(&symbols, &[10]);
+        assert_eq!(table.stack_parent(long), short);
+        let longer = table.add_stack(&symbols, &[30, 20, 10]);
+        assert_eq!(table.stack_parent(longer), long);
+        // Ids the profile does not define are skipped, the cache keyed by what remains.
+        assert_eq!(table.add_stack(&symbols, &[20, 99, 10]), long);
+        // A wrong cache entry under a stack's hash (what a collision looks like) fails the
+        // check: the stack is interned frame by frame and keeps its id.
+        let path = [table.stack_location_id(short), table.stack_location_id(long)];
+        table.leaves.insert(sequence_hash(&path), longer);
+        assert_eq!(table.add_stack(&symbols, &[20, 10]), long);
+        table.leaves.insert(sequence_hash(&path[..1]), long);
+        assert_eq!(table.add_stack(&symbols, &[10]), short);
+        let stacks = table.stack_count();
+        assert_eq!(table.add_stack(&symbols, &[30, 20, 10]), longer);
+        assert_eq!(table.stack_count(), stacks, "nothing new interned");
+    }
+
+    #[test]
+    fn sparse_location_ids_map_too() {
+        let mut sparse = profile();
+        for location in &mut sparse.location {
+            location.id *= 1 << 40;
+        }
+        let mut table = SymbolTable::default();
+        let symbols = table.add_profile(&sparse);
+        assert!(matches!(symbols.locations, LocationIds::Sparse(_)));
+        let stack = table.add_stack(&symbols, &[20 << 40, 10 << 40]);
+        let mut names = Vec::new();
+        table.stack_names(stack, &mut names);
+        assert_eq!(names, ["main", "work", "inlined"]);
+        let dense = SymbolTable::default().add_profile(&profile());
+        assert!(matches!(dense.locations, LocationIds::Dense(_)));
     }
 
     #[test]

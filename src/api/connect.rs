@@ -389,6 +389,31 @@ where
     Ok((message, codec))
 }
 
+/// [`decode_request`] of a body held as [`Bytes`]: the `bytes` fields of a protobuf message
+/// share the body's memory instead of being copied out of it (a push's profiles go on to the
+/// WAL as they arrived).
+pub fn decode_request_shared<T>(
+    headers: &HeaderMap,
+    body: &Bytes,
+    max_body_bytes: usize,
+) -> Result<(T, Codec), ConnectError>
+where
+    T: prost::Message + Default + serde::de::DeserializeOwned,
+{
+    let codec = Codec::from_headers(headers)?;
+    if codec != Codec::Proto {
+        return decode_request(headers, body, max_body_bytes);
+    }
+    let body = match decompress(headers, body, max_body_bytes)? {
+        std::borrow::Cow::Borrowed(_) => body.clone(),
+        std::borrow::Cow::Owned(inflated) => Bytes::from(inflated),
+    };
+    let message = T::decode(body).map_err(|err| {
+        ConnectError::invalid_argument(format!("unmarshal protobuf into {}: {err}", type_name::<T>()))
+    })?;
+    Ok((message, codec))
+}
+
 /// Encodes a successful unary response: HTTP 200, `Content-Type` of `codec`, body the
 /// serialized message. A serialization failure becomes an `internal` error response.
 pub fn encode_response<T>(message: &T, codec: Codec) -> Response

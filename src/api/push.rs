@@ -101,9 +101,10 @@ fn decode(
     state: &SharedState,
     tenant: &crate::model::Tenant,
     headers: &HeaderMap,
-    body: &[u8],
+    body: &bytes::Bytes,
 ) -> Result<(Vec<Decoded>, Vec<String>, connect::Codec, usize), ConnectError> {
-    let (request, codec) = connect::decode_request::<PushRequest>(headers, body, state.config.max_body_bytes)?;
+    // Shared: each profile's bytes stay a slice of the request body up to the WAL.
+    let (request, codec) = connect::decode_request_shared::<PushRequest>(headers, body, state.config.max_body_bytes)?;
     if request.series.iter().all(|series| series.samples.is_empty()) {
         return Err(ConnectError::invalid_argument("no profiles received"));
     }

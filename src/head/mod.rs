@@ -12,8 +12,10 @@
 //! before replaying; one that does not replays every segment and no block of theirs is visible.
 //! Either way a crash at any point neither loses an acknowledged profile nor shows it twice.
 
+mod column_values;
 mod wal;
 
+pub use column_values::{ColumnValues, ColumnValuesError};
 pub use wal::{QUARANTINE_DIR, Wal, WalError};
 
 use std::collections::{BTreeMap, HashMap};
@@ -51,6 +53,10 @@ pub enum HeadError {
          (head.max_unflushed_bytes {limit_bytes}); retry later"
     )]
     Full { unflushed_bytes: usize, limit_bytes: usize },
+    /// Replacement values that do not fit their profile: a fault of the caller (the server's
+    /// own delta step), nothing stored.
+    #[error(transparent)]
+    ColumnValues(#[from] ColumnValuesError),
 }
 
 impl crate::error::Classify for HeadError {
@@ -61,7 +67,7 @@ impl crate::error::Classify for HeadError {
             Self::Full { .. } => ErrorClass::Unavailable,
             Self::Wal(err) if err.is_temporary() => ErrorClass::Unavailable,
             Self::Block(err) => crate::error::Classify::class(err),
-            Self::Wal(_) | Self::ReadOnly | Self::Commit { .. } => ErrorClass::Internal,
+            Self::Wal(_) | Self::ReadOnly | Self::Commit { .. } | Self::ColumnValues(_) => ErrorClass::Internal,
         }
     }
 }
@@ -305,6 +311,7 @@ struct DecodedRecord {
     time_ms: i64,
     profile: Profile,
     series: Vec<SeriesSpec>,
+    column_values: Option<ColumnValues>,
 }
 
 /// Decodes one WAL record: tenant, time, the profile under `limits` (as the edge decoded it)
@@ -328,11 +335,20 @@ fn decode_record(payload: &[u8], limits: &DecodeLimits) -> Result<DecodedRecord,
             Ok(spec)
         })
         .collect::<Result<Vec<_>, String>>()?;
+    let column_values = match &record.column_values {
+        None => None,
+        Some(wal) => {
+            let values = ColumnValues::from_wal(wal);
+            values.check(&profile).map_err(|err| format!("column values: {err}"))?;
+            Some(values)
+        }
+    };
     Ok(DecodedRecord {
         tenant,
         time_ms: record.time_ms,
         profile,
         series,
+        column_values,
     })
 }
 
@@ -402,7 +418,13 @@ impl Head {
         let mut quarantined = 0;
         for record in &replay.records {
             match decode_record(&record.payload, decode_limits) {
-                Ok(decoded) => head.apply(&decoded.tenant, decoded.time_ms, &decoded.profile, &decoded.series),
+                Ok(decoded) => head.apply(
+                    &decoded.tenant,
+                    decoded.time_ms,
+                    &decoded.profile,
+                    decoded.column_values.as_ref(),
+                    &decoded.series,
+                ),
                 Err(reason) => {
                     quarantined += 1;
                     crate::integrity::WAL_QUARANTINED_RECORDS.inc();
@@ -460,20 +482,28 @@ impl Head {
 
     /// Logs a decoded profile in the WAL, then makes it visible; with
     /// [`Durability::Acknowledged`] it returns only once the record is fsynced. `raw_profile` is
-    /// what the client sent (it is what the WAL keeps); `profile` is its decoded form.
+    /// what the client sent (it is what the WAL keeps); `profile` is its decoded form, whose
+    /// values `column_values` (checked against it) replaces where given (a cumulative profile
+    /// stored as a delta; the WAL keeps them too).
+    #[allow(clippy::too_many_arguments)]
     pub async fn append(
         &self,
         tenant: &Tenant,
         time_ms: i64,
         raw_profile: bytes::Bytes,
         profile: &Profile,
+        column_values: Option<&ColumnValues>,
         series: &[SeriesSpec],
         durability: Durability,
     ) -> Result<(), HeadError> {
+        if let Some(values) = column_values {
+            values.check(profile)?;
+        }
         let record = WalRecord {
             tenant: tenant.to_string(),
             time_ms,
             raw_profile,
+            column_values: column_values.map(ColumnValues::to_wal),
             series: series
                 .iter()
                 .map(|spec| WalSeries {
@@ -497,14 +527,21 @@ impl Head {
             Durability::Acknowledged => wal.append(record.encode_to_vec()).await?,
             Durability::Deferred => wal.append_deferred(record.encode_to_vec()).await?,
         }
-        self.apply(tenant, time_ms, profile, series);
+        self.apply(tenant, time_ms, profile, column_values, series);
         if self.live_bytes.load(Ordering::Relaxed) > self.config.max_head_bytes {
             self.flush_wanted.notify_one();
         }
         Ok(())
     }
 
-    fn apply(&self, tenant: &Tenant, time_ms: i64, profile: &Profile, series: &[SeriesSpec]) {
+    fn apply(
+        &self,
+        tenant: &Tenant,
+        time_ms: i64,
+        profile: &Profile,
+        column_values: Option<&ColumnValues>,
+        series: &[SeriesSpec],
+    ) {
         let buckets = {
             let live = self.live.read();
             live.get(tenant).cloned()
@@ -520,11 +557,18 @@ impl Head {
             .iter()
             .map(|spec| partition.series_index(&spec.labels, &spec.profile_type))
             .collect();
-        for sample in &profile.sample {
+        for (sample_index, sample) in profile.sample.iter().enumerate() {
+            // A sample all 0 once its values are replaced is not stored (nor its stack).
+            if column_values.is_some_and(|values| !values.keeps(sample_index, sample)) {
+                continue;
+            }
             let stack = partition.symbols.add_stack(&symbols, &sample.location_id);
             let span_id = block::sample_span_id(profile, sample);
             for (spec, &index) in series.iter().zip(&series_indices) {
-                let value = sample.value.get(spec.value_index).copied().unwrap_or(0);
+                let value = match column_values {
+                    Some(values) => values.value(sample_index, sample, spec.value_index),
+                    None => sample.value.get(spec.value_index).copied().unwrap_or(0),
+                };
                 if value != 0 {
                     partition.push_row_with_span(index, time_ms, stack, value, span_id);
                 }
@@ -1048,6 +1092,21 @@ mod tests {
             raw_profile: bytes::Bytes::from_static(b"not a profile"),
             ..good.clone()
         };
+        // Delta values for a sample type the profile does not have, or not one per sample.
+        let bad_values = WalRecord {
+            column_values: Some(crate::proto::pyrite::v1::WalColumnValues {
+                columns: vec![9],
+                values: Vec::new(),
+            }),
+            ..good.clone()
+        };
+        let misshapen_values = WalRecord {
+            column_values: Some(crate::proto::pyrite::v1::WalColumnValues {
+                columns: vec![0],
+                values: vec![1, 2, 3],
+            }),
+            ..good.clone()
+        };
         {
             let (wal, _) = Wal::open(
                 &wal_dir,
@@ -1062,6 +1121,8 @@ mod tests {
                 b"garbage".to_vec(),
                 bad_series.encode_to_vec(),
                 bad_profile.encode_to_vec(),
+                bad_values.encode_to_vec(),
+                misshapen_values.encode_to_vec(),
             ] {
                 wal.append(record).await.unwrap();
             }
@@ -1069,7 +1130,7 @@ mod tests {
         let before = crate::integrity::WAL_QUARANTINED_RECORDS.get();
         let head = store.open().await;
         assert_eq!(store.seen(&head).await, (2 * CPU_NANOS, 0));
-        assert!(crate::integrity::WAL_QUARANTINED_RECORDS.get() >= before + 3);
+        assert!(crate::integrity::WAL_QUARANTINED_RECORDS.get() >= before + 5);
         let quarantined = std::fs::read_dir(wal_dir.join(QUARANTINE_DIR))
             .unwrap()
             .filter(|entry| {
@@ -1081,6 +1142,6 @@ mod tests {
                     .is_some_and(|ext| ext == "record")
             })
             .count();
-        assert_eq!(quarantined, 3);
+        assert_eq!(quarantined, 5);
     }
 }

@@ -12,6 +12,7 @@
 
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
+pub use crate::head::ColumnValues;
 use crate::proto::google::v1::{Profile, Sample};
 
 /// Per-source state turning cumulative pprof values into deltas between consecutive profiles.
@@ -79,8 +80,23 @@ impl CumulativeDelta {
     /// samples whose values all become 0 are dropped. If any cumulative total or any stack's value
     /// went down (process restart), the state resets to this profile and None is returned: a
     /// restarted source re-primes, it never yields negative values or its whole history as one
-    /// delta.
+    /// delta. Builds a new profile: the ingest path stores [`CumulativeDelta::apply_values`]
+    /// beside the decoded profile instead.
     pub fn apply(&mut self, profile: &Profile, cumulative: &[usize]) -> Option<Profile> {
+        let values = self.apply_values(profile, cumulative)?;
+        let mut delta = values.to_profile(profile);
+        if let Some(previous) = self.replaced.as_ref()
+            && previous.time_nanos > 0
+            && profile.time_nanos > previous.time_nanos
+        {
+            delta.duration_nanos = profile.time_nanos - previous.time_nanos;
+        }
+        Some(delta)
+    }
+
+    /// [`CumulativeDelta::apply`] without a new profile: the delta as the new values of the
+    /// cumulative columns of `profile`'s samples ([`ColumnValues`]).
+    pub fn apply_values(&mut self, profile: &Profile, cumulative: &[usize]) -> Option<ColumnValues> {
         self.generation += 1;
         self.replaced = None;
         let cumulative: Vec<usize> = cumulative
@@ -136,41 +152,24 @@ impl CumulativeDelta {
             return None;
         }
 
-        let mut delta = profile.clone();
-        delta.sample = Vec::with_capacity(profile.sample.len());
+        let mut values = Vec::with_capacity(profile.sample.len() * cumulative.len());
         let mut emitted: HashSet<&[u8]> = HashSet::with_capacity(profile.sample.len());
-        for (sample, key) in profile.sample.iter().zip(&sample_keys) {
-            let mut out = Sample {
-                location_id: sample.location_id.clone(),
-                value: sample.value.clone(),
-                label: sample.label.clone(),
-            };
-            if !cumulative.is_empty() {
-                // The first sample of a key carries the key's whole delta; duplicates carry none.
-                let first = emitted.insert(key.as_slice());
-                let now = &next.values[key];
-                let before = previous.values.get(key);
-                for (position, &index) in cumulative.iter().enumerate() {
-                    let value = if first {
-                        let base = before.map_or(0, |before| before[position]);
-                        (now[position] - base).max(0)
-                    } else {
-                        0
-                    };
-                    if let Some(slot) = out.value.get_mut(index) {
-                        *slot = value;
-                    }
-                }
+        for key in &sample_keys {
+            // The first sample of a key carries the key's whole delta; duplicates carry none.
+            let first = emitted.insert(key.as_slice());
+            let now = &next.values[key];
+            let before = previous.values.get(key);
+            for position in 0..cumulative.len() {
+                values.push(if first {
+                    let base = before.map_or(0, |before| before[position]);
+                    (now[position] - base).max(0)
+                } else {
+                    0
+                });
             }
-            if out.value.iter().any(|&value| value != 0) {
-                delta.sample.push(out);
-            }
-        }
-        if previous.time_nanos > 0 && profile.time_nanos > previous.time_nanos {
-            delta.duration_nanos = profile.time_nanos - previous.time_nanos;
         }
         self.replaced = Some(previous);
-        Some(delta)
+        Some(ColumnValues::new(cumulative, values))
     }
 }
 

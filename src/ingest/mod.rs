@@ -13,9 +13,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use prost::Message;
 
-use crate::head::{Durability, Head, HeadError, SeriesSpec, SeriesSpecError};
+use crate::head::{ColumnValues, Durability, Head, HeadError, SeriesSpec, SeriesSpecError};
 use crate::limits::{Limits, Refusal};
 use crate::model::{
     LABEL_DELTA, LABEL_NAME, LABEL_PROFILE_TYPE, LABEL_SERVICE_NAME, LabelError, Labels, MAX_TIME_MS, ProfileType,
@@ -131,20 +130,23 @@ pub enum Admission {
 }
 
 /// How a profile reaches [`Ingester::ingest`].
-struct Delivery {
+struct Delivery<'a> {
     /// Overrides the profile's own time.
     time_ms: Option<i64>,
     durability: Durability,
     admission: Admission,
+    /// Replaces some of the profile's values (a cumulative profile stored as a delta).
+    column_values: Option<&'a ColumnValues>,
 }
 
-impl Delivery {
+impl Delivery<'_> {
     /// A pushed profile: its client waits for the WAL's fsync.
     fn pushed(time_ms: Option<i64>, admission: Admission) -> Self {
         Self {
             time_ms,
             durability: Durability::Acknowledged,
             admission,
+            column_values: None,
         }
     }
 }
@@ -317,21 +319,30 @@ impl Ingester {
         let mut key_labels = labels.clone();
         key_labels.remove(LABEL_DELTA);
         let key = (tenant.clone(), key_labels);
-        let (stored, generation) = {
+        let (values, generation) = {
             let mut deltas = self.deltas.lock();
             if !deltas.contains_key(&key) && deltas.len() >= MAX_DELTA_SERIES {
                 deltas.clear();
             }
             let state = deltas.entry(key.clone()).or_default();
-            let stored = match state.apply(profile, &cumulative) {
-                Some(delta) => delta,
-                None => without_columns(profile, &cumulative),
-            };
-            (stored, state.generation())
+            let values = state
+                .apply_values(profile, &cumulative)
+                .unwrap_or_else(|| ColumnValues::zeroed(&cumulative));
+            (values, state.generation())
         };
-        let raw = Bytes::from(stored.encode_to_vec());
+        // The WAL keeps the bytes as sent and the delta's values beside them: nothing is
+        // encoded again, and replay applies the same values to the same decoded profile.
         let ingested = self
-            .ingest(tenant, labels, raw, &stored, Delivery::pushed(None, admission))
+            .ingest(
+                tenant,
+                labels,
+                raw,
+                profile,
+                Delivery {
+                    column_values: Some(&values),
+                    ..Delivery::pushed(None, admission)
+                },
+            )
             .await;
         if ingested.as_ref().is_err_and(IngestError::is_temporary_refusal) {
             // Refused for now: the next profile's delta covers this window too.
@@ -386,6 +397,33 @@ impl Ingester {
                 time_ms: Some(time_ms),
                 durability: Durability::Deferred,
                 admission: Admission::Pending,
+                column_values: None,
+            },
+        )
+        .await
+    }
+
+    /// [`Ingester::push_scraped`] of a cumulative profile stored as the delta `values` (from
+    /// [`delta::CumulativeDelta::apply_values`] on `profile`); `raw` stays the scraped bytes.
+    pub async fn push_scraped_delta(
+        &self,
+        tenant: &Tenant,
+        labels: Labels,
+        raw: Bytes,
+        profile: &Profile,
+        values: &ColumnValues,
+        time_ms: i64,
+    ) -> Result<Ingested, IngestError> {
+        self.ingest(
+            tenant,
+            labels,
+            raw,
+            profile,
+            Delivery {
+                time_ms: Some(time_ms),
+                durability: Durability::Deferred,
+                admission: Admission::Pending,
+                column_values: Some(values),
             },
         )
         .await
@@ -397,12 +435,13 @@ impl Ingester {
         mut labels: Labels,
         raw: Bytes,
         profile: &Profile,
-        delivery: Delivery,
+        delivery: Delivery<'_>,
     ) -> Result<Ingested, IngestError> {
         let Delivery {
             time_ms,
             durability,
             admission,
+            column_values,
         } = delivery;
         let name = match labels.remove(LABEL_NAME) {
             Some(name) => name,
@@ -461,7 +500,7 @@ impl Ingester {
                 .admit(tenant, &limits, pprof::sample_weight(profile))?;
         }
         self.head
-            .append(tenant, time_ms, raw, profile, &series, durability)
+            .append(tenant, time_ms, raw, profile, column_values, &series, durability)
             .await?;
         // After the append: only what was stored counts, and a rule never refuses a profile.
         if let Some(recorder) = &self.recorder {
@@ -469,7 +508,7 @@ impl Ingester {
         }
         Ok(Ingested {
             series: series.len(),
-            samples: profile.sample.len(),
+            samples: column_values.map_or(profile.sample.len(), |values| values.kept_samples(profile)),
             time_ms,
         })
     }
@@ -545,21 +584,6 @@ pub fn series_specs(name: &str, labels: &Labels, profile: &Profile) -> Result<Ve
         series.push(SeriesSpec::new(series_labels, profile_type, value_index)?);
     }
     Ok(series)
-}
-
-/// `profile` with the values of the sample types at `columns` set to 0 (a priming profile:
-/// its cumulative values are history, not activity in its window).
-fn without_columns(profile: &Profile, columns: &[usize]) -> Profile {
-    let mut out = profile.clone();
-    for sample in &mut out.sample {
-        for &index in columns {
-            if let Some(value) = sample.value.get_mut(index) {
-                *value = 0;
-            }
-        }
-    }
-    out.sample.retain(|sample| sample.value.iter().any(|&value| value != 0));
-    out
 }
 
 /// The profile name Pyroscope derives from a pprof's sample types when the client names none
@@ -720,6 +744,112 @@ mod tests {
         };
         assert!(expected > 0);
         assert_eq!(alloc_space(&head, &tenant).await, expected, "t1 - t0, nothing lost");
+    }
+
+    /// Every memory value of the `refused` series as the query API reports it.
+    async fn memory_totals(head: &Arc<Head>, tenant: &Tenant) -> Vec<i64> {
+        let querier = Querier::new(head.clone(), head.storage().clone());
+        let mut totals = Vec::new();
+        for id in [
+            "memory:alloc_objects:count:space:bytes",
+            "memory:alloc_space:bytes:space:bytes",
+            "memory:inuse_objects:count:space:bytes",
+            "memory:inuse_space:bytes:space:bytes",
+        ] {
+            let params = SelectParams {
+                tenant: tenant.clone(),
+                profile_type: ProfileType::parse(id).unwrap(),
+                selector: Selector::parse(r#"{service_name="refused"}"#).unwrap(),
+                from_ms: 0,
+                until_ms: i64::MAX,
+            };
+            totals.push(querier.select_merge(&params).await.unwrap().total());
+        }
+        totals
+    }
+
+    /// A pushed cumulative profile is logged as the bytes the client sent plus the delta's
+    /// values (nothing re-encoded), and a replay of that log stores exactly what was accepted.
+    #[tokio::test]
+    async fn a_delta_is_logged_as_sent_plus_its_values_and_replays_the_same() {
+        let store = TempStore::new();
+        let tenant = Tenant::parse("t").unwrap();
+        let labels = Labels::new([
+            ("service_name".to_string(), "refused".to_string()),
+            (LABEL_NAME.to_string(), "memory".to_string()),
+        ])
+        .unwrap();
+        let (t0, t1) = (
+            corpus_file("gotarget__heap_t0.pb.gz"),
+            corpus_file("gotarget__heap_t1.pb.gz"),
+        );
+        let accepted = {
+            let head = store.open().await;
+            let ingester = Ingester::new(head.clone(), DecodeLimits::default());
+            let primed = ingester.push_series(&tenant, labels.clone(), t0.clone()).await.unwrap();
+            let delta = ingester.push_series(&tenant, labels, t1.clone()).await.unwrap();
+            // What the delta step makes of t1, built as a profile the old way.
+            let limits = DecodeLimits::default();
+            let (p0, p1) = (
+                pprof::decode(&t0, &limits).unwrap(),
+                pprof::decode(&t1, &limits).unwrap(),
+            );
+            let cumulative = delta::cumulative_indices(&p0, "memory");
+            let mut state = delta::CumulativeDelta::new();
+            state.apply(&p0, &cumulative);
+            let expected = state.apply(&p1, &cumulative).unwrap();
+            assert_eq!(delta.samples, expected.sample.len());
+            // Priming keeps the samples with an inuse_* value only.
+            let kept = p0
+                .sample
+                .iter()
+                .filter(|sample| {
+                    sample
+                        .value
+                        .iter()
+                        .enumerate()
+                        .any(|(index, &value)| !cumulative.contains(&index) && value != 0)
+                })
+                .count();
+            assert_eq!(primed.samples, kept);
+            let totals = memory_totals(&head, &tenant).await;
+            let inuse = |profile: &Profile, name: &str| {
+                let index = profile
+                    .sample_type
+                    .iter()
+                    .position(|sample_type| profile.string_table[sample_type.r#type as usize] == name)
+                    .unwrap();
+                profile.sample.iter().map(|sample| sample.value[index]).sum::<i64>()
+            };
+            assert_eq!(
+                totals,
+                [
+                    inuse(&expected, "alloc_objects"),
+                    inuse(&expected, "alloc_space"),
+                    inuse(&p0, "inuse_objects") + inuse(&p1, "inuse_objects"),
+                    inuse(&p0, "inuse_space") + inuse(&p1, "inuse_space"),
+                ]
+            );
+            assert!(totals[1] > 0);
+            totals
+        };
+        let replay = crate::head::Wal::read_only(&store.dir.path().join("wal")).unwrap();
+        let records: Vec<crate::proto::pyrite::v1::WalRecord> = replay
+            .records
+            .iter()
+            .map(|record| prost::Message::decode(record.payload.as_slice()).unwrap())
+            .collect();
+        assert_eq!(records.len(), 2);
+        for (record, sent) in records.iter().zip([&t0, &t1]) {
+            assert_eq!(&record.raw_profile, sent, "the WAL keeps the bytes as sent");
+            assert!(record.column_values.is_some());
+        }
+        assert!(
+            records[0].column_values.as_ref().unwrap().values.is_empty(),
+            "priming: all 0"
+        );
+        let head = store.open().await;
+        assert_eq!(memory_totals(&head, &tenant).await, accepted);
     }
 
     /// Fuzzing (fuzz/, target `folded`; BENCHMARKS.md "Fuzzing"): lines of one stack whose

@@ -462,19 +462,16 @@ impl ScrapeTarget {
                 .push_scraped(&self.tenant, self.labels.clone(), body, &profile, time_ms)
                 .await
         } else {
-            let Some(profile_delta) = delta.apply(&profile, &cumulative) else {
+            let Some(values) = delta.apply_values(&profile, &cumulative) else {
                 return Ok(0); // primed: the next scrape yields the first delta
             };
-            if profile_delta.sample.is_empty() {
+            if values.kept_samples(&profile) == 0 {
                 return Ok(0);
             }
-            // Raw protobuf: the WAL is local disk, and re-gzipping every delta was an eighth of
-            // the scraper's CPU (BENCHMARKS.md); decode reads both forms.
-            let raw = Bytes::from(crate::pprof::encode(&profile_delta));
             let generation = delta.generation();
             let ingested = shared
                 .ingester
-                .push_scraped(&self.tenant, self.labels.clone(), raw, &profile_delta, time_ms)
+                .push_scraped_delta(&self.tenant, self.labels.clone(), body, &profile, &values, time_ms)
                 .await;
             if ingested
                 .as_ref()
