@@ -238,14 +238,17 @@ async fn refusals_are_clear_and_final() {
     upload(router, "t", "large.cpu", &large)
         .await
         .assert_error(400, "invalid_argument", "adhoc.max_profile_bytes");
-    // A declared length over the bound: refused on the header alone (this body is 2 bytes).
+    // A declared length past the drain bound (4 × the body bound): refused on the header alone
+    // (this body is 2 bytes), on a connection the client must not reuse.
     let declared = Request::post("/adhocprofiles.v1.AdHocProfileService/Upload")
         .header("content-type", "application/json")
-        .header("content-length", "10000000")
+        .header("content-length", "100000000")
         .header("x-scope-orgid", "t")
         .body(Body::from("{}"))
         .unwrap();
     let response = router.clone().oneshot(declared).await.unwrap();
+    // The unread body leaves the connection unusable: the client is told not to reuse it.
+    assert_eq!(response.headers()["connection"], "close");
     let status = response.status();
     let body = response.into_body().collect().await.unwrap().to_bytes().to_vec();
     Answer { status, body }.assert_error(400, "invalid_argument", "adhoc.max_profile_bytes");

@@ -51,14 +51,13 @@ pub async fn dispatch(
              (adhoc.max_profile_bytes), base64-encoded in the request"
         ))
     };
-    // A declared length over the bound is refused before a byte of the body is read.
     let declared = headers
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > limit as u64) {
-        return Err(too_large(limit));
-    }
-    let body = connect::read_body_within(body, limit, too_large).await?;
+    let body = match read_within(body, limit, declared, too_large).await {
+        Ok(body) => body,
+        Err(refusal) => return Ok(refusal),
+    };
     let nodes = NodeLimits::from_config(&state.config);
     match method.as_str() {
         "Upload" => {
@@ -141,6 +140,67 @@ pub async fn dispatch(
             "adhocprofiles.v1.AdHocProfileService/{other} is not implemented"
         ))),
     }
+}
+
+/// Most bytes of an oversized body read (and dropped, never kept) so that its client hears
+/// the refusal: a server that closes on a client still sending makes it fail with a broken pipe
+/// instead of the 400. Past this, or past four times the route's limit, the connection is closed.
+const MAX_DRAIN_BYTES: u64 = 256 << 20;
+
+/// The body, at most `limit` bytes kept. Over it, the rest is read and dropped up to a drain
+/// bound and the answer is `too_large` (on a connection still usable); a body declaring more
+/// than the bound is refused before a byte of it is read, and the connection closed.
+async fn read_within(
+    mut body: Body,
+    limit: usize,
+    declared: Option<u64>,
+    too_large: impl Fn(usize) -> ConnectError,
+) -> Result<Bytes, Response> {
+    use axum::response::IntoResponse;
+    use http_body_util::BodyExt;
+    let drain_bound = (limit as u64).saturating_mul(4).min(MAX_DRAIN_BYTES).max(limit as u64);
+    if declared.is_some_and(|length| length > drain_bound) {
+        return Err(closing(too_large(limit)));
+    }
+    let mut kept = bytes::BytesMut::new();
+    let mut seen = 0u64;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|err| {
+            closing(if crate::server::BodyTimeout::is_cause_of(&err) {
+                ConnectError::new(connect::Code::DeadlineExceeded, err.to_string())
+                    .with_status(axum::http::StatusCode::REQUEST_TIMEOUT)
+            } else {
+                ConnectError::invalid_argument(format!("read request body: {err}"))
+            })
+        })?;
+        let Ok(data) = frame.into_data() else { continue };
+        seen = seen.saturating_add(data.len() as u64);
+        if seen > drain_bound {
+            return Err(closing(too_large(limit)));
+        }
+        if seen <= limit as u64 {
+            kept.extend_from_slice(&data);
+        }
+    }
+    if seen > limit as u64 {
+        // Read to its end: the connection can take the next request.
+        return Err(too_large(limit).into_response());
+    }
+    Ok(kept.freeze())
+}
+
+/// An error answered before the request body was read to its end: with `Connection: close`,
+/// since the connection cannot carry another request after the unread rest, and a client that
+/// reused it would see its next request fail with an unexpected EOF (Go's transport does, for
+/// a POST it may not retry). HTTP/2 drops the header; its streams end on their own.
+fn closing(err: ConnectError) -> Response {
+    use axum::response::IntoResponse;
+    let mut response = err.into_response();
+    response.headers_mut().insert(
+        axum::http::header::CONNECTION,
+        axum::http::HeaderValue::from_static("close"),
+    );
+    response
 }
 
 /// The uploaded file's bytes; a text whose decoded size would pass `max_profile_bytes` is

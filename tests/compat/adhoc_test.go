@@ -140,21 +140,25 @@ func TestAdHocRefusals(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = client.Upload(ctx, connect.NewRequest(&adhocprofilesv1.AdHocProfilesUploadRequest{
-		Name:    "large.cpu",
-		Profile: base64.StdEncoding.EncodeToString(raw),
-	}))
-	var connectErr *connect.Error
-	if !errors.As(err, &connectErr) || connectErr.Code() != connect.CodeInvalidArgument ||
-		!strings.Contains(connectErr.Message(), "adhoc.max_profile_bytes") {
-		t.Fatalf("oversized upload: %v, want invalid_argument naming adhoc.max_profile_bytes", err)
-	}
-	_, err = client.Upload(ctx, connect.NewRequest(&adhocprofilesv1.AdHocProfilesUploadRequest{
-		Name:    "notes.txt",
-		Profile: base64.StdEncoding.EncodeToString([]byte("\x00 not a profile")),
-	}))
-	if connect.CodeOf(err) != connect.CodeInvalidArgument {
-		t.Fatalf("garbage upload: %v, want invalid_argument", err)
+	// Several rounds: the oversized body is refused unread, so the server must tell the client
+	// not to reuse that connection, or the next request on it fails with an unexpected EOF.
+	for round := 0; round < 5; round++ {
+		_, err = client.Upload(ctx, connect.NewRequest(&adhocprofilesv1.AdHocProfilesUploadRequest{
+			Name:    "large.cpu",
+			Profile: base64.StdEncoding.EncodeToString(raw),
+		}))
+		var connectErr *connect.Error
+		if !errors.As(err, &connectErr) || connectErr.Code() != connect.CodeInvalidArgument ||
+			!strings.Contains(connectErr.Message(), "adhoc.max_profile_bytes") {
+			t.Fatalf("round %d: oversized upload: %v, want invalid_argument naming adhoc.max_profile_bytes", round, err)
+		}
+		_, err = client.Upload(ctx, connect.NewRequest(&adhocprofilesv1.AdHocProfilesUploadRequest{
+			Name:    "notes.txt",
+			Profile: base64.StdEncoding.EncodeToString([]byte("\x00 not a profile")),
+		}))
+		if connect.CodeOf(err) != connect.CodeInvalidArgument {
+			t.Fatalf("round %d: garbage upload: %v, want invalid_argument", round, err)
+		}
 	}
 	listed, err := client.List(ctx, connect.NewRequest(&adhocprofilesv1.AdHocProfilesListRequest{}))
 	if err != nil || len(listed.Msg.Profiles) != 0 {
