@@ -189,18 +189,10 @@ async fn read_within(
     Ok(kept.freeze())
 }
 
-/// An error answered before the request body was read to its end: with `Connection: close`,
-/// since the connection cannot carry another request after the unread rest, and a client that
-/// reused it would see its next request fail with an unexpected EOF (Go's transport does, for
-/// a POST it may not retry). HTTP/2 drops the header; its streams end on their own.
+/// An error answered before the request body was read to its end (`super::closing_connection`).
 fn closing(err: ConnectError) -> Response {
     use axum::response::IntoResponse;
-    let mut response = err.into_response();
-    response.headers_mut().insert(
-        axum::http::header::CONNECTION,
-        axum::http::HeaderValue::from_static("close"),
-    );
-    response
+    super::closing_connection(err.into_response())
 }
 
 /// The uploaded file's bytes; a text whose decoded size would pass `max_profile_bytes` is

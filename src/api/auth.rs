@@ -75,14 +75,16 @@ pub async fn authenticate(State(state): State<SharedState>, mut request: Request
         RouteAccess::Open => {}
         RouteAccess::Peer => {
             let Some(secret) = &state.auth.cluster_secret else {
-                return ConnectError::not_found("no cluster is configured").into_response();
+                return super::closing_connection(ConnectError::not_found("no cluster is configured").into_response());
             };
             if !secret.verify(request.headers().get(CLUSTER_SECRET_HEADER)) {
                 tracing::warn!(
                     route = crate::cluster::HEAD_ROUTE,
                     "refused a peer request without the cluster secret"
                 );
-                return ConnectError::unauthenticated("this route is for the cluster's replicas only").into_response();
+                return super::closing_connection(
+                    ConnectError::unauthenticated("this route is for the cluster's replicas only").into_response(),
+                );
             }
             request.headers_mut().remove(CLUSTER_SECRET_HEADER);
         }
@@ -90,7 +92,8 @@ pub async fn authenticate(State(state): State<SharedState>, mut request: Request
             if let Some(tokens) = &state.auth.tokens {
                 let require_tenant = state.config.require_tenant_header;
                 if let Err(refusal) = authorize(tokens, access, require_tenant, request.headers_mut()) {
-                    return *refusal;
+                    // Refused unread: the body's rest must not be taken for the next request.
+                    return super::closing_connection(*refusal);
                 }
             }
         }

@@ -120,3 +120,15 @@ pub fn router(state: SharedState) -> Router {
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
         .with_state(state)
 }
+
+/// A response sent before the request body was read to its end, marked `Connection: close`:
+/// the connection cannot carry another request after the unread rest, and a client that reused
+/// it would see its next request fail with an unexpected EOF (Go's transport does, for a POST it
+/// may not retry). HTTP/2 drops the header; its streams end on their own.
+pub(crate) fn closing_connection(mut response: axum::response::Response) -> axum::response::Response {
+    response.headers_mut().insert(
+        axum::http::header::CONNECTION,
+        axum::http::HeaderValue::from_static("close"),
+    );
+    response
+}
