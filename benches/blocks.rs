@@ -9,19 +9,18 @@
 //! Writing the 7-day history takes over a minute, whatever criterion's filter says:
 //! `PYRITE_BENCH_GROUPS=ingest` (or `series`) sets up and runs one group only.
 
+mod common;
+
+use common::Store;
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use pyrite::head::{Head, HeadConfig};
-use pyrite::ingest::Ingester;
 use pyrite::model::{Labels, ProfileType, Selector, Tenant};
 use pyrite::pprof::{DecodeLimits, Profile};
 use pyrite::query::{Aggregation, Querier, SelectParams};
-use pyrite::storage::{Storage, StorageConfig};
 
 const HOUR_MS: i64 = 3_600_000;
 const START_MS: i64 = 1_700_000_000_000 / HOUR_MS * HOUR_MS;
@@ -52,35 +51,6 @@ fn corpus_cpu_profiles() -> Vec<Bytes> {
         })
         .map(|line| corpus_file(line.split('\t').next().unwrap()))
         .collect()
-}
-
-struct Store {
-    dir: tempfile::TempDir,
-    storage: Storage,
-    head: Arc<Head>,
-    ingester: Ingester,
-}
-
-fn store(runtime: &tokio::runtime::Runtime) -> Store {
-    let dir = tempfile::tempdir().unwrap();
-    let storage = Storage::from_config(&StorageConfig::default(), dir.path()).unwrap();
-    let limits = DecodeLimits::default();
-    let head = Arc::new(
-        runtime
-            .block_on(Head::open(
-                HeadConfig::default(),
-                storage.clone(),
-                &dir.path().join("wal"),
-                &limits,
-            ))
-            .unwrap(),
-    );
-    Store {
-        ingester: Ingester::new(head.clone(), limits),
-        storage,
-        head,
-        dir,
-    }
 }
 
 /// Bytes of every object in the store (block data and metas).
@@ -172,7 +142,7 @@ fn series(c: &mut Criterion) {
         return;
     }
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let store = store(&runtime);
+    let store = Store::new(&runtime);
     let tenant = Tenant::parse("history").unwrap();
     let started = Instant::now();
     let (pushed, cpu_total) = write_history(&runtime, &store, &tenant);
@@ -238,7 +208,7 @@ fn series(c: &mut Criterion) {
 /// mutex and block profiles, each pushed again and again as the same bytes (as pushbench
 /// re-stamps them), one flush.
 fn pushbench_bytes(runtime: &tokio::runtime::Runtime) {
-    let store = store(runtime);
+    let store = Store::new(runtime);
     let tenant = Tenant::parse("pushbench").unwrap();
     let files = [
         "gotarget__cpu_5s.pb.gz",
@@ -291,7 +261,7 @@ fn pushbench_bytes(runtime: &tokio::runtime::Runtime) {
 
 /// Every corpus CPU profile once (each distinct: the least a block can share), one flush.
 fn corpus_bytes(runtime: &tokio::runtime::Runtime, files: &[Bytes]) {
-    let store = store(runtime);
+    let store = Store::new(runtime);
     let tenant = Tenant::parse("corpus").unwrap();
     let labels = Labels::new([("service_name".to_string(), "corpus".to_string())]).unwrap();
     runtime.block_on(async {
@@ -339,7 +309,7 @@ fn ingest(c: &mut Criterion) {
     let files = corpus_cpu_profiles();
     pushbench_bytes(&runtime);
     corpus_bytes(&runtime, &files);
-    let store = store(&runtime);
+    let store = Store::new(&runtime);
     let tenant = Tenant::parse("ingest").unwrap();
     let labels = Labels::new([("service_name".to_string(), "ingest".to_string())]).unwrap();
     let total: u64 = files.iter().map(|raw| raw.len() as u64).sum();

@@ -4,27 +4,28 @@
 //! profile (with its peak memory), and a 7-day flame graph (168 hourly blocks, 10 services,
 //! one profile a minute) with cold and warm caches.
 //!
-//! Run: `cargo bench --bench merge` (`PYRITE_MERGE_BENCH=1m,svg,7d` picks parts). Besides the
+//! Run: `cargo bench --bench merge` (`PYRITE_MERGE_BENCH=1m,svg,7d` picks parts;
+//! `PYRITE_MERGE_BENCH_QUICK=1` stops after the CPU seconds of `max_nodes` 8,192). Besides the
 //! criterion medians it prints the CPU seconds of one query and the peak memory of the query
 //! and of the SVG, and writes each generated profile as gzipped pprof to
 //! `target/merge-bench/` so `go tool pprof -proto` can be timed on the very same input.
 
+mod common;
+
+use common::Store;
 use std::hint::black_box;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use prost::Message;
 use pyrite::block::{self, Partition};
-use pyrite::head::{Head, HeadConfig};
 use pyrite::model::{Labels, ProfileType, Selector, Tenant};
 use pyrite::pprof::DecodeLimits;
 use pyrite::proto::google::v1 as pprof;
 use pyrite::query::{Querier, SelectParams};
 use pyrite::render::{self, SvgOptions};
-use pyrite::storage::{Storage, StorageConfig};
 
 const AT_MS: i64 = 1_700_000_000_000;
 const VOCABULARY: u64 = 50_000;
@@ -84,7 +85,8 @@ fn symbols_profile() -> pprof::Profile {
 
 /// One profile of `stacks` unique stacks, depths 10–40: each stack shares a prefix with an
 /// earlier one and adds a few frames (now and then it branches higher up), the shape of a
-/// large service's CPU profile. Returns its partition (one series) and the number of distinct
+/// large service's CPU profile: about 3 stack-tree nodes per stack, so 3 M stacks make the
+/// ~9 M nodes of the case. Returns its partition (one series) and the number of distinct
 /// stack prefixes (tree nodes); writes the gzipped pprof to `pprof_path` unless it exists.
 fn generate(stacks: usize, pprof_path: &Path) -> (Partition, usize) {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ stacks as u64);
@@ -107,14 +109,18 @@ fn generate(stacks: usize, pprof_path: &Path) -> (Partition, usize) {
     let mut frames: Vec<u64> = Vec::with_capacity(64);
     let mut sample = Vec::new();
     for _ in 0..stacks {
-        let length = 10 + rng.below(31) as u8;
+        let mut length = 10 + rng.below(31) as u8;
         let mut node = 0u32;
         if !leaves.is_empty() {
             let from = leaves[rng.below(leaves.len() as u64) as usize];
-            let keep = if rng.below(20) == 0 {
-                rng.below(u64::from(depth[from as usize]) + 1) as u8
+            let at = depth[from as usize];
+            // Mostly a sibling of a recent shape (a few frames off an earlier stack, about as
+            // deep); one stack in 25 branches anywhere above with a fresh depth.
+            let keep = if rng.below(25) == 0 {
+                rng.below(u64::from(at.min(length))) as u8
             } else {
-                depth[from as usize].min(length).saturating_sub(1 + rng.below(5) as u8)
+                length = (i32::from(at) + rng.below(5) as i32 - 2).clamp(10, 40) as u8;
+                at.min(length).saturating_sub(1 + rng.below(3) as u8)
             };
             node = from;
             while depth[node as usize] > keep {
@@ -160,32 +166,6 @@ fn generate(stacks: usize, pprof_path: &Path) -> (Partition, usize) {
 
 fn bench_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("target/merge-bench")
-}
-
-struct Store {
-    _dir: tempfile::TempDir,
-    storage: Storage,
-    head: Arc<Head>,
-}
-
-fn store(runtime: &tokio::runtime::Runtime) -> Store {
-    let dir = tempfile::tempdir().unwrap();
-    let storage = Storage::from_config(&StorageConfig::default(), dir.path()).unwrap();
-    let head = Arc::new(
-        runtime
-            .block_on(Head::open(
-                HeadConfig::default(),
-                storage.clone(),
-                &dir.path().join("wal"),
-                &DecodeLimits::default(),
-            ))
-            .unwrap(),
-    );
-    Store {
-        storage,
-        head,
-        _dir: dir,
-    }
 }
 
 /// User plus system CPU time of this process.
@@ -238,9 +218,9 @@ fn large_profiles(c: &mut Criterion) {
         if !(wanted(name) || name == "3m" && wanted("svg")) {
             continue;
         }
-        let store = store(&runtime);
+        let store = Store::new(&runtime);
         let (nodes, rows) = {
-            let (partition, nodes) = generate(stacks, &bench_dir().join(format!("{name}_stacks.pb.gz")));
+            let (partition, nodes) = generate(stacks, &bench_dir().join(format!("{name}_stacks_v2.pb.gz")));
             let rows = partition.sample_count();
             runtime
                 .block_on(block::write(
@@ -271,6 +251,10 @@ fn large_profiles(c: &mut Criterion) {
             report_cpu(&format!("{name} max_nodes 8192"), 3, || {
                 black_box(flamegraph(8192));
             });
+            if std::env::var_os("PYRITE_MERGE_BENCH_QUICK").is_some() {
+                // CPU seconds of the small cut only (for a profiler run).
+                continue;
+            }
             report_cpu(&format!("{name} max_nodes 1048576"), 1, || {
                 black_box(flamegraph(1 << 20));
             });
@@ -315,7 +299,7 @@ fn seven_days(c: &mut Criterion) {
         return;
     }
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let store = store(&runtime);
+    let store = Store::new(&runtime);
     let tenant = Tenant::parse("bench").unwrap();
     let raw =
         std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/files/gotarget__cpu_5s.pb.gz"))

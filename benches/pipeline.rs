@@ -3,14 +3,14 @@
 //! block listing.
 //! Run: `cargo bench --bench pipeline`; figures go to BENCHMARKS.md.
 
+mod common;
+
+use common::Store;
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use bytes::Bytes;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use pyrite::head::{Head, HeadConfig};
-use pyrite::ingest::Ingester;
 use pyrite::model::{Labels, ProfileType, Selector, Tenant};
 use pyrite::pprof::DecodeLimits;
 use pyrite::query::{Querier, SelectParams};
@@ -59,42 +59,11 @@ fn decode(c: &mut Criterion) {
     group.finish();
 }
 
-struct Store {
-    _dir: tempfile::TempDir,
-    storage: Storage,
-    head: Arc<Head>,
-    ingester: Ingester,
-    querier: Querier,
-}
-
-fn store(runtime: &tokio::runtime::Runtime) -> Store {
-    let dir = tempfile::tempdir().unwrap();
-    let storage = Storage::from_config(&StorageConfig::default(), dir.path()).unwrap();
-    let limits = DecodeLimits::default();
-    let head = Arc::new(
-        runtime
-            .block_on(Head::open(
-                HeadConfig::default(),
-                storage.clone(),
-                &dir.path().join("wal"),
-                &limits,
-            ))
-            .unwrap(),
-    );
-    Store {
-        ingester: Ingester::new(head.clone(), limits),
-        querier: Querier::new(head.clone(), storage.clone()),
-        storage,
-        head,
-        _dir: dir,
-    }
-}
-
 fn ingest(c: &mut Criterion) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let files = corpus_files();
     let large = read(files.iter().find(|p| p.ends_with(LARGE)).unwrap());
-    let store = store(&runtime);
+    let store = Store::new(&runtime);
     let tenant = Tenant::parse("bench").unwrap();
     let labels = Labels::new([("service_name".to_string(), "bench".to_string())]).unwrap();
     let mut group = c.benchmark_group("ingest");
@@ -133,7 +102,8 @@ fn ingest(c: &mut Criterion) {
 fn merge_and_render(c: &mut Criterion) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let files = corpus_files();
-    let store = store(&runtime);
+    let store = Store::new(&runtime);
+    let warm = store.querier();
     let tenant = Tenant::parse("bench").unwrap();
     let cpu_5s = read(files.iter().find(|p| p.ends_with("gotarget__cpu_5s.pb.gz")).unwrap());
     // 1,000 CPU profiles of one service, one per second: the `go tool pprof -proto` anchor.
@@ -159,11 +129,11 @@ fn merge_and_render(c: &mut Criterion) {
     let mut group = c.benchmark_group("merge");
     group.sample_size(20);
     group.bench_function("1000_cpu_profiles_from_blocks", |b| {
-        b.iter(|| black_box(runtime.block_on(store.querier.select_merge(&params)).unwrap()))
+        b.iter(|| black_box(runtime.block_on(warm.select_merge(&params)).unwrap()))
     });
     group.finish();
 
-    let tree = runtime.block_on(store.querier.select_merge(&params)).unwrap();
+    let tree = runtime.block_on(warm.select_merge(&params)).unwrap();
     let context = ExportContext {
         profile_type,
         query: "{}".into(),
@@ -196,7 +166,8 @@ fn merge_and_render(c: &mut Criterion) {
 fn compaction(c: &mut Criterion) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let files = corpus_files();
-    let store = store(&runtime);
+    let store = Store::new(&runtime);
+    let warm = store.querier();
     let tenant = Tenant::parse("bench").unwrap();
     let cpu_5s = read(files.iter().find(|p| p.ends_with("gotarget__cpu_5s.pb.gz")).unwrap());
     let hour = AT_MS - AT_MS % 3_600_000;
@@ -229,7 +200,7 @@ fn compaction(c: &mut Criterion) {
     let mut group = c.benchmark_group("compaction");
     group.sample_size(10);
     group.bench_function("merge_query_12_blocks", |b| {
-        b.iter(|| black_box(runtime.block_on(store.querier.select_merge(&params)).unwrap()))
+        b.iter(|| black_box(runtime.block_on(warm.select_merge(&params)).unwrap()))
     });
     // A querier that has cached no block index or symbol table yet: what a first query pays.
     let cold_merge = || {
@@ -251,7 +222,7 @@ fn compaction(c: &mut Criterion) {
         .unwrap();
     assert_eq!(compacted.len(), 1);
     group.bench_function("merge_query_1_compacted_block", |b| {
-        b.iter(|| black_box(runtime.block_on(store.querier.select_merge(&params)).unwrap()))
+        b.iter(|| black_box(runtime.block_on(warm.select_merge(&params)).unwrap()))
     });
     group.bench_function("merge_query_1_compacted_block_cold", |b| {
         b.iter(|| black_box(cold_merge()))

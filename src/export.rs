@@ -42,7 +42,10 @@ pub async fn export_window(querier: &Querier, request: &ExportRequest) -> Result
     let cut = match request.format {
         ExportFormat::Svg => Some(request.max_nodes.unwrap_or(render::DEFAULT_MAX_NODES)),
         ExportFormat::Json => request.max_nodes,
-        ExportFormat::Pprof | ExportFormat::Folded => None,
+        // A pprof is whole unless a node count was asked for (then its stacks end in "other"
+        // where the cut fell); folded text is always every stack.
+        ExportFormat::Pprof => request.max_nodes.filter(|&max_nodes| max_nodes > 0),
+        ExportFormat::Folded => None,
     };
     let tree = match cut {
         Some(max_nodes) => querier.select_merge_truncated(select, max_nodes).await?,

@@ -421,7 +421,8 @@ pub async fn render(
 ) -> Result<Response, ConnectError> {
     let window = render_window(&headers, &state, &params, "query", "from", "until")?;
     let max_nodes = max_nodes(&state, &params)?;
-    let tree = state.querier.select_merge(&window.select).await?;
+    // Cut while merged: the flamebearer of `max_nodes` is drawn the same from the cut tree.
+    let tree = state.querier.select_merge_truncated(&window.select, max_nodes).await?;
     let step_s = timeline_step_s(window.select.from_ms, window.select.until_ms);
     // `aggregation=avg` averages the profiles of a step; `groupBy` adds one timeline per value.
     let aggregation = match param(&params, &["aggregation"]) {
@@ -509,8 +510,10 @@ pub async fn render_diff(
         ));
     }
     let max_nodes = max_nodes(&state, &params)?;
-    let left_tree = state.querier.select_merge(&left.select).await?;
-    let right_tree = state.querier.select_merge(&right.select).await?;
+    let (left_tree, right_tree) = state
+        .querier
+        .select_merge_pair_truncated(&left.select, &right.select, max_nodes)
+        .await?;
     let body = render::flamebearer_diff(&left_tree, &right_tree, &left.select.profile_type, Some(max_nodes));
     Ok(axum::Json(body).into_response())
 }

@@ -395,6 +395,11 @@ async fn select_merge_profile(
     tenant: Tenant,
     request: querier::SelectMergeProfileRequest,
 ) -> Result<crate::proto::google::v1::Profile, ConnectError> {
+    // Whole unless the request names a node count: a pprof is for tools that want every stack.
+    let cut = match request.max_nodes {
+        None | Some(0) => None,
+        requested => Some(max_nodes(state, requested)?),
+    };
     let (tree, profile_type) = merged_tree(
         state,
         &tenant,
@@ -404,7 +409,7 @@ async fn select_merge_profile(
         request.end,
         request.stack_trace_selector.as_ref(),
         &request.profile_id_selector,
-        None,
+        cut,
     )
     .await?;
     let duration_nanos = (request.end - request.start).saturating_mul(1_000_000);
@@ -600,30 +605,61 @@ async fn diff(
         ));
     }
     let max_nodes = max_nodes(state, left.max_nodes.or(right.max_nodes))?;
-    let (left_tree, _) = merged_tree(
-        state,
-        &tenant,
-        &left.profile_type_id,
-        &left.label_selector,
-        left.start,
-        left.end,
-        left.stack_trace_selector.as_ref(),
-        &left.profile_id_selector,
-        None,
-    )
-    .await?;
-    let (right_tree, _) = merged_tree(
-        state,
-        &tenant,
-        &right.profile_type_id,
-        &right.label_selector,
-        right.start,
-        right.end,
-        right.stack_trace_selector.as_ref(),
-        &right.profile_id_selector,
-        None,
-    )
-    .await?;
+    // A call-site filter keeps a subtree and a profile filter picks rows: both merge whole.
+    let filtered = |request: &querier::SelectMergeStacktracesRequest| {
+        !request.profile_id_selector.is_empty()
+            || request
+                .stack_trace_selector
+                .as_ref()
+                .is_some_and(|selector| !selector.call_site.is_empty())
+    };
+    let (left_tree, right_tree) = if !filtered(&left) && !filtered(&right) {
+        // Both sides cut while merged, each keeping what the other keeps (the union cut).
+        let left_select = params::querier_select(
+            tenant.clone(),
+            &left.profile_type_id,
+            &left.label_selector,
+            left.start,
+            left.end,
+        )?;
+        let right_select = params::querier_select(
+            tenant.clone(),
+            &right.profile_type_id,
+            &right.label_selector,
+            right.start,
+            right.end,
+        )?;
+        state
+            .querier
+            .select_merge_pair_truncated(&left_select, &right_select, max_nodes)
+            .await?
+    } else {
+        let (left_tree, _) = merged_tree(
+            state,
+            &tenant,
+            &left.profile_type_id,
+            &left.label_selector,
+            left.start,
+            left.end,
+            left.stack_trace_selector.as_ref(),
+            &left.profile_id_selector,
+            None,
+        )
+        .await?;
+        let (right_tree, _) = merged_tree(
+            state,
+            &tenant,
+            &right.profile_type_id,
+            &right.label_selector,
+            right.start,
+            right.end,
+            right.stack_trace_selector.as_ref(),
+            &right.profile_id_selector,
+            None,
+        )
+        .await?;
+        (left_tree, right_tree)
+    };
     Ok(querier::DiffResponse {
         flamegraph: Some(render::flamegraph_diff(&left_tree, &right_tree, Some(max_nodes))),
     })

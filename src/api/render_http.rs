@@ -30,10 +30,14 @@ pub async fn render(
         .parse()
         .map_err(ConnectError::invalid_argument)?;
     let max_nodes = args.max_nodes(NodeLimits::from_config(&state.config))?;
+    // The default node count draws graphs; a pprof is cut only when the request asks for it.
+    let asked = args
+        .get(&["max-nodes", "maxNodes", "max_nodes"])
+        .is_some_and(|text| text != "0");
     let request = ExportRequest {
         window,
         format,
-        max_nodes: Some(max_nodes),
+        max_nodes: (asked || !matches!(format, ExportFormat::Pprof)).then_some(max_nodes),
     };
     let body = crate::export::export_window(&state.querier, &request).await?;
     Ok(([(header::CONTENT_TYPE, format.media_type())], body).into_response())
@@ -54,9 +58,21 @@ pub async fn render_diff(
             "baseline_from and baseline_until name the window to compare against",
         ));
     }
-    let before_tree = state.querier.select_merge(&before.select).await?;
-    let after_tree = state.querier.select_merge(&after.select).await?;
-    match params.get("format").map(String::as_str).unwrap_or("svg") {
+    let format = params.get("format").map(String::as_str).unwrap_or("svg");
+    let (before_tree, after_tree) = if format == "svg" {
+        // Cut while merged to what the SVG draws, both sides keeping what either keeps.
+        let max_nodes = args.max_nodes(NodeLimits::from_config(&state.config))?;
+        state
+            .querier
+            .select_merge_pair_truncated(&before.select, &after.select, max_nodes)
+            .await?
+    } else {
+        (
+            state.querier.select_merge(&before.select).await?,
+            state.querier.select_merge(&after.select).await?,
+        )
+    };
+    match format {
         "folded" | "collapsed" => Ok((
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
             render::folded_diff(&before_tree, &after_tree),

@@ -640,6 +640,18 @@ fn section_bytes<'a>(raw: &'a [u8], range: SectionRange, format_version: u32) ->
                     range.raw_length
                 ));
             }
+            // The frame header states its content size (our writer always sets it): a frame that
+            // disagrees with the declaration is refused before the declared bytes are reserved.
+            match zstd::zstd_safe::get_frame_content_size(raw) {
+                Ok(Some(size)) if size != range.raw_length => {
+                    return Err(format!(
+                        "a section's frame holds {size} bytes decompressed, not the {} declared",
+                        range.raw_length
+                    ));
+                }
+                Ok(_) => {}
+                Err(_) => return Err("a section is not a zstd frame".to_string()),
+            }
             let decompressed = zstd::bulk::decompress(raw, range.raw_length as usize)
                 .map_err(|err| format!("decompressing a section: {err}"))?;
             if decompressed.len() as u64 != range.raw_length {
@@ -1296,6 +1308,11 @@ mod tests {
             raw_length,
         };
         assert!(section_bytes(&bomb, declared(1 << 20), 2).is_err());
+        // Refused from the frame header, before anything is reserved: a declaration of 1 GiB
+        // over a frame of 64 MiB answers at once (the error names the frame's own size).
+        let refused = section_bytes(&bomb, declared(MAX_SECTION_BYTES), 2).unwrap_err();
+        assert!(refused.contains(&(64u64 << 20).to_string()), "{refused}");
+        assert!(section_bytes(b"not a zstd frame", declared(16), 2).is_err());
         assert!(section_bytes(&bomb, declared(MAX_SECTION_BYTES + 1), 2).is_err());
         assert!(section_bytes(&bomb, declared((64 << 20) + 1), 2).is_err());
         assert_eq!(section_bytes(&bomb, declared(64 << 20), 2).unwrap().len(), 64 << 20);

@@ -1,7 +1,8 @@
 //! The vocabulary every stage shares: tenants, label sets, profile type IDs, label selectors,
-//! time arguments and the merged flame tree (what queries produce and renderers read). Nothing
-//! here does I/O.
+//! time arguments, the merged flame tree (what queries produce and renderers read) and the
+//! current query's deadline. Nothing here does I/O.
 
+mod deadline;
 mod flame;
 mod labels;
 mod profile_id;
@@ -10,6 +11,7 @@ mod selector;
 mod tenant;
 mod time;
 
+pub use deadline::{Deadline, DeadlinePassed, Ticker};
 pub use flame::{FlameNode, FlameTree, OTHER_NAME, ROOT_NAME};
 pub use labels::{LabelError, Labels, valid_label_name};
 pub use profile_id::{ProfileId, ProfileIdError, series_fingerprint};

@@ -174,7 +174,7 @@ impl Parser<'_> {
             matchers.push(Matcher::new(&name, op, &value)?);
             // A selector of thousands of regexes takes a while to compile: stop at the query's
             // deadline (the API then answers 504).
-            if matchers.len() % 64 == 0 && crate::query::Deadline::expired() {
+            if matchers.len() % 64 == 0 && super::Deadline::expired() {
                 return Err(self.error("the query's deadline passed while parsing its selector"));
             }
         }

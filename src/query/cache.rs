@@ -14,6 +14,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
+use super::forest::BlockSymbols;
 use crate::block::SeriesHeader;
 use crate::symbols::SymbolTable;
 
@@ -48,6 +49,12 @@ pub trait Weigh {
 impl Weigh for SymbolTable {
     fn weigh(&self) -> u64 {
         self.estimated_bytes() as u64
+    }
+}
+
+impl Weigh for BlockSymbols {
+    fn weigh(&self) -> u64 {
+        (self.table.estimated_bytes() + self.shape.estimated_bytes()) as u64
     }
 }
 

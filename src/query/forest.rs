@@ -19,20 +19,19 @@ use crate::symbols::{ROOT_STACK, SymbolTable};
 
 use super::{MAX_STACK_DEPTH, QueryError, RowFilter, SelectParams, Ticker};
 use foldhash::{HashMap, HashMapExt};
+use std::sync::Arc;
 
 const UNSET: u32 = u32::MAX;
 /// Marks a stack as wanted (has rows, or a wanted descendant) before it gets its compact id.
 const WANTED: u32 = u32::MAX - 1;
 
-/// One partition's wanted stacks as a compact tree: node 0 is the root, and every other node
-/// is a stack of the partition's table that has in-window rows or a descendant with some, in
-/// the table's order (parents first).
+/// The tree shape of a stack table: each node's children and its location's frame names.
+/// A block's shape covers its whole table (node = stack id), is built once when its symbols
+/// are loaded and cached with them (blocks never change), so a query over it only sums rows;
+/// a head or peer partition's shape is built by the query over its wanted stacks alone.
 #[derive(Debug, Default)]
-pub struct StackForest {
-    /// Per node: the sum of the rows of every stack through it, and of the rows ending at it.
-    total: Vec<i64>,
-    self_value: Vec<i64>,
-    /// Children of node `n` are `children[child_start[n]..child_start[n + 1]]`.
+pub struct StackShape {
+    /// Children of node `n` are `children[child_start[n]..child_start[n + 1]]`, in id order.
     child_start: Vec<u32>,
     children: Vec<u32>,
     /// Per node (unused for the root): its location, an index into `frame_start`.
@@ -44,10 +43,156 @@ pub struct StackForest {
     names: Vec<String>,
 }
 
+impl StackShape {
+    /// The shape of every stack of `symbols`: node `n` is stack `n`.
+    pub fn of_table(symbols: &SymbolTable) -> StackShape {
+        let stacks = symbols.stack_count();
+        let mut names = Names::new(symbols);
+        let mut location_ids = vec![UNSET; symbols.location_count()];
+        let mut shape = StackShape {
+            node_location: Vec::with_capacity(stacks.max(1)),
+            frame_start: vec![0],
+            ..StackShape::default()
+        };
+        shape.node_location.push(UNSET);
+        for stack in 1..stacks as u32 {
+            let location = shape.location_slot(&mut names, &mut location_ids, symbols.stack_location_id(stack));
+            shape.node_location.push(location);
+        }
+        shape.set_children(stacks.max(1), |stack| symbols.stack_parent(stack));
+        shape.names = names.into_names();
+        shape
+    }
+
+    /// The index into `frame_start` of table location `location`, naming its frames the first
+    /// time.
+    fn location_slot(&mut self, names: &mut Names, location_ids: &mut [u32], location: u32) -> u32 {
+        let slot = &mut location_ids[location as usize];
+        if *slot == UNSET {
+            *slot = (self.frame_start.len() - 1) as u32;
+            names.push_frames(location, &mut self.frames);
+            self.frame_start.push(self.frames.len() as u32);
+        }
+        *slot
+    }
+
+    /// Children of `nodes` nodes in id order (node 0 is the root), as a counting sort by parent.
+    fn set_children(&mut self, nodes: usize, parent_of: impl Fn(u32) -> u32) {
+        let mut child_start = vec![0u32; nodes + 1];
+        for node in 1..nodes as u32 {
+            child_start[parent_of(node) as usize + 1] += 1;
+        }
+        for node in 0..nodes {
+            child_start[node + 1] += child_start[node];
+        }
+        let mut fill = child_start.clone();
+        let mut children = vec![0u32; nodes.saturating_sub(1)];
+        for node in 1..nodes as u32 {
+            let parent = parent_of(node) as usize;
+            children[fill[parent] as usize] = node;
+            fill[parent] += 1;
+        }
+        self.child_start = child_start;
+        self.children = children;
+    }
+
+    fn nodes(&self) -> usize {
+        self.node_location.len()
+    }
+
+    fn children(&self, node: u32) -> &[u32] {
+        let node = node as usize;
+        &self.children[self.child_start[node] as usize..self.child_start[node + 1] as usize]
+    }
+
+    fn frames(&self, node: u32) -> &[u32] {
+        let location = self.node_location[node as usize] as usize;
+        &self.frames[self.frame_start[location] as usize..self.frame_start[location + 1] as usize]
+    }
+
+    /// Heap bytes, about (for the symbol cache's budget).
+    pub fn estimated_bytes(&self) -> usize {
+        4 * (self.child_start.len() + self.children.len() + self.node_location.len())
+            + 4 * (self.frame_start.len() + self.frames.len())
+            + self.names.iter().map(|name| name.len() + 24).sum::<usize>()
+    }
+}
+
+/// A block's symbol table with the shape of its stack tree, cached together.
+#[derive(Debug)]
+pub struct BlockSymbols {
+    pub table: SymbolTable,
+    pub shape: StackShape,
+}
+
+impl BlockSymbols {
+    pub fn new(table: SymbolTable) -> Self {
+        let shape = StackShape::of_table(&table);
+        Self { table, shape }
+    }
+}
+
+/// The shape a forest sums over: its own, or a cached block's.
+#[derive(Debug)]
+enum Shape {
+    Own(StackShape),
+    Block(Arc<BlockSymbols>),
+}
+
+/// One partition's wanted rows summed over a stack tree shape: per node, the sum of the rows
+/// of every stack through it (`total`) and of the rows ending at it (`self_value`).
+#[derive(Debug)]
+pub struct StackForest {
+    shape: Shape,
+    total: Vec<i64>,
+    self_value: Vec<i64>,
+    /// Over a block's whole table: the nodes with rows or a descendant with some, one bit each
+    /// (a node whose rows cancel out to a zero total is still drawn, as the rows say). `None`:
+    /// every node of the shape is wanted.
+    wanted: Option<Vec<u64>>,
+}
+
+/// Sums the in-window rows of the series `params` wants (with a `filter`, only the rows it
+/// keeps) per stack id; `None` when the deadline passed meanwhile.
+fn sum_rows(
+    stacks: usize,
+    all_series: &[Series],
+    params: &SelectParams,
+    filter: Option<&RowFilter>,
+    ticker: &mut Ticker,
+) -> Option<Vec<i64>> {
+    let mut sums = vec![0i64; stacks];
+    let window = params.window();
+    for series in all_series {
+        if ticker.expired(1 + params.selector.matchers.len()) {
+            return None;
+        }
+        if !params.wants_series(series) {
+            continue;
+        }
+        let Some(keep) = RowFilter::rows_of(filter, series) else {
+            continue;
+        };
+        for (row, ((&time, &stack), &value)) in series.times.iter().zip(&series.stacks).zip(&series.values).enumerate()
+        {
+            if ticker.expired(1) {
+                return None;
+            }
+            if window.contains(time)
+                && keep.keeps(series, row, time)
+                && let Some(sum) = sums.get_mut(stack as usize)
+            {
+                *sum = sum.saturating_add(value);
+            }
+        }
+    }
+    Some(sums)
+}
+
 impl StackForest {
     /// Sums the in-window rows of the series `params` wants (with a `filter`, only the rows
-    /// it keeps) and builds the forest of their stacks. `None` when the deadline passed
-    /// meanwhile.
+    /// it keeps) and builds the forest of their stacks, with a shape of its own. `None` when
+    /// the deadline passed meanwhile.
     pub fn from_rows(
         symbols: &SymbolTable,
         all_series: &[Series],
@@ -55,36 +200,58 @@ impl StackForest {
         filter: Option<&RowFilter>,
     ) -> Option<StackForest> {
         let mut ticker = Ticker::new();
-        let mut sums = vec![0i64; symbols.stack_count()];
-        let window = params.window();
-        for series in all_series {
-            if ticker.expired(1 + params.selector.matchers.len()) {
-                return None;
-            }
-            if !params.wants_series(series) {
-                continue;
-            }
-            let Some(keep) = RowFilter::rows_of(filter, series) else {
-                continue;
-            };
-            for (row, ((&time, &stack), &value)) in
-                series.times.iter().zip(&series.stacks).zip(&series.values).enumerate()
-            {
-                if ticker.expired(1) {
-                    return None;
-                }
-                if window.contains(time)
-                    && keep.keeps(series, row, time)
-                    && let Some(sum) = sums.get_mut(stack as usize)
-                {
-                    *sum = sum.saturating_add(value);
-                }
-            }
-        }
+        let sums = sum_rows(symbols.stack_count(), all_series, params, filter, &mut ticker)?;
         Self::from_sums(symbols, sums, &mut ticker)
     }
 
-    /// The forest of the stacks with a non-zero sum in `sums` (indexed by stack id).
+    /// [`StackForest::from_rows`] over a block's cached shape: one pass over the rows and one
+    /// over the stack table, nothing named or sorted.
+    pub fn over_block(
+        block: Arc<BlockSymbols>,
+        all_series: &[Series],
+        params: &SelectParams,
+        filter: Option<&RowFilter>,
+    ) -> Option<StackForest> {
+        let mut ticker = Ticker::new();
+        let symbols = &block.table;
+        let stacks = symbols.stack_count();
+        debug_assert_eq!(stacks.max(1), block.shape.nodes());
+        let sums = sum_rows(stacks, all_series, params, filter, &mut ticker)?;
+        // Descending: parents have smaller ids than their children, so a stack's mark and
+        // total are final when the scan reaches it and can be passed up.
+        let mut totals = sums.clone();
+        let mut wanted = vec![0u64; stacks.max(1).div_ceil(64)];
+        let is_set = |bits: &[u64], node: usize| bits[node / 64] & (1 << (node % 64)) != 0;
+        for stack in (1..stacks).rev() {
+            if ticker.expired(1) {
+                return None;
+            }
+            if sums[stack] == 0 && !is_set(&wanted, stack) {
+                continue;
+            }
+            let parent = symbols.stack_parent(stack as u32) as usize;
+            debug_assert!(parent < stack, "stack parents precede their children");
+            wanted[stack / 64] |= 1 << (stack % 64);
+            wanted[parent / 64] |= 1 << (parent % 64);
+            totals[parent] = totals[parent].saturating_add(totals[stack]);
+        }
+        if totals.is_empty() {
+            totals.push(0);
+        }
+        let mut self_value = sums;
+        if self_value.is_empty() {
+            self_value.push(0);
+        }
+        Some(StackForest {
+            shape: Shape::Block(block),
+            total: totals,
+            self_value,
+            wanted: Some(wanted),
+        })
+    }
+
+    /// The forest of the stacks with a non-zero sum in `sums` (indexed by stack id), with a
+    /// shape of its own holding only those stacks and their parents.
     pub fn from_sums(symbols: &SymbolTable, sums: Vec<i64>, ticker: &mut Ticker) -> Option<StackForest> {
         let stacks = sums.len();
         // Descending: parents have smaller ids than their children, so a stack's mark and
@@ -104,20 +271,18 @@ impl StackForest {
             compact[parent] = WANTED;
             totals[parent] = totals[parent].saturating_add(totals[stack]);
         }
-        let mut forest = StackForest {
-            total: vec![totals.first().copied().unwrap_or(0)],
-            // Rows of the empty stack (no frames) are the root's own.
-            self_value: vec![sums.first().copied().unwrap_or(0)],
+        let mut shape = StackShape {
             node_location: vec![UNSET],
             frame_start: vec![0],
-            ..StackForest::default()
+            ..StackShape::default()
         };
-        if stacks == 0 {
-            forest.child_start = vec![0, 0];
-            return Some(forest);
-        }
-        compact[ROOT_STACK as usize] = 0;
+        let mut forest_total = vec![totals.first().copied().unwrap_or(0)];
+        // Rows of the empty stack (no frames) are the root's own.
+        let mut forest_self = vec![sums.first().copied().unwrap_or(0)];
         let mut parents: Vec<u32> = vec![UNSET];
+        if stacks > 0 {
+            compact[ROOT_STACK as usize] = 0;
+        }
         let mut names = Names::new(symbols);
         let mut location_ids = vec![UNSET; symbols.location_count()];
         for stack in 1..stacks {
@@ -127,40 +292,22 @@ impl StackForest {
             if ticker.expired(1) {
                 return None;
             }
-            let id = forest.total.len() as u32;
-            compact[stack] = id;
+            compact[stack] = forest_total.len() as u32;
             parents.push(compact[symbols.stack_parent(stack as u32) as usize]);
-            forest.total.push(totals[stack]);
-            forest.self_value.push(sums[stack]);
-            let location = symbols.stack_location_id(stack as u32);
-            let slot = &mut location_ids[location as usize];
-            if *slot == UNSET {
-                *slot = (forest.frame_start.len() - 1) as u32;
-                names.push_frames(location, &mut forest.frames);
-                forest.frame_start.push(forest.frames.len() as u32);
-            }
-            forest.node_location.push(*slot);
+            forest_total.push(totals[stack]);
+            forest_self.push(sums[stack]);
+            let location = shape.location_slot(&mut names, &mut location_ids, symbols.stack_location_id(stack as u32));
+            shape.node_location.push(location);
         }
         drop((compact, totals, sums));
-        // Children in id order, as a counting sort by parent.
-        let nodes = forest.total.len();
-        let mut child_start = vec![0u32; nodes + 1];
-        for &parent in &parents[1..] {
-            child_start[parent as usize + 1] += 1;
-        }
-        for node in 0..nodes {
-            child_start[node + 1] += child_start[node];
-        }
-        let mut fill = child_start.clone();
-        let mut children = vec![0u32; nodes - 1];
-        for (node, &parent) in parents.iter().enumerate().skip(1) {
-            children[fill[parent as usize] as usize] = node as u32;
-            fill[parent as usize] += 1;
-        }
-        forest.child_start = child_start;
-        forest.children = children;
-        forest.names = names.into_names();
-        Some(forest)
+        shape.set_children(forest_total.len(), |node| parents[node as usize]);
+        shape.names = names.into_names();
+        Some(StackForest {
+            shape: Shape::Own(shape),
+            total: forest_total,
+            self_value: forest_self,
+            wanted: None,
+        })
     }
 
     /// Sum of every wanted row.
@@ -168,14 +315,29 @@ impl StackForest {
         self.total[0]
     }
 
-    fn children(&self, node: u32) -> &[u32] {
-        let node = node as usize;
-        &self.children[self.child_start[node] as usize..self.child_start[node + 1] as usize]
+    fn shape(&self) -> &StackShape {
+        match &self.shape {
+            Shape::Own(shape) => shape,
+            Shape::Block(block) => &block.shape,
+        }
+    }
+
+    fn names(&self) -> &[String] {
+        &self.shape().names
+    }
+
+    /// The wanted children of `node`.
+    fn children(&self, node: u32) -> impl Iterator<Item = u32> + '_ {
+        let wanted = self.wanted.as_deref();
+        self.shape()
+            .children(node)
+            .iter()
+            .copied()
+            .filter(move |&child| wanted.is_none_or(|bits| bits[child as usize / 64] & (1 << (child % 64)) != 0))
     }
 
     fn frames(&self, node: u32) -> &[u32] {
-        let location = self.node_location[node as usize] as usize;
-        &self.frames[self.frame_start[location] as usize..self.frame_start[location + 1] as usize]
+        self.shape().frames(node)
     }
 }
 
@@ -259,7 +421,7 @@ impl Expansion<'_> {
             out.push((self.name(next), next));
             return;
         }
-        for &child in forest.children(member.node) {
+        for child in forest.children(member.node) {
             let next = Member {
                 forest: member.forest,
                 node: child,
@@ -312,9 +474,14 @@ fn runs(members: &[(u32, Member)]) -> impl Iterator<Item = (usize, usize)> + '_ 
 /// cut under one [`OTHER_NAME`] child per parent (marked [`crate::model::FlameNode::other`]),
 /// so every kept node's total and self value are exact and each parent's sum adds up.
 /// Refused past `max_tree_nodes` (the query's memory budget); `Ok(None)` past the deadline.
+///
+/// With a `guide` (a cut tree of other forests, the other side of a diff), every node whose
+/// name path the guide keeps is kept too, whatever its weight here, so the two sides of a diff
+/// hold exact values for every node either side keeps (the union cut).
 pub fn expand(
     forests: &[StackForest],
     cut: Option<usize>,
+    guide: Option<&FlameTree>,
     max_tree_nodes: usize,
 ) -> Result<Option<FlameTree>, QueryError> {
     let mut tree = FlameTree::new();
@@ -322,7 +489,7 @@ pub fn expand(
         forests,
         names: forests
             .iter()
-            .map(|forest| forest.names.iter().map(|name| tree.intern(name)).collect())
+            .map(|forest| forest.names().iter().map(|name| tree.intern(name)).collect())
             .collect(),
     };
     let (root_total, root_self) = forests.iter().fold((0i64, 0i64), |(total, self_value), forest| {
@@ -338,7 +505,7 @@ pub fn expand(
         frame: 0,
     });
     let built = match cut {
-        Some(cut) => expand_cut(&expansion, &mut tree, roots, cut, max_tree_nodes)?,
+        Some(cut) => expand_cut(&expansion, &mut tree, roots, (cut, guide), max_tree_nodes)?,
         None => expand_all(&expansion, &mut tree, roots, max_tree_nodes)?,
     };
     Ok(built.then_some(tree))
@@ -424,6 +591,45 @@ fn expand_all(
     Ok(true)
 }
 
+/// The kept nodes of a guide tree by (guide parent, output name id): which pending node the
+/// guide has, in O(1) per node.
+struct Guide {
+    children: HashMap<(u32, u32), u32>,
+}
+
+impl Guide {
+    fn new(guide: &FlameTree, out: &FlameTree) -> Self {
+        let ids: HashMap<&str, u32> = out
+            .names()
+            .iter()
+            .enumerate()
+            .map(|(id, name)| (name.as_str(), id as u32))
+            .collect();
+        let mut children = HashMap::new();
+        for (id, node) in guide.nodes().iter().enumerate() {
+            for &child in &node.children {
+                let child_node = guide.node(child);
+                // A remainder is no node of its own: nothing below it is kept for it.
+                if child_node.other {
+                    continue;
+                }
+                // A name the output never interned names nothing these forests have.
+                if let Some(&name) = ids.get(guide.name(child_node.name)) {
+                    children.insert((id as u32, name), child);
+                }
+            }
+        }
+        Self { children }
+    }
+
+    fn child(&self, parent: u32, name: u32) -> u32 {
+        if parent == UNSET {
+            return UNSET;
+        }
+        self.children.get(&(parent, name)).copied().unwrap_or(UNSET)
+    }
+}
+
 /// Best-first: a node's exact total is known from its members before it is expanded, so nodes
 /// come off the heap heaviest first (children never outweigh their parents) and the tree stops
 /// once `cut` nodes are kept (and those as heavy as the last one, as Pyroscope's threshold
@@ -432,7 +638,7 @@ fn expand_cut(
     expansion: &Expansion,
     tree: &mut FlameTree,
     roots: impl Iterator<Item = Member>,
-    cut: usize,
+    (cut, guide): (usize, Option<&FlameTree>),
     max_tree_nodes: usize,
 ) -> Result<bool, QueryError> {
     struct Pending {
@@ -477,14 +683,43 @@ fn expand_cut(
         expansion.push_children(root, &mut scratch);
     }
     push_groups(expansion, &mut scratch, &mut heap, &mut pending, (0, 1));
+    let guide = guide.map(|guide| Guide::new(guide, tree));
+    // Per output node, the guide's node of the same name path (UNSET: none).
+    let mut guide_of: Vec<u32> = vec![0];
     let mut kept = 0usize;
     let mut last_total = i64::MAX;
-    while let Some(&(total, std::cmp::Reverse(index))) = heap.peek() {
-        if kept >= cut && total < last_total {
-            break;
-        }
-        heap.pop();
+    // Past the cut, only nodes the guide has are kept; the rest goes to its parent's "other".
+    let mut past_cut = false;
+    let mut others: HashMap<u32, i64> = HashMap::new();
+    // Past the cut, the frontier (often far larger than the cut) is drained in any order.
+    let mut rest: Vec<usize> = Vec::new();
+    loop {
+        let index = if past_cut {
+            rest.extend(heap.drain().map(|(_, std::cmp::Reverse(index))| index));
+            match rest.pop() {
+                Some(index) => index,
+                None => break,
+            }
+        } else {
+            let Some(&(total, std::cmp::Reverse(index))) = heap.peek() else {
+                break;
+            };
+            if kept >= cut && total < last_total {
+                past_cut = true;
+                continue;
+            }
+            heap.pop();
+            index
+        };
         let item = pending[index].take().expect("each pending node is popped once");
+        let guided = guide
+            .as_ref()
+            .map_or(UNSET, |guide| guide.child(guide_of[item.parent as usize], item.name));
+        if past_cut && guided == UNSET {
+            let other = others.entry(item.parent).or_default();
+            *other = other.saturating_add(item.total);
+            continue;
+        }
         if ticker.expired(item.members.len()) {
             return Ok(false);
         }
@@ -494,8 +729,12 @@ fn expand_cut(
             item.self_value
         };
         let node = tree.push_child(item.parent, item.name, item.total, self_value, false);
-        kept += 1;
-        last_total = total;
+        debug_assert_eq!(node as usize, guide_of.len());
+        guide_of.push(guided);
+        if !past_cut {
+            kept += 1;
+            last_total = item.total;
+        }
         if tree.nodes().len() > max_tree_nodes {
             return Err(QueryError::TooManyNodes { limit: max_tree_nodes });
         }
@@ -505,13 +744,6 @@ fn expand_cut(
             }
             push_groups(expansion, &mut scratch, &mut heap, &mut pending, (node, item.depth + 1));
         }
-    }
-    // Per parent, what was cut below it.
-    let mut others: HashMap<u32, i64> = HashMap::new();
-    for (_, std::cmp::Reverse(index)) in heap {
-        let item = pending[index].take().expect("left pending");
-        let other = others.entry(item.parent).or_default();
-        *other = other.saturating_add(item.total);
     }
     if others.is_empty() {
         return Ok(true);
@@ -588,12 +820,24 @@ mod tests {
         tree
     }
 
+    /// The merge over shapes of the query's own (head partitions) and over cached whole-table
+    /// shapes (blocks): both must give the same tree, which is returned.
     fn merged(partitions: &[&Partition], params: &SelectParams, cut: Option<usize>) -> FlameTree {
         let forests: Vec<StackForest> = partitions
             .iter()
             .map(|partition| StackForest::from_rows(&partition.symbols, &partition.series, params, None).unwrap())
             .collect();
-        expand(&forests, cut, usize::MAX).unwrap().unwrap()
+        let own = expand(&forests, cut, None, usize::MAX).unwrap().unwrap();
+        let forests: Vec<StackForest> = partitions
+            .iter()
+            .map(|partition| {
+                let block = Arc::new(BlockSymbols::new(partition.symbols.clone()));
+                StackForest::over_block(block, &partition.series, params, None).unwrap()
+            })
+            .collect();
+        let over_blocks = expand(&forests, cut, None, usize::MAX).unwrap().unwrap();
+        assert_eq!(paths(&over_blocks), paths(&own), "block shapes merge as own shapes do");
+        own
     }
 
     /// Every node by its name path: (total, self, marked other).
@@ -735,6 +979,62 @@ mod tests {
         // Nothing in the window: an empty tree.
         let empty = merged(&[&a], &params(&cpu, 100, 200), Some(10));
         assert!(empty.is_empty());
+    }
+
+    /// A diff's union cut: each side cut to `cut` and keeping what the other side's cut keeps
+    /// draws the same diff flame graph as the two whole trees, and every node either side keeps
+    /// has its whole-tree values on both sides.
+    #[test]
+    fn the_union_cut_of_two_sides_draws_the_diff_of_the_whole_trees() {
+        let cpu = ProfileType::parse("process_cpu:cpu:nanoseconds:cpu:nanoseconds").unwrap();
+        let (a, b) = (generated(3, 3_000, &cpu), generated(5, 2_500, &cpu));
+        let params = params(&cpu, 0, 4);
+        let (whole_left, whole_right) = (reference(&[&a], &params), reference(&[&b], &params));
+        let forests = |partition: &Partition| {
+            vec![StackForest::from_rows(&partition.symbols, &partition.series, &params, None).unwrap()]
+        };
+        let (left, right) = (forests(&a), forests(&b));
+        let (whole_left_paths, whole_right_paths) = (paths(&whole_left), paths(&whole_right));
+        let mut alone_differs = false;
+        for cut in [1, 5, 60, 400, 5_000] {
+            let alone = |forests: &[StackForest]| expand(forests, Some(cut), None, usize::MAX).unwrap().unwrap();
+            let (left_alone, right_alone) = (alone(&left), alone(&right));
+            let guided = |forests: &[StackForest], guide: &FlameTree| {
+                expand(forests, Some(cut), Some(guide), usize::MAX).unwrap().unwrap()
+            };
+            let (left_cut, right_cut) = (guided(&left, &right_alone), guided(&right, &left_alone));
+            assert_eq!(
+                crate::render::flamegraph_diff(&left_cut, &right_cut, Some(cut)),
+                crate::render::flamegraph_diff(&whole_left, &whole_right, Some(cut)),
+                "cut {cut}"
+            );
+            // Without the guide, the sides alone do not always draw the same diff.
+            alone_differs |= crate::render::flamegraph_diff(&left_alone, &right_alone, Some(cut))
+                != crate::render::flamegraph_diff(&whole_left, &whole_right, Some(cut));
+            for (cut_tree, whole_paths) in [(&left_cut, &whole_left_paths), (&right_cut, &whole_right_paths)] {
+                for (path, (total, self_value, other)) in paths(cut_tree) {
+                    if !other {
+                        let (whole_total, whole_self, _) = whole_paths[&path];
+                        assert_eq!((total, self_value), (whole_total, whole_self), "{path:?}");
+                    }
+                }
+            }
+            // Each side keeps at least what it keeps alone, and what the other side keeps.
+            let kept = |tree: &FlameTree| -> std::collections::BTreeSet<Vec<String>> {
+                paths(tree)
+                    .into_iter()
+                    .filter(|(_, v)| !v.2)
+                    .map(|(path, _)| path)
+                    .collect()
+            };
+            let left_kept = kept(&left_cut);
+            assert!(left_kept.is_superset(&kept(&left_alone)));
+            let in_left = kept(&whole_left);
+            for path in kept(&right_alone) {
+                assert_eq!(in_left.contains(&path), left_kept.contains(&path), "{path:?}");
+            }
+        }
+        assert!(alone_differs, "the guide is what makes the cut diff exact");
     }
 
     #[test]

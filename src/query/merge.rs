@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use super::forest::{self, StackForest};
+use super::forest::{self, BlockSymbols, StackForest};
 use super::{Deadline, FlameTree, Querier, QueryError, Resolution, RowFilter, SelectParams, Source};
 use crate::block::Series;
 use crate::model::{Labels, ProfileType};
@@ -54,14 +54,52 @@ impl Querier {
         self.merge_cut(params, filter, None).await
     }
 
+    /// The two sides of a diff, each cut to `max_nodes` while merged and both keeping every
+    /// node either side keeps (the union cut), so a diff renderer asked for the same (or a
+    /// smaller) `max_nodes` draws the same graph from them as from the whole trees.
+    pub async fn select_merge_pair_truncated(
+        &self,
+        left: &SelectParams,
+        right: &SelectParams,
+        max_nodes: usize,
+    ) -> Result<(FlameTree, FlameTree), QueryError> {
+        let cut = Some(max_nodes.max(1));
+        let left_forests = self.forests(left, None).await?;
+        let right_forests = self.forests(right, None).await?;
+        let (Some(left_forests), Some(right_forests)) = (left_forests, right_forests) else {
+            return Ok((FlameTree::new(), FlameTree::new()));
+        };
+        let expand = |forests: &[StackForest], guide: Option<&FlameTree>| {
+            forest::expand(forests, cut, guide, self.max_tree_nodes)?.ok_or_else(deadline_passed)
+        };
+        let (left_alone, right_alone) = (expand(&left_forests, None)?, expand(&right_forests, None)?);
+        Ok((
+            expand(&left_forests, Some(&right_alone))?,
+            expand(&right_forests, Some(&left_alone))?,
+        ))
+    }
+
     async fn merge_cut(
         &self,
         params: &SelectParams,
         filter: Option<&RowFilter>,
         cut: Option<usize>,
     ) -> Result<FlameTree, QueryError> {
-        let Some(params) = self.within_limits(params)? else {
+        let Some(forests) = self.forests(params, filter).await? else {
             return Ok(FlameTree::new());
+        };
+        forest::expand(&forests, cut, None, self.max_tree_nodes)?.ok_or_else(deadline_passed)
+    }
+
+    /// The forest of every partition the window touches, in visiting order; `None` when the
+    /// tenant may read nothing of the window.
+    async fn forests(
+        &self,
+        params: &SelectParams,
+        filter: Option<&RowFilter>,
+    ) -> Result<Option<Vec<StackForest>>, QueryError> {
+        let Some(params) = self.within_limits(params)? else {
+            return Ok(None);
         };
         let params = Arc::new(params);
         let filter = filter.map(|filter| Arc::new(filter.clone()));
@@ -87,26 +125,34 @@ impl Querier {
                 Source::Head(symbols, series) => {
                     forests.add(StackForest::from_rows(symbols, series, &params, filter.as_deref()))
                 }
-                Source::Loaded(symbols, series) => forests.spawn(symbols, series, params.clone(), filter.clone()),
+                Source::Loaded(symbols, series) => {
+                    forests.spawn(Partition::Loaded(symbols), series, params.clone(), filter.clone())
+                }
+                Source::Block(block, series) => {
+                    forests.spawn(Partition::Block(block), series, params.clone(), filter.clone())
+                }
             },
         )
         .await?;
-        let Some(forests) = forests.finish() else {
-            Deadline::check()?;
-            return Err(QueryError::DeadlineExceeded {
-                timeout: std::time::Duration::ZERO,
-            });
-        };
-        match forest::expand(&forests, cut, self.max_tree_nodes)? {
-            Some(tree) => Ok(tree),
-            None => {
-                Deadline::check()?;
-                Err(QueryError::DeadlineExceeded {
-                    timeout: std::time::Duration::ZERO,
-                })
-            }
-        }
+        Ok(Some(forests.finish().ok_or_else(deadline_passed)?))
     }
+}
+
+/// The error of a merge that stopped early: the deadline passed (sticky, so `check` says so).
+fn deadline_passed() -> QueryError {
+    match Deadline::check() {
+        Err(passed) => passed.into(),
+        Ok(()) => QueryError::DeadlineExceeded {
+            timeout: std::time::Duration::ZERO,
+        },
+    }
+}
+
+/// What a loaded partition's forest is built over: a peer's symbols (a shape of the query's
+/// own), or a block's with its cached shape.
+enum Partition {
+    Loaded(Arc<SymbolTable>),
+    Block(Arc<BlockSymbols>),
 }
 
 /// The forests of one merge, built on the rayon pool (one thread per core, shared by every
@@ -144,7 +190,7 @@ impl Forests {
 
     fn spawn(
         &mut self,
-        symbols: Arc<SymbolTable>,
+        partition: Partition,
         series: Vec<Series>,
         params: Arc<SelectParams>,
         filter: Option<Arc<RowFilter>>,
@@ -156,7 +202,10 @@ impl Forests {
         self.next += 1;
         self.in_flight += 1;
         rayon::spawn(move || {
-            let build = || StackForest::from_rows(&symbols, &series, &params, filter.as_deref());
+            let build = || match partition {
+                Partition::Loaded(symbols) => StackForest::from_rows(&symbols, &series, &params, filter.as_deref()),
+                Partition::Block(block) => StackForest::over_block(block, &series, &params, filter.as_deref()),
+            };
             let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match deadline {
                 Some(deadline) => deadline.sync_scope(build),
                 None => build(),

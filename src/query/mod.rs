@@ -7,7 +7,6 @@
 
 mod analyze;
 pub mod cache;
-pub mod deadline;
 mod forest;
 mod heatmap;
 mod labels;
@@ -16,8 +15,8 @@ mod series;
 mod snapshot;
 mod spans;
 
+pub use crate::model::{Deadline, Ticker};
 pub use analyze::{QueryAnalysis, ScopeStats};
-pub use deadline::{Deadline, Ticker};
 pub use heatmap::{Cell, Heatmap, HeatmapKind, HeatmapPoint, HeatmapSeries, HeatmapSlot, Y_BUCKETS};
 pub use series::step_point;
 // The tree moved to `model` (render reads it too); kept here so callers compile.
@@ -67,6 +66,14 @@ pub enum QueryError {
          narrow the selector or the time range"
     )]
     TooManyPoints { limit: usize },
+}
+
+impl From<crate::model::DeadlinePassed> for QueryError {
+    fn from(passed: crate::model::DeadlinePassed) -> Self {
+        Self::DeadlineExceeded {
+            timeout: passed.timeout,
+        }
+    }
 }
 
 impl crate::error::Classify for QueryError {
@@ -219,7 +226,8 @@ pub struct Querier {
     /// The other replicas, whose heads every read also covers.
     peers: Option<Arc<Peers>>,
     indexes: cache::BlockCache<Vec<SeriesHeader>>,
-    symbols: cache::BlockCache<SymbolTable>,
+    /// Decoded symbol tables with their stack trees' shapes (what a merge sums over).
+    symbols: cache::BlockCache<forest::BlockSymbols>,
     /// Most nodes a merged flame tree may grow to ([`QueryError::TooManyNodes`] past it).
     max_tree_nodes: usize,
 }
@@ -369,13 +377,13 @@ impl Querier {
     }
 
     /// A block's symbols, or `None` when they cannot be read (the block is then skipped).
-    async fn symbols(&self, meta: &BlockMeta) -> Result<Option<Arc<SymbolTable>>, QueryError> {
+    async fn symbols(&self, meta: &BlockMeta) -> Result<Option<Arc<forest::BlockSymbols>>, QueryError> {
         if let Some(symbols) = self.symbols.get(&meta.id) {
             return Ok(Some(symbols));
         }
         match block::load_symbols(self.catalog.storage(), meta).await {
             Ok(symbols) => {
-                let symbols = Arc::new(symbols);
+                let symbols = Arc::new(forest::BlockSymbols::new(symbols));
                 self.symbols.insert(&meta.id, symbols.clone());
                 Ok(Some(symbols))
             }
@@ -472,7 +480,7 @@ impl Querier {
         }
         let wants = &wants;
         let metas = snapshot.blocks;
-        let no_symbols = &Arc::new(SymbolTable::default());
+        let no_symbols = &Arc::new(forest::BlockSymbols::new(SymbolTable::default()));
         let loads = futures::stream::iter(metas)
             .map(|meta| async move {
                 let index = self.index(&meta).await?;
@@ -507,12 +515,12 @@ impl Querier {
                 let mut series = Vec::with_capacity(partial.len() + whole.len());
                 let loaded = async {
                     if !partial.is_empty() {
-                        series.extend(block::load_series(storage, &meta, &symbols, &partial).await?);
+                        series.extend(block::load_series(storage, &meta, &symbols.table, &partial).await?);
                     }
                     if !whole.is_empty() {
                         series.extend(match resolution {
                             Resolution::SumPerProfile => block::load_series_profiles(storage, &meta, &whole).await?,
-                            _ => block::load_series_totals(storage, &meta, &symbols, &whole).await?,
+                            _ => block::load_series_totals(storage, &meta, &symbols.table, &whole).await?,
                         });
                     }
                     Ok::<_, BlockError>(())
@@ -531,11 +539,11 @@ impl Querier {
         let mut loads = std::pin::pin!(loads);
         while let Some(loaded) = loads.next().await {
             if let Some((symbols, series)) = loaded? {
-                visit(Source::Loaded(symbols, series));
+                visit(Source::Block(symbols, series));
             }
             Deadline::check()?;
         }
-        Deadline::check()
+        Ok(Deadline::check()?)
     }
 }
 
@@ -545,10 +553,12 @@ impl Querier {
 pub const MAX_STACK_DEPTH: usize = 4096;
 
 /// One partition a query reads: borrowed from the head (under its locks, for the length of
-/// the visit) or loaded (from a block or a peer), which a merge may hand to another thread.
+/// the visit), loaded from a peer, or loaded from a block (with its cached stack tree shape);
+/// a merge may hand a loaded one to another thread.
 enum Source<'a> {
     Head(&'a SymbolTable, &'a [Series]),
     Loaded(Arc<SymbolTable>, Vec<Series>),
+    Block(Arc<forest::BlockSymbols>, Vec<Series>),
 }
 
 impl Source<'_> {
@@ -556,13 +566,14 @@ impl Source<'_> {
         match self {
             Source::Head(symbols, _) => symbols,
             Source::Loaded(symbols, _) => symbols,
+            Source::Block(block, _) => &block.table,
         }
     }
 
     fn series(&self) -> &[Series] {
         match self {
             Source::Head(_, series) => series,
-            Source::Loaded(_, series) => series,
+            Source::Loaded(_, series) | Source::Block(_, series) => series,
         }
     }
 }
