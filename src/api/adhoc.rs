@@ -142,51 +142,19 @@ pub async fn dispatch(
     }
 }
 
-/// Most bytes of an oversized body read (and dropped, never kept) so that its client hears
-/// the refusal: a server that closes on a client still sending makes it fail with a broken pipe
-/// instead of the 400. Past this, or past four times the route's limit, the connection is closed.
-const MAX_DRAIN_BYTES: u64 = 256 << 20;
-
-/// The body, at most `limit` bytes kept. Over it, the rest is read and dropped up to a drain
-/// bound and the answer is `too_large` (on a connection still usable); a body declaring more
-/// than the bound is refused before a byte of it is read, and the connection closed.
+/// The body, at most `limit` bytes kept (`connect::read_body_within`: an oversized rest is
+/// drained so the client reads the refusal); a body declaring more than the drain bound is
+/// refused before a byte of it is read, and the connection closed.
 async fn read_within(
-    mut body: Body,
+    body: Body,
     limit: usize,
     declared: Option<u64>,
     too_large: impl Fn(usize) -> ConnectError,
 ) -> Result<Bytes, Response> {
-    use axum::response::IntoResponse;
-    use http_body_util::BodyExt;
-    let drain_bound = (limit as u64).saturating_mul(4).min(MAX_DRAIN_BYTES).max(limit as u64);
-    if declared.is_some_and(|length| length > drain_bound) {
+    if declared.is_some_and(|length| length > connect::drain_bound(limit)) {
         return Err(closing(too_large(limit)));
     }
-    let mut kept = bytes::BytesMut::new();
-    let mut seen = 0u64;
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|err| {
-            closing(if crate::server::BodyTimeout::is_cause_of(&err) {
-                ConnectError::new(connect::Code::DeadlineExceeded, err.to_string())
-                    .with_status(axum::http::StatusCode::REQUEST_TIMEOUT)
-            } else {
-                ConnectError::invalid_argument(format!("read request body: {err}"))
-            })
-        })?;
-        let Ok(data) = frame.into_data() else { continue };
-        seen = seen.saturating_add(data.len() as u64);
-        if seen > drain_bound {
-            return Err(closing(too_large(limit)));
-        }
-        if seen <= limit as u64 {
-            kept.extend_from_slice(&data);
-        }
-    }
-    if seen > limit as u64 {
-        // Read to its end: the connection can take the next request.
-        return Err(too_large(limit).into_response());
-    }
-    Ok(kept.freeze())
+    connect::read_body_within(body, limit, too_large).await.map_err(closing)
 }
 
 /// An error answered before the request body was read to its end (`super::closing_connection`).

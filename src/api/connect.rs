@@ -443,18 +443,6 @@ fn too_large(max_body_bytes: usize) -> ConnectError {
     ))
 }
 
-/// Whether `err`, or any error in its source chain, is a body length-limit error.
-pub(super) fn is_length_limit(err: &(dyn std::error::Error + 'static)) -> bool {
-    let mut current = Some(err);
-    while let Some(err) = current {
-        if err.is::<http_body_util::LengthLimitError>() {
-            return true;
-        }
-        current = err.source();
-    }
-    false
-}
-
 /// Reads a request body of at most `max_body_bytes`; a longer one is `invalid_argument`
 /// (HTTP 400 with a JSON body, which connect clients read, and do not retry), never axum's
 /// plain-text 413.
@@ -462,25 +450,53 @@ pub async fn read_body(body: Body, max_body_bytes: usize) -> Result<Bytes, Conne
     read_body_within(body, max_body_bytes, too_large).await
 }
 
+/// Most bytes of an oversized body read (and dropped, never kept) so that its client hears
+/// the refusal: a server that stops reading while a client still sends makes the client fail
+/// with a broken pipe instead of reading the 400 (Go's transport does). Past this, or past four
+/// times the route's limit, reading stops and the connection is not reused.
+pub const MAX_DRAIN_BYTES: u64 = 256 << 20;
+
+/// The most of an oversized body of a route with limit `limit` that is read and dropped.
+pub fn drain_bound(limit: usize) -> u64 {
+    (limit as u64).saturating_mul(4).min(MAX_DRAIN_BYTES).max(limit as u64)
+}
+
 /// [`read_body`] for a route with a limit of its own: a body over `max_body_bytes` is answered
-/// with `too_large(max_body_bytes)` (which names that limit), read no further.
+/// with `too_large(max_body_bytes)` (which names that limit); its rest is read and dropped up
+/// to [`drain_bound`], so the client reads the answer instead of a broken pipe.
 pub async fn read_body_within(
-    body: Body,
+    mut body: Body,
     max_body_bytes: usize,
     too_large: impl FnOnce(usize) -> ConnectError,
 ) -> Result<Bytes, ConnectError> {
-    axum::body::to_bytes(body, max_body_bytes).await.map_err(|err| {
-        if crate::server::BodyTimeout::is_cause_of(&err) {
-            ConnectError {
-                status: Some(StatusCode::REQUEST_TIMEOUT),
-                ..ConnectError::new(Code::DeadlineExceeded, err.to_string())
+    use http_body_util::BodyExt;
+    let drain_bound = drain_bound(max_body_bytes);
+    let mut kept = bytes::BytesMut::new();
+    let mut seen = 0u64;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|err| {
+            if crate::server::BodyTimeout::is_cause_of(&err) {
+                ConnectError {
+                    status: Some(StatusCode::REQUEST_TIMEOUT),
+                    ..ConnectError::new(Code::DeadlineExceeded, err.to_string())
+                }
+            } else {
+                ConnectError::invalid_argument(format!("read request body: {err}"))
             }
-        } else if is_length_limit(&err) {
-            too_large(max_body_bytes)
-        } else {
-            ConnectError::invalid_argument(format!("read request body: {err}"))
+        })?;
+        let Ok(data) = frame.into_data() else { continue };
+        seen = seen.saturating_add(data.len() as u64);
+        if seen > drain_bound {
+            break;
         }
-    })
+        if seen <= max_body_bytes as u64 {
+            kept.extend_from_slice(&data);
+        }
+    }
+    if seen > max_body_bytes as u64 {
+        return Err(too_large(max_body_bytes));
+    }
+    Ok(kept.freeze())
 }
 
 /// Axum extractor for a Connect unary request: the decoded message and the codec to answer in.

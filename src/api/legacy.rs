@@ -193,19 +193,17 @@ fn unsupported_format(format: &str) -> StatusError {
 }
 
 /// The body, at most `limit` bytes: a longer one is 413 (a client must not send it again as
-/// is), one that cannot be read 400.
+/// is; its rest is drained so the client reads that), one that cannot be read 400.
 async fn read_body(request: Request, limit: usize) -> Result<Bytes, StatusError> {
-    axum::body::to_bytes(request.into_body(), limit).await.map_err(|err| {
-        if crate::server::BodyTimeout::is_cause_of(&err) {
-            StatusError(
-                StatusCode::REQUEST_TIMEOUT,
-                ConnectError::new(super::connect::Code::DeadlineExceeded, err.to_string()),
-            )
-        } else if super::connect::is_length_limit(&err) {
-            too_large(limit)
-        } else {
-            ConnectError::invalid_argument(format!("read request body: {err}")).into()
-        }
+    let mut over_limit = false;
+    let read = super::connect::read_body_within(request.into_body(), limit, |limit| {
+        over_limit = true;
+        too_large(limit).1
+    })
+    .await;
+    read.map_err(|err| match over_limit {
+        true => StatusError(StatusCode::PAYLOAD_TOO_LARGE, err),
+        false => err.into(),
     })
 }
 
