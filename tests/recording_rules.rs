@@ -252,8 +252,8 @@ recording_rules:
     assert!(body["message"].as_str().unwrap().contains("must start with"), "{body}");
     let (status, body) = rules_call(&server, "DeleteRecordingRule", json!({"id": "checkoutcpu"}));
     assert_eq!(status, 400, "{body}");
-    let (status, _) = rules_call(&server, "GetRecordingRule", json!({"id": "nosuchrule"}));
-    assert_eq!(status, 400);
+    let (status, body) = rules_call(&server, "GetRecordingRule", json!({"id": "nosuchrule"}));
+    assert_eq!((status, body["code"].as_str()), (404, Some("not_found")), "{body}");
 
     // The first evaluated profile, then the series in Prometheus within two intervals (plus
     // the polling steps and Prometheus's own append).
