@@ -78,6 +78,20 @@ async fn connect_body(state: &SharedState, headers: &HeaderMap, body: Body) -> R
     connect::read_body(body, state.config.max_query_body_bytes).await
 }
 
+/// Decodes the (empty) `Req` as bounded as a query's and answers `response` in its codec.
+fn answer<Req>(
+    state: &SharedState,
+    headers: &HeaderMap,
+    body: &[u8],
+    response: &(impl prost::Message + serde::Serialize),
+) -> Result<Response, ConnectError>
+where
+    Req: prost::Message + Default + serde::de::DeserializeOwned,
+{
+    let (_, codec) = connect::decode_request::<Req>(headers, body, state.config.max_query_body_bytes)?;
+    Ok(connect::encode_response(response, codec))
+}
+
 pub async fn feature_flags_dispatch(
     State(state): State<SharedState>,
     Path(method): Path<String>,
@@ -87,15 +101,10 @@ pub async fn feature_flags_dispatch(
     let body = connect_body(&state, &headers, body).await?;
     match method.as_str() {
         "GetFeatureFlags" => {
-            let (_, codec) = connect::decode_request::<capabilities::GetFeatureFlagsRequest>(
-                &headers,
-                &body,
-                state.config.max_query_body_bytes,
-            )?;
             let response = capabilities::GetFeatureFlagsResponse {
                 feature_flags: feature_flags(),
             };
-            Ok(connect::encode_response(&response, codec))
+            answer::<capabilities::GetFeatureFlagsRequest>(&state, &headers, &body, &response)
         }
         other => Err(ConnectError::unimplemented(format!(
             "capabilities.v1.FeatureFlagsService/{other} is not implemented"
@@ -112,12 +121,10 @@ pub async fn version_dispatch(
     let body = connect_body(&state, &headers, body).await?;
     match method.as_str() {
         "Version" => {
-            let (_, codec) =
-                connect::decode_request::<version::VersionRequest>(&headers, &body, state.config.max_query_body_bytes)?;
             let response = version::VersionResponse {
                 querier_api: QUERIER_API_VERSION,
             };
-            Ok(connect::encode_response(&response, codec))
+            answer::<version::VersionRequest>(&state, &headers, &body, &response)
         }
         other => Err(ConnectError::unimplemented(format!(
             "version.v1.Version/{other} is not implemented"
@@ -133,14 +140,7 @@ pub async fn status_dispatch(
 ) -> Result<Response, ConnectError> {
     let body = connect_body(&state, &headers, body).await?;
     match method.as_str() {
-        "GetBuildInfo" => {
-            let (_, codec) = connect::decode_request::<status::GetBuildInfoRequest>(
-                &headers,
-                &body,
-                state.config.max_query_body_bytes,
-            )?;
-            Ok(connect::encode_response(&build_info_response(), codec))
-        }
+        "GetBuildInfo" => answer::<status::GetBuildInfoRequest>(&state, &headers, &body, &build_info_response()),
         other => Err(ConnectError::unimplemented(format!(
             "status.v1.StatusService/{other} is not implemented (Pyrite serves GetBuildInfo only)"
         ))),
