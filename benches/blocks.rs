@@ -121,7 +121,7 @@ fn write_history(runtime: &tokio::runtime::Runtime, store: &Store, tenant: &Tena
                     cpu_total += profile.sample.iter().map(|sample| sample.value[1]).sum::<i64>();
                     store
                         .ingester
-                        .push_scraped(tenant, service_labels(service), raw.clone(), profile, at)
+                        .push_scraped(tenant, service_labels(service), raw.clone(), profile, None, at)
                         .await
                         .unwrap();
                 }
@@ -240,7 +240,7 @@ fn pushbench_bytes(runtime: &tokio::runtime::Runtime) {
                     let at = START_MS + round * 15_000 + service;
                     store
                         .ingester
-                        .push_scraped(&tenant, labels, raw.clone(), profile, at)
+                        .push_scraped(&tenant, labels, raw.clone(), profile, None, at)
                         .await
                         .unwrap();
                     pushed += raw.len() as u64;

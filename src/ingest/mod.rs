@@ -379,13 +379,16 @@ impl Ingester {
     }
 
     /// [`Ingester::push_decoded`] for a scraped profile: nobody waits for an acknowledgement, so
-    /// it returns before the WAL's fsync (see [`Durability::Deferred`]).
+    /// it returns before the WAL's fsync (see [`Durability::Deferred`]). A cumulative profile is
+    /// stored as its delta `values` (from [`delta::CumulativeDelta::apply_values`] on
+    /// `profile`); `raw` stays the scraped bytes either way.
     pub async fn push_scraped(
         &self,
         tenant: &Tenant,
         labels: Labels,
         raw: Bytes,
         profile: &Profile,
+        values: Option<&ColumnValues>,
         time_ms: i64,
     ) -> Result<Ingested, IngestError> {
         self.ingest(
@@ -397,33 +400,7 @@ impl Ingester {
                 time_ms: Some(time_ms),
                 durability: Durability::Deferred,
                 admission: Admission::Pending,
-                column_values: None,
-            },
-        )
-        .await
-    }
-
-    /// [`Ingester::push_scraped`] of a cumulative profile stored as the delta `values` (from
-    /// [`delta::CumulativeDelta::apply_values`] on `profile`); `raw` stays the scraped bytes.
-    pub async fn push_scraped_delta(
-        &self,
-        tenant: &Tenant,
-        labels: Labels,
-        raw: Bytes,
-        profile: &Profile,
-        values: &ColumnValues,
-        time_ms: i64,
-    ) -> Result<Ingested, IngestError> {
-        self.ingest(
-            tenant,
-            labels,
-            raw,
-            profile,
-            Delivery {
-                time_ms: Some(time_ms),
-                durability: Durability::Deferred,
-                admission: Admission::Pending,
-                column_values: Some(values),
+                column_values: values,
             },
         )
         .await

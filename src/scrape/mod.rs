@@ -459,7 +459,7 @@ impl ScrapeTarget {
         let ingested = if cumulative.is_empty() {
             shared
                 .ingester
-                .push_scraped(&self.tenant, self.labels.clone(), body, &profile, time_ms)
+                .push_scraped(&self.tenant, self.labels.clone(), body, &profile, None, time_ms)
                 .await
         } else {
             let Some(values) = delta.apply_values(&profile, &cumulative) else {
@@ -471,7 +471,14 @@ impl ScrapeTarget {
             let generation = delta.generation();
             let ingested = shared
                 .ingester
-                .push_scraped_delta(&self.tenant, self.labels.clone(), body, &profile, &values, time_ms)
+                .push_scraped(
+                    &self.tenant,
+                    self.labels.clone(),
+                    body,
+                    &profile,
+                    Some(&values),
+                    time_ms,
+                )
                 .await;
             if ingested
                 .as_ref()
