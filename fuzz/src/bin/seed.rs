@@ -95,6 +95,8 @@ fn main() {
                     value_index: column as u32,
                 })
                 .collect(),
+            // Seeds log profiles as sent; the fuzzer reaches field 5 (a delta's values) by mutation.
+            column_values: None,
         }
         .encode_to_vec();
         if record.len() <= MAX_SEED_BYTES {
