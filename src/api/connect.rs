@@ -471,7 +471,10 @@ pub async fn read_body_within(
 ) -> Result<Bytes, ConnectError> {
     use http_body_util::BodyExt;
     let drain_bound = drain_bound(max_body_bytes);
-    let mut kept = bytes::BytesMut::new();
+    // The frames are kept as received and joined once at the end: growing one buffer would
+    // double its capacity as it goes, so a body cut at the deadline could have reserved
+    // nearly twice what it sent.
+    let mut kept: Vec<Bytes> = Vec::new();
     let mut seen = 0u64;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|err| {
@@ -490,13 +493,25 @@ pub async fn read_body_within(
             break;
         }
         if seen <= max_body_bytes as u64 {
-            kept.extend_from_slice(&data);
+            kept.push(data);
+        } else {
+            kept.clear();
         }
     }
     if seen > max_body_bytes as u64 {
         return Err(too_large(max_body_bytes));
     }
-    Ok(kept.freeze())
+    Ok(match kept.len() {
+        0 => Bytes::new(),
+        1 => kept.pop().unwrap_or_default(),
+        _ => {
+            let mut joined = bytes::BytesMut::with_capacity(seen as usize);
+            for chunk in &kept {
+                joined.extend_from_slice(chunk);
+            }
+            joined.freeze()
+        }
+    })
 }
 
 /// Axum extractor for a Connect unary request: the decoded message and the codec to answer in.
