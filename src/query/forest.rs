@@ -19,6 +19,7 @@ use crate::symbols::{ROOT_STACK, SymbolTable};
 
 use super::{MAX_STACK_DEPTH, QueryError, RowFilter, SelectParams, Ticker};
 use foldhash::{HashMap, HashMapExt};
+use smallvec::SmallVec;
 use std::sync::Arc;
 
 const UNSET: u32 = u32::MAX;
@@ -150,18 +151,22 @@ pub struct StackForest {
     /// (a node whose rows cancel out to a zero total is still drawn, as the rows say). `None`:
     /// every node of the shape is wanted.
     wanted: Option<Vec<u64>>,
+    /// Some row summed into it is negative, so a child may outweigh its parent.
+    has_negative: bool,
 }
 
 /// Sums the in-window rows of the series `params` wants (with a `filter`, only the rows it
-/// keeps) per stack id; `None` when the deadline passed meanwhile.
+/// keeps) per stack id, and says whether any of those rows is negative; `None` when the
+/// deadline passed meanwhile.
 fn sum_rows(
     stacks: usize,
     all_series: &[Series],
     params: &SelectParams,
     filter: Option<&RowFilter>,
     ticker: &mut Ticker,
-) -> Option<Vec<i64>> {
+) -> Option<(Vec<i64>, bool)> {
     let mut sums = vec![0i64; stacks];
+    let mut has_negative = false;
     let window = params.window();
     for series in all_series {
         if ticker.expired(1 + params.selector.matchers.len()) {
@@ -182,11 +187,12 @@ fn sum_rows(
                 && keep.keeps(series, row, time)
                 && let Some(sum) = sums.get_mut(stack as usize)
             {
+                has_negative |= value < 0;
                 *sum = sum.saturating_add(value);
             }
         }
     }
-    Some(sums)
+    Some((sums, has_negative))
 }
 
 impl StackForest {
@@ -200,7 +206,7 @@ impl StackForest {
         filter: Option<&RowFilter>,
     ) -> Option<StackForest> {
         let mut ticker = Ticker::new();
-        let sums = sum_rows(symbols.stack_count(), all_series, params, filter, &mut ticker)?;
+        let (sums, _) = sum_rows(symbols.stack_count(), all_series, params, filter, &mut ticker)?;
         Self::from_sums(symbols, sums, &mut ticker)
     }
 
@@ -216,7 +222,7 @@ impl StackForest {
         let symbols = &block.table;
         let stacks = symbols.stack_count();
         debug_assert_eq!(stacks.max(1), block.shape.nodes());
-        let sums = sum_rows(stacks, all_series, params, filter, &mut ticker)?;
+        let (sums, has_negative) = sum_rows(stacks, all_series, params, filter, &mut ticker)?;
         // Descending: parents have smaller ids than their children, so a stack's mark and
         // total are final when the scan reaches it and can be passed up.
         let mut totals = sums.clone();
@@ -247,6 +253,7 @@ impl StackForest {
             total: totals,
             self_value,
             wanted: Some(wanted),
+            has_negative,
         })
     }
 
@@ -254,6 +261,7 @@ impl StackForest {
     /// shape of its own holding only those stacks and their parents.
     pub fn from_sums(symbols: &SymbolTable, sums: Vec<i64>, ticker: &mut Ticker) -> Option<StackForest> {
         let stacks = sums.len();
+        let has_negative = sums.iter().any(|&sum| sum < 0);
         // Descending: parents have smaller ids than their children, so a stack's mark and
         // total are final when the scan reaches it and can be passed up.
         let mut compact = vec![UNSET; stacks];
@@ -307,6 +315,7 @@ impl StackForest {
             total: forest_total,
             self_value: forest_self,
             wanted: None,
+            has_negative,
         })
     }
 
@@ -634,6 +643,13 @@ impl Guide {
 /// come off the heap heaviest first (children never outweigh their parents) and the tree stops
 /// once `cut` nodes are kept (and those as heavy as the last one, as Pyroscope's threshold
 /// keeps ties). What is left pending goes to its parent's "other".
+///
+/// Pruning: the `cut` heaviest totals queued so far bound the threshold from below (the tree
+/// has at least `cut` nodes that heavy), so a candidate lighter than the lightest of them can
+/// never be kept: its total goes to its parent's "other" at once, without a heap entry or a
+/// member list. The frontier of a small cut over millions of stacks is mostly such nodes.
+/// Pruning needs the "children never outweigh their parents" order, so it is off when a forest
+/// holds a negative row (a diff of deltas), where the plain best-first order is kept as it was.
 fn expand_cut(
     expansion: &Expansion,
     tree: &mut FlameTree,
@@ -647,76 +663,129 @@ fn expand_cut(
         parent: u32,
         name: u32,
         depth: usize,
-        members: Vec<Member>,
+        members: SmallVec<[Member; 2]>,
+    }
+    type Heap = std::collections::BinaryHeap<(i64, std::cmp::Reverse<usize>)>;
+    /// The candidates of one expansion step and where they go.
+    struct Frontier {
+        // Heaviest first, then first pushed: (total, Reverse(sequence)) → index in `pending`.
+        heap: Heap,
+        pending: Vec<Option<Pending>>,
+        scratch: Vec<(u32, Member)>,
+        /// The `cut` heaviest totals queued, lightest on top; `None`: pruning is off.
+        heaviest: Option<std::collections::BinaryHeap<std::cmp::Reverse<i64>>>,
+        cut: usize,
+        guide: Option<Guide>,
+        /// Per output node, the guide's node of the same name path (UNSET: none).
+        guide_of: Vec<u32>,
+        others: HashMap<u32, i64>,
+    }
+    impl Frontier {
+        fn guided(&self, parent: u32, name: u32) -> u32 {
+            self.guide
+                .as_ref()
+                .map_or(UNSET, |guide| guide.child(self.guide_of[parent as usize], name))
+        }
+
+        /// Whether a candidate of `total` can still be among the kept nodes; records it among
+        /// the heaviest if so.
+        fn may_keep(&mut self, total: i64) -> bool {
+            let Some(heaviest) = self.heaviest.as_mut() else {
+                return true;
+            };
+            if heaviest.len() < self.cut {
+                heaviest.push(std::cmp::Reverse(total));
+                return true;
+            }
+            let Some(&std::cmp::Reverse(lightest)) = heaviest.peek() else {
+                return true;
+            };
+            if total < lightest {
+                return false;
+            }
+            if total > lightest {
+                heaviest.pop();
+                heaviest.push(std::cmp::Reverse(total));
+            }
+            true
+        }
+
+        /// Queues one pending node per name among the members in `scratch` (or adds its total
+        /// to `parent`'s "other" when it cannot be kept), then empties `scratch`.
+        fn push_groups(&mut self, expansion: &Expansion, (parent, depth): (u32, usize)) {
+            let mut scratch = std::mem::take(&mut self.scratch);
+            sort_by_name(&mut scratch);
+            for (start, end) in runs(&scratch) {
+                let members = &scratch[start..end];
+                let (total, self_value) = expansion.values(members);
+                let name = members[0].0;
+                if !self.may_keep(total) && self.guided(parent, name) == UNSET {
+                    let other = self.others.entry(parent).or_default();
+                    *other = other.saturating_add(total);
+                    continue;
+                }
+                self.heap.push((total, std::cmp::Reverse(self.pending.len())));
+                self.pending.push(Some(Pending {
+                    total,
+                    self_value,
+                    parent,
+                    name,
+                    depth,
+                    members: members.iter().map(|&(_, member)| member).collect(),
+                }));
+            }
+            scratch.clear();
+            self.scratch = scratch;
+        }
     }
     let mut ticker = Ticker::new();
-    // Heaviest first, then first pushed: (total, Reverse(sequence)) → index in `pending`.
-    let mut heap = Heap::new();
-    let mut pending: Vec<Option<Pending>> = Vec::new();
-    let mut scratch: Vec<(u32, Member)> = Vec::new();
-    type Heap = std::collections::BinaryHeap<(i64, std::cmp::Reverse<usize>)>;
-    /// Queues one pending node per name among the members in `scratch`, then empties it.
-    fn push_groups(
-        expansion: &Expansion,
-        scratch: &mut Vec<(u32, Member)>,
-        heap: &mut Heap,
-        pending: &mut Vec<Option<Pending>>,
-        (parent, depth): (u32, usize),
-    ) {
-        sort_by_name(scratch);
-        for (start, end) in runs(scratch) {
-            let members = &scratch[start..end];
-            let (total, self_value) = expansion.values(members);
-            heap.push((total, std::cmp::Reverse(pending.len())));
-            pending.push(Some(Pending {
-                total,
-                self_value,
-                parent,
-                name: members[0].0,
-                depth,
-                members: members.iter().map(|&(_, member)| member).collect(),
-            }));
-        }
-        scratch.clear();
-    }
+    let prune = expansion.forests.iter().all(|forest| !forest.has_negative);
+    let mut frontier = Frontier {
+        heap: Heap::new(),
+        pending: Vec::new(),
+        scratch: Vec::new(),
+        heaviest: prune.then(|| std::collections::BinaryHeap::with_capacity(cut.saturating_add(1).min(1 << 20))),
+        cut,
+        guide: guide.map(|guide| Guide::new(guide, tree)),
+        guide_of: vec![0],
+        others: HashMap::new(),
+    };
+    let mut scratch = std::mem::take(&mut frontier.scratch);
     for root in roots {
         expansion.push_children(root, &mut scratch);
     }
-    push_groups(expansion, &mut scratch, &mut heap, &mut pending, (0, 1));
-    let guide = guide.map(|guide| Guide::new(guide, tree));
-    // Per output node, the guide's node of the same name path (UNSET: none).
-    let mut guide_of: Vec<u32> = vec![0];
+    frontier.scratch = scratch;
+    frontier.push_groups(expansion, (0, 1));
     let mut kept = 0usize;
     let mut last_total = i64::MAX;
     // Past the cut, only nodes the guide has are kept; the rest goes to its parent's "other".
     let mut past_cut = false;
-    let mut others: HashMap<u32, i64> = HashMap::new();
     // Past the cut, the frontier (often far larger than the cut) is drained in any order.
     let mut rest: Vec<usize> = Vec::new();
     loop {
         let index = if past_cut {
-            rest.extend(heap.drain().map(|(_, std::cmp::Reverse(index))| index));
+            rest.extend(frontier.heap.drain().map(|(_, std::cmp::Reverse(index))| index));
             match rest.pop() {
                 Some(index) => index,
                 None => break,
             }
         } else {
-            let Some(&(total, std::cmp::Reverse(index))) = heap.peek() else {
+            let Some(&(total, std::cmp::Reverse(index))) = frontier.heap.peek() else {
                 break;
             };
             if kept >= cut && total < last_total {
                 past_cut = true;
                 continue;
             }
-            heap.pop();
+            frontier.heap.pop();
             index
         };
-        let item = pending[index].take().expect("each pending node is popped once");
-        let guided = guide
-            .as_ref()
-            .map_or(UNSET, |guide| guide.child(guide_of[item.parent as usize], item.name));
+        let item = frontier.pending[index]
+            .take()
+            .expect("each pending node is popped once");
+        let guided = frontier.guided(item.parent, item.name);
         if past_cut && guided == UNSET {
-            let other = others.entry(item.parent).or_default();
+            let other = frontier.others.entry(item.parent).or_default();
             *other = other.saturating_add(item.total);
             continue;
         }
@@ -729,8 +798,8 @@ fn expand_cut(
             item.self_value
         };
         let node = tree.push_child(item.parent, item.name, item.total, self_value, false);
-        debug_assert_eq!(node as usize, guide_of.len());
-        guide_of.push(guided);
+        debug_assert_eq!(node as usize, frontier.guide_of.len());
+        frontier.guide_of.push(guided);
         if !past_cut {
             kept += 1;
             last_total = item.total;
@@ -739,12 +808,15 @@ fn expand_cut(
             return Err(QueryError::TooManyNodes { limit: max_tree_nodes });
         }
         if item.depth < MAX_STACK_DEPTH {
+            let mut scratch = std::mem::take(&mut frontier.scratch);
             for &member in &item.members {
                 expansion.push_children(member, &mut scratch);
             }
-            push_groups(expansion, &mut scratch, &mut heap, &mut pending, (node, item.depth + 1));
+            frontier.scratch = scratch;
+            frontier.push_groups(expansion, (node, item.depth + 1));
         }
     }
+    let others = frontier.others;
     if others.is_empty() {
         return Ok(true);
     }
