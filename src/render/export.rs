@@ -4,8 +4,7 @@
 use std::str::FromStr;
 
 use super::{RenderError, SvgOptions};
-use crate::model::ProfileType;
-use crate::query::FlameTree;
+use crate::model::{FlameTree, ProfileType};
 
 /// The formats a window can be exported in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
