@@ -24,7 +24,7 @@ lint:
 bench:
 	$(CARGO) bench
 
-## fuzz: AFL++ over the five fuzz targets, FUZZ_SECONDS each (default 40; BENCHMARKS.md "Fuzzing")
+## fuzz: AFL++ over the six fuzz targets, FUZZ_SECONDS each (default 40; BENCHMARKS.md "Fuzzing")
 fuzz:
 	fuzz/run.sh $(or $(FUZZ_SECONDS),40)
 

@@ -16,7 +16,7 @@ cd "$FUZZ"
 seconds="${1:-40}"
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(pprof wal block folded selector)
+[ ${#targets[@]} -gt 0 ] || targets=(pprof wal block folded selector otlp)
 nice_cmd=(nice -n "${PYRITE_FUZZ_NICE:-15}")
 # Outside the clone by default, so CI runs on one machine reuse the instrumented build (a cold
 # one is tens of minutes; a warm one rebuilds only what changed).

@@ -44,7 +44,7 @@ section "go vet (deploy/demo, the service make run scrapes)"
 section "cargo test"
 cargo test --all-targets
 
-# Bounded coverage-guided fuzzing (fuzz/run.sh, BENCHMARKS.md "Fuzzing"): each of the five
+# Bounded coverage-guided fuzzing (fuzz/run.sh, BENCHMARKS.md "Fuzzing"): each of the six
 # targets for PYRITE_FUZZ_SECONDS (0 skips); a crash fails the run.
 fuzz_seconds="${PYRITE_FUZZ_SECONDS:-40}"
 if [ "$fuzz_seconds" -gt 0 ]; then

@@ -334,3 +334,30 @@ pub fn selector(data: &[u8]) {
     }
     let _ = selector.matches(&Labels::default());
 }
+
+/// `pyrite::ingest::otlp::decode_request` and `convert_request` with the default limits, as
+/// the OTLP routes (gRPC and OTLP/HTTP protobuf) take an export. A request they accept
+/// converts each profile to a pprof that the push path then decodes again; one that decodes
+/// must meet everything the pprof target asserts (it is stored, logged and replayed the same).
+pub fn otlp(data: &[u8]) {
+    let limits = DecodeLimits::default();
+    let Ok(request) = pyrite::ingest::otlp::decode_request(data, &limits) else {
+        return;
+    };
+    let Ok(converted) = pyrite::ingest::otlp::convert_request(&request, &limits, TIME_MS * 1_000_000) else {
+        return;
+    };
+    let profiles: usize = request
+        .resource_profiles
+        .iter()
+        .flat_map(|resource| &resource.scope_profiles)
+        .map(|scope| scope.profiles.len())
+        .sum();
+    assert!(
+        converted.len() <= profiles,
+        "no more pprofs than the request has profiles"
+    );
+    for profile in converted {
+        pprof(&prost::Message::encode_to_vec(&profile.profile));
+    }
+}

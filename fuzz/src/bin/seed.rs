@@ -8,11 +8,17 @@
 //! - block: each of those profiles stored as the head stores it and encoded as a block;
 //! - wal: WAL segments of records holding those profiles (one, two, and one with a torn tail);
 //! - folded: the small folded files, plus a few written here;
-//! - selector: selectors written here.
+//! - selector: selectors written here;
+//! - otlp: each of those profiles as an OTLP export (one OTLP profile per sample type, as the
+//!   OpenTelemetry Collector sends it), protobuf-encoded.
 
 use std::io::Read;
 use std::path::Path;
 
+use opentelemetry_proto::tonic::collector::profiles::v1development::ExportProfilesServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::profiles::v1development::{self as otlp, ResourceProfiles};
+use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 use pyrite::proto::pyrite::v1::{WalRecord, WalSeries};
 use pyrite::proto::types::v1::LabelPair;
@@ -28,7 +34,7 @@ fn main() {
         std::process::exit(2);
     };
     let (corpus, out) = (Path::new(corpus), Path::new(out));
-    for target in ["pprof", "block", "wal", "folded", "selector"] {
+    for target in ["pprof", "block", "wal", "folded", "selector", "otlp"] {
         let dir = out.join(target);
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -76,6 +82,10 @@ fn main() {
         let Ok(profile) = pyrite::pprof::decode(&raw, &limits) else {
             continue;
         };
+        let export = as_otlp(&profile, name).encode_to_vec();
+        if export.len() <= MAX_SEED_BYTES {
+            write(out, "otlp", name, &export);
+        }
         let block = pyrite::block::encode(&pyrite_fuzz::store(&profile, 1_764_600_000_000)).data;
         if block.len() <= MAX_SEED_BYTES {
             write(out, "block", name, &block);
@@ -147,6 +157,117 @@ fn main() {
     ];
     for (index, text) in selectors.iter().enumerate() {
         write(out, "selector", &format!("written-{index}"), text.as_bytes());
+    }
+}
+
+/// `profile` as an OTLP export from service `service`: its tables become the shared dictionary
+/// (index 0 of each table the zero entry, as OTLP requires), each sample one stack, and each
+/// sample type one OTLP profile.
+fn as_otlp(profile: &pyrite::pprof::Profile, service: &str) -> ExportProfilesServiceRequest {
+    let index_of = |ids: &[u64], id: u64| ids.iter().position(|&known| known == id).map_or(0, |at| at as i32 + 1);
+    let string = |index: i64| i32::try_from(index).unwrap_or(0);
+    let mapping_ids: Vec<u64> = profile.mapping.iter().map(|mapping| mapping.id).collect();
+    let function_ids: Vec<u64> = profile.function.iter().map(|function| function.id).collect();
+    let location_ids: Vec<u64> = profile.location.iter().map(|location| location.id).collect();
+    let mut dictionary = otlp::ProfilesDictionary {
+        string_table: profile.string_table.clone(),
+        mapping_table: vec![otlp::Mapping::default()],
+        function_table: vec![otlp::Function::default()],
+        location_table: vec![otlp::Location::default()],
+        stack_table: vec![otlp::Stack::default()],
+        attribute_table: vec![otlp::KeyValueAndUnit::default()],
+        link_table: vec![otlp::Link::default()],
+    };
+    dictionary
+        .mapping_table
+        .extend(profile.mapping.iter().map(|mapping| otlp::Mapping {
+            memory_start: mapping.memory_start,
+            memory_limit: mapping.memory_limit,
+            file_offset: mapping.file_offset,
+            filename_strindex: string(mapping.filename),
+            ..Default::default()
+        }));
+    dictionary
+        .function_table
+        .extend(profile.function.iter().map(|function| otlp::Function {
+            name_strindex: string(function.name),
+            system_name_strindex: string(function.system_name),
+            filename_strindex: string(function.filename),
+            start_line: function.start_line,
+        }));
+    dictionary
+        .location_table
+        .extend(profile.location.iter().map(|location| {
+            otlp::Location {
+                mapping_index: index_of(&mapping_ids, location.mapping_id),
+                address: location.address,
+                lines: location
+                    .line
+                    .iter()
+                    .map(|line| otlp::Line {
+                        function_index: index_of(&function_ids, line.function_id),
+                        line: line.line,
+                        column: line.column,
+                    })
+                    .collect(),
+                ..Default::default()
+            }
+        }));
+    dictionary.stack_table.extend(profile.sample.iter().map(|sample| {
+        otlp::Stack {
+            location_indices: sample
+                .location_id
+                .iter()
+                .map(|&id| index_of(&location_ids, id))
+                .collect(),
+        }
+    }));
+    let value_type = |value_type: &pyrite::proto::google::v1::ValueType| otlp::ValueType {
+        type_strindex: string(value_type.r#type),
+        unit_strindex: string(value_type.unit),
+    };
+    let profiles = profile
+        .sample_type
+        .iter()
+        .enumerate()
+        .map(|(column, sample_type)| otlp::Profile {
+            sample_type: Some(value_type(sample_type)),
+            period_type: profile.period_type.as_ref().map(value_type),
+            period: profile.period,
+            time_unix_nano: u64::try_from(profile.time_nanos).unwrap_or(0),
+            duration_nano: u64::try_from(profile.duration_nanos).unwrap_or(0),
+            samples: profile
+                .sample
+                .iter()
+                .enumerate()
+                .map(|(stack, sample)| otlp::Sample {
+                    stack_index: stack as i32 + 1,
+                    values: vec![sample.value.get(column).copied().unwrap_or(0)],
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        })
+        .collect();
+    ExportProfilesServiceRequest {
+        resource_profiles: vec![ResourceProfiles {
+            resource: Some(Resource {
+                attributes: vec![KeyValue {
+                    key: "service.name".into(),
+                    value: Some(AnyValue {
+                        value: Some(any_value::Value::StringValue(service.into())),
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            scope_profiles: vec![otlp::ScopeProfiles {
+                profiles,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+        dictionary: Some(dictionary),
     }
 }
 
