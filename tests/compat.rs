@@ -75,6 +75,7 @@ fn official_go_clients_against_pyrite_serve() {
         "TestMemoryDeltas",
         "TestSelectMergeSpanProfile",
         "TestSelectHeatmap",
+        "TestSelectSeriesExemplars",
         "TestSettings",
         "TestTokenAuth",
     ] {

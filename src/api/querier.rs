@@ -17,7 +17,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::SharedState;
-use super::connect::{self, ConnectError};
+use super::connect::{self, Code, ConnectError};
 use crate::model::LABEL_PROFILE_TYPE;
 use crate::model::{ProfileType, Tenant};
 use crate::params::{self, NodeLimits};
@@ -440,6 +440,24 @@ async fn select_series(
         Some(1) => Aggregation::Average,
         _ => Aggregation::Sum,
     };
+    // Pyroscope 2's rule: INDIVIDUAL gives each point its heaviest profile; SPAN is not
+    // implemented there either.
+    let with_exemplars = match types::ExemplarType::try_from(request.exemplar_type) {
+        Ok(types::ExemplarType::Unspecified | types::ExemplarType::None) => false,
+        Ok(types::ExemplarType::Individual) => true,
+        Ok(types::ExemplarType::Span) => {
+            return Err(ConnectError::new(
+                Code::Unimplemented,
+                "SelectSeries exemplar type span is not implemented (use SelectHeatmap with query_type SPAN)",
+            ));
+        }
+        Err(_) => {
+            return Err(ConnectError::invalid_argument(format!(
+                "unknown exemplar_type {}",
+                request.exemplar_type
+            )));
+        }
+    };
     let call_site: Vec<String> = request
         .stack_trace_selector
         .iter()
@@ -463,6 +481,7 @@ async fn select_series(
         series.truncate(limit as usize);
         series.sort_by(|a, b| a.labels.cmp(&b.labels));
     }
+    let group_by = &request.group_by;
     Ok(querier::SelectSeriesResponse {
         series: series
             .into_iter()
@@ -471,15 +490,47 @@ async fn select_series(
                 points: s
                     .points
                     .into_iter()
-                    .map(|(timestamp, value)| types::Point {
+                    .zip(s.exemplars)
+                    .map(|((timestamp, value), heaviest)| types::Point {
                         value,
                         timestamp,
+                        exemplars: if with_exemplars {
+                            vec![exemplar(&heaviest, group_by)]
+                        } else {
+                            Vec::new()
+                        },
                         ..Default::default()
                     })
                     .collect(),
             })
             .collect(),
     })
+}
+
+/// A profile (or span) as a `types.v1.Exemplar`: its id opens it through
+/// `profile_id_selector`; its labels are the stored series' own, less what the answer's series
+/// already says (`group_by`) and the profile type.
+fn exemplar(point: &crate::query::HeatmapPoint, group_by: &[String]) -> types::Exemplar {
+    types::Exemplar {
+        timestamp: point.profile.time_ms,
+        profile_id: point.profile.to_string(),
+        span_id: if point.span_id == 0 {
+            String::new()
+        } else {
+            format!("{:016x}", point.span_id)
+        },
+        value: point.value,
+        labels: point
+            .labels
+            .iter()
+            .filter(|(name, _)| *name != LABEL_PROFILE_TYPE && !group_by.iter().any(|g| g == name))
+            .map(|(name, value)| types::LabelPair {
+                name: name.to_string(),
+                value: value.to_string(),
+            })
+            .collect(),
+        trace_id: String::new(),
+    }
 }
 
 /// `SelectHeatmap`: profiles (or spans) per time slot and value range, see
@@ -537,27 +588,6 @@ async fn select_heatmap(
         .await?;
     let y_min: Vec<f64> = heatmap.y_min.iter().map(|&bound| bound as f64).collect();
     let group_by = &request.group_by;
-    let exemplar = |point: &crate::query::HeatmapPoint| types::Exemplar {
-        timestamp: point.profile.time_ms,
-        profile_id: point.profile.to_string(),
-        span_id: if point.span_id == 0 {
-            String::new()
-        } else {
-            format!("{:016x}", point.span_id)
-        },
-        value: point.value,
-        // The series' own labels, less what the series already says and the profile type.
-        labels: point
-            .labels
-            .iter()
-            .filter(|(name, _)| *name != LABEL_PROFILE_TYPE && !group_by.iter().any(|g| g == name))
-            .map(|(name, value)| types::LabelPair {
-                name: name.to_string(),
-                value: value.to_string(),
-            })
-            .collect(),
-        trace_id: String::new(),
-    };
     Ok(querier::SelectHeatmapResponse {
         series: heatmap
             .series
@@ -579,7 +609,7 @@ async fn select_heatmap(
                             slot.cells
                                 .iter()
                                 .filter_map(|cell| cell.exemplar.as_ref())
-                                .map(exemplar)
+                                .map(|point| exemplar(point, group_by))
                                 .collect()
                         } else {
                             Vec::new()

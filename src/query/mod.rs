@@ -198,11 +198,14 @@ pub enum Aggregation {
     Average,
 }
 
-/// One time series: labels and `(timestamp_ms, value)` points, sparse.
+/// One time series: labels and `(timestamp_ms, value)` points, sparse, with the heaviest
+/// profile of each point (`exemplars[i]` is point `i`'s; Pyroscope's `SelectSeries` exemplar,
+/// one per point).
 #[derive(Debug, Clone, PartialEq)]
 pub struct TimeSeries {
     pub labels: Labels,
     pub points: Vec<(i64, f64)>,
+    pub exemplars: Vec<HeatmapPoint>,
 }
 
 /// What a reader of blocks needs of each series.

@@ -2,10 +2,46 @@
 //! legacy timeline's rule and by Pyroscope's `SelectSeries` rule.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
-use super::{Aggregation, Querier, QueryError, Resolution, SelectParams, Ticker, TimeSeries};
-use crate::model::{Labels, ProfileType};
+use super::{Aggregation, HeatmapPoint, Querier, QueryError, Resolution, SelectParams, Ticker, TimeSeries};
+use crate::model::{Labels, ProfileId, ProfileType, series_fingerprint};
 use crate::symbols::SymbolTable;
+
+/// One point being summed: per profile time, the total of the group's profiles at that time
+/// (one profile for averages), and the heaviest single profile (of one series) seen.
+#[derive(Default)]
+struct PointSum {
+    profiles: BTreeMap<i64, f64>,
+    heaviest: Option<HeatmapPoint>,
+}
+
+impl PointSum {
+    fn add(&mut self, time: i64, value: i64, series: (u64, &Arc<Labels>)) {
+        *self.profiles.entry(time).or_default() += value as f64;
+        // Heaviest first; among equals the earliest, then the lowest series fingerprint, so the
+        // answer does not depend on the order partitions were read in.
+        let heavier = self.heaviest.as_ref().is_none_or(|best| {
+            (value, std::cmp::Reverse(time), std::cmp::Reverse(series.0))
+                > (
+                    best.value,
+                    std::cmp::Reverse(best.profile.time_ms),
+                    std::cmp::Reverse(best.profile.series),
+                )
+        });
+        if heavier {
+            self.heaviest = Some(HeatmapPoint {
+                profile: ProfileId {
+                    series: series.0,
+                    time_ms: time,
+                },
+                span_id: 0,
+                value,
+                labels: series.1.clone(),
+            });
+        }
+    }
+}
 
 impl Querier {
     /// Time series of the matching series, summed per `group_by` label set and step.
@@ -70,8 +106,7 @@ impl Querier {
         call_site: &[String],
         bucket: impl Fn(i64) -> Option<i64>,
     ) -> Result<Vec<TimeSeries>, QueryError> {
-        // Per group and point: per profile time, the profile's total (for averages).
-        let mut groups: BTreeMap<Labels, BTreeMap<i64, BTreeMap<i64, f64>>> = BTreeMap::new();
+        let mut groups: BTreeMap<Labels, BTreeMap<i64, PointSum>> = BTreeMap::new();
         let Some(params) = self.within_limits(params)? else {
             return Ok(Vec::new());
         };
@@ -109,6 +144,7 @@ impl Querier {
                         continue;
                     }
                     let points = groups.entry(series.labels.project(group_by)).or_default();
+                    let this_series = (series_fingerprint(&series.labels), &Arc::new(series.labels.clone()));
                     if call_site.is_empty() {
                         for (&time, &total) in series.profiles.times.iter().zip(&series.profiles.totals) {
                             if ticker.expired(1) {
@@ -117,11 +153,14 @@ impl Querier {
                             if window.contains(time)
                                 && let Some(point) = bucket(time)
                             {
-                                *points.entry(point).or_default().entry(time).or_default() += total as f64;
+                                points.entry(point).or_default().add(time, total, this_series);
                             }
                         }
                         continue;
                     }
+                    // Rows: each profile's rows under the call site summed first (its rows need
+                    // not be adjacent), so a profile is one candidate exemplar.
+                    let mut profiles: BTreeMap<(i64, i64), i64> = BTreeMap::new();
                     for ((&time, &value), &stack) in series.times.iter().zip(&series.values).zip(&series.stacks) {
                         if ticker.expired(1) {
                             return;
@@ -130,8 +169,12 @@ impl Querier {
                             && let Some(point) = bucket(time)
                             && under_call_site(stack)
                         {
-                            *points.entry(point).or_default().entry(time).or_default() += value as f64;
+                            let sum = profiles.entry((point, time)).or_default();
+                            *sum = sum.saturating_add(value);
                         }
+                    }
+                    for ((point, time), total) in profiles {
+                        points.entry(point).or_default().add(time, total, this_series);
                     }
                 }
             },
@@ -139,19 +182,23 @@ impl Querier {
         .await?;
         Ok(groups
             .into_iter()
-            .map(|(labels, steps)| TimeSeries {
-                labels,
-                points: steps
+            .map(|(labels, steps)| {
+                let (points, exemplars) = steps
                     .into_iter()
-                    .map(|(step, profiles)| {
-                        let sum: f64 = profiles.values().sum();
+                    .filter_map(|(step, point)| {
+                        let sum: f64 = point.profiles.values().sum();
                         let value = match aggregation {
                             Aggregation::Sum => sum,
-                            Aggregation::Average => sum / profiles.len() as f64,
+                            Aggregation::Average => sum / point.profiles.len() as f64,
                         };
-                        (step, value)
+                        Some(((step, value), point.heaviest?))
                     })
-                    .collect(),
+                    .unzip();
+                TimeSeries {
+                    labels,
+                    points,
+                    exemplars,
+                }
             })
             .filter(|series| !series.points.is_empty())
             .collect())
@@ -202,5 +249,105 @@ mod step_tests {
         assert_eq!(point(1251), None);
         // end on a point: it is included.
         assert_eq!(step_point(1000, 1200, 100, 1200), Some(1200));
+    }
+}
+
+#[cfg(test)]
+mod exemplar_tests {
+    use super::*;
+    use crate::head::testing::{TempStore, corpus_file};
+    use crate::ingest::Ingester;
+    use crate::model::{Selector, Tenant};
+    use crate::pprof::DecodeLimits;
+    use crate::query::RowFilter;
+
+    const T: i64 = 1_700_000_000_000;
+    const CPU_TOTAL: i64 = 3_900_000_000;
+
+    /// Each point's exemplar is its heaviest profile of one series (two pushes of one series at
+    /// one millisecond are one profile), the same before and after a flush, and its id opens
+    /// exactly that profile.
+    #[tokio::test]
+    async fn each_point_names_its_heaviest_profile_and_the_id_opens_it() {
+        let store = TempStore::new();
+        let head = store.open().await;
+        let ingester = Ingester::new(head.clone(), DecodeLimits::default());
+        let tenant = Tenant::parse("exemplars").unwrap();
+        let labels = |service: &str| Labels::new([("service_name".to_string(), service.to_string())]).unwrap();
+        for (service, at) in [
+            ("a", T + 10_000),
+            ("a", T + 20_000),
+            ("a", T + 20_000),
+            ("b", T + 30_000),
+        ] {
+            ingester
+                .push_pprof(
+                    &tenant,
+                    labels(service),
+                    corpus_file("gotarget__cpu_5s.pb.gz"),
+                    Some(at),
+                )
+                .await
+                .unwrap();
+        }
+        let querier = Querier::new(head.clone(), store.storage.clone());
+        let params = SelectParams {
+            tenant: tenant.clone(),
+            profile_type: ProfileType::parse("process_cpu:cpu:nanoseconds:cpu:nanoseconds").unwrap(),
+            selector: Selector::parse("{}").unwrap(),
+            from_ms: 0,
+            until_ms: i64::MAX,
+        };
+        let (start, end, step) = (T + 60_000, T + 120_000, 60_000);
+        let heaviest = |group_by: Vec<String>| {
+            let (querier, params) = (&querier, &params);
+            async move {
+                let answer = querier
+                    .select_series_range(params, start, end, step, &group_by, Aggregation::Sum, &[])
+                    .await
+                    .unwrap();
+                answer
+                    .iter()
+                    .map(|series| {
+                        assert_eq!(series.points.len(), series.exemplars.len());
+                        let exemplar = &series.exemplars[0];
+                        assert_eq!(
+                            exemplar.profile,
+                            ProfileId::new(&exemplar.labels, exemplar.profile.time_ms)
+                        );
+                        let service = exemplar.labels.get("service_name").unwrap_or_default().to_string();
+                        ((exemplar.profile.time_ms, exemplar.value, service), exemplar.profile)
+                    })
+                    .collect::<Vec<_>>()
+            }
+        };
+        let found = |answer: Vec<((i64, i64, String), ProfileId)>| {
+            answer.into_iter().map(|(found, _)| found).collect::<Vec<_>>()
+        };
+        let expected_all = vec![(T + 20_000, 2 * CPU_TOTAL, "a".to_string())];
+        let expected_by_service = vec![
+            (T + 20_000, 2 * CPU_TOTAL, "a".to_string()),
+            (T + 30_000, CPU_TOTAL, "b".to_string()),
+        ];
+        let by_service = || vec!["service_name".to_string()];
+        let in_head = heaviest(Vec::new()).await;
+        let a_at_20 = in_head[0].1;
+        assert_eq!(found(in_head), expected_all);
+        assert_eq!(found(heaviest(by_service()).await), expected_by_service);
+        head.flush().await.unwrap();
+        let in_blocks = heaviest(Vec::new()).await;
+        assert_eq!(in_blocks[0].1, a_at_20, "from blocks as from the head");
+        assert_eq!(found(in_blocks), expected_all);
+        assert_eq!(found(heaviest(by_service()).await), expected_by_service);
+
+        let opened = querier
+            .select_merge_filtered(&params, &RowFilter::profiles(&[a_at_20]), None)
+            .await
+            .unwrap();
+        assert_eq!(
+            opened.total(),
+            2 * CPU_TOTAL,
+            "the exemplar's id opens that profile alone"
+        );
     }
 }

@@ -274,3 +274,77 @@ func TestSelectHeatmap(t *testing.T) {
 		}
 	})
 }
+
+// SelectSeries with EXEMPLAR_TYPE_INDIVIDUAL (Grafana's profilesExemplars toggle): each point
+// carries its heaviest profile, whose id opens that profile alone; SPAN is Unimplemented and
+// an unknown type InvalidArgument, as in Pyroscope 2.
+func TestSelectSeriesExemplars(t *testing.T) {
+	ctx := context.Background()
+	tenant := newTenant("series-exemplars")
+	p := loadProfile(t, "gotarget__cpu_5s.pb.gz")
+	one := total(p, sampleIndex(t, p, "cpu", "nanoseconds"), nil)
+	start := time.Now().Add(-10 * time.Minute).Truncate(time.Second)
+	step := 15 * time.Second
+	end := start.Add(step)
+	heavy := start.Add(-5 * time.Second)
+	// Point `start`: one profile at start−10s, two pushes at one millisecond (one profile of
+	// twice the total) at start−5s. Point start+step: one profile.
+	for _, at := range []time.Time{start.Add(-10 * time.Second), heavy, heavy, start.Add(step)} {
+		push(t, tenant, alloyLabels("process_cpu", "exemplars"), stamped(t, p, at))
+	}
+	q := querier(t, tenant)
+	series := func(exemplarType typesv1.ExemplarType) (*connect.Response[querierv1.SelectSeriesResponse], error) {
+		return q.SelectSeries(ctx, connect.NewRequest(&querierv1.SelectSeriesRequest{
+			ProfileTypeID: cpuType, LabelSelector: "{}", Start: ms(start), End: ms(end), Step: step.Seconds(),
+			ExemplarType: exemplarType,
+		}))
+	}
+	resp, err := series(typesv1.ExemplarType_EXEMPLAR_TYPE_INDIVIDUAL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Msg.Series) != 1 || len(resp.Msg.Series[0].Points) != 2 {
+		t.Fatalf("series %v", resp.Msg.Series)
+	}
+	points := resp.Msg.Series[0].Points
+	if points[0].Value != float64(3*one) || points[1].Value != float64(one) {
+		t.Fatalf("point values %v, %v; want %d, %d", points[0].Value, points[1].Value, 3*one, one)
+	}
+	want := []struct {
+		at    time.Time
+		value int64
+	}{{heavy, 2 * one}, {start.Add(step), one}}
+	for i, point := range points {
+		if len(point.Exemplars) != 1 {
+			t.Fatalf("point %d: %d exemplars, want 1", i, len(point.Exemplars))
+		}
+		e := point.Exemplars[0]
+		if e.Timestamp != ms(want[i].at) || e.Value != want[i].value || e.ProfileId == "" {
+			t.Fatalf("point %d exemplar %v, want time %d value %d", i, e, ms(want[i].at), want[i].value)
+		}
+		opened, err := q.SelectMergeStacktraces(ctx, connect.NewRequest(&querierv1.SelectMergeStacktracesRequest{
+			ProfileTypeID: cpuType, LabelSelector: "{}", Start: ms(start.Add(-step)), End: ms(end), ProfileIdSelector: []string{e.ProfileId},
+		}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if opened.Msg.Flamegraph.Total != e.Value {
+			t.Fatalf("exemplar %s opens a flame graph of %d, want %d", e.ProfileId, opened.Msg.Flamegraph.Total, e.Value)
+		}
+	}
+	for _, none := range []typesv1.ExemplarType{typesv1.ExemplarType_EXEMPLAR_TYPE_UNSPECIFIED, typesv1.ExemplarType_EXEMPLAR_TYPE_NONE} {
+		resp, err := series(none)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, point := range resp.Msg.Series[0].Points {
+			if len(point.Exemplars) != 0 {
+				t.Fatalf("%v: exemplars %v", none, point.Exemplars)
+			}
+		}
+	}
+	_, err = series(typesv1.ExemplarType_EXEMPLAR_TYPE_SPAN)
+	wantCode(t, err, connect.CodeUnimplemented, "SelectSeries exemplar type SPAN")
+	_, err = series(typesv1.ExemplarType(99))
+	wantCode(t, err, connect.CodeInvalidArgument, "SelectSeries exemplar type 99")
+}
