@@ -732,3 +732,144 @@ async fn a_heatmap_past_the_query_budget_is_refused() {
     assert_eq!(fits.status, 200, "{}", fits.text());
     assert_eq!(heatmap_counts(&fits.json()["series"][0]), 2);
 }
+
+/// A push request of several series, each `(service, raw profile)`, its body gzipped as a
+/// whole when `gzip_body`.
+fn push_request(tenant: &str, profiles: &[(&str, Vec<u8>)], gzip_body: bool) -> Request<Body> {
+    use pyrite::proto::push::v1::{PushRequest, RawProfileSeries, RawSample};
+    use pyrite::proto::types::v1::LabelPair;
+    let series = profiles
+        .iter()
+        .map(|(service, raw)| RawProfileSeries {
+            labels: [("__name__", "process_cpu"), ("service_name", service)]
+                .iter()
+                .map(|(name, value)| LabelPair {
+                    name: name.to_string(),
+                    value: value.to_string(),
+                })
+                .collect(),
+            samples: vec![RawSample {
+                raw_profile: raw.clone().into(),
+                id: String::new(),
+            }],
+            annotations: Vec::new(),
+        })
+        .collect();
+    let body = PushRequest { series }.encode_to_vec();
+    let request = Request::post("/push.v1.PusherService/Push")
+        .header("content-type", "application/proto")
+        .header("x-scope-orgid", tenant);
+    if gzip_body {
+        request.header("content-encoding", "gzip").body(Body::from(gzip(&body)))
+    } else {
+        request.body(Body::from(body))
+    }
+    .unwrap()
+}
+
+/// `pyrite_ingest_profiles_total` of a tenant and outcome.
+async fn ingested_profiles(router: &Router, tenant: &str, outcome: &str) -> u64 {
+    let metrics = get(router, "/metrics").await.text();
+    let labels = [format!("tenant=\"{tenant}\""), format!("outcome=\"{outcome}\"")];
+    metrics
+        .lines()
+        .filter(|line| line.starts_with("pyrite_ingest_profiles_total{"))
+        .filter(|line| labels.iter().all(|label| line.contains(label.as_str())))
+        .map(|line| line.rsplit_once(' ').unwrap().1.parse::<u64>().unwrap())
+        .sum()
+}
+
+/// A small push is decoded on the async thread it arrived on, anything larger on the blocking
+/// pool (a small body that decodes large starts on the one and is decoded again on the other;
+/// a gzipped body goes to the pool at once). Which one must not show: every profile stored
+/// once with its total, each refused one counted once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_and_large_pushes_decode_alike() {
+    let (built, _dir) = server("scrape_configs: []\n").await;
+    let router = &built.router;
+    let now = pyrite::now_ms();
+    let small = corpus_now("gotarget__cpu_5s.pb.gz");
+    let small_total = manifest_total("gotarget__cpu_5s.pb.gz", "cpu/nanoseconds");
+    // 40,000 samples of one frame: a body of a few KiB that decodes to megabytes.
+    let strings = ["", "cpu", "nanoseconds", "main.spin"].map(String::from).to_vec();
+    let large = pprof::Profile {
+        sample_type: vec![pprof::ValueType { r#type: 1, unit: 2 }],
+        sample: (0..40_000)
+            .map(|_| pprof::Sample {
+                location_id: vec![1],
+                value: vec![1],
+                label: Vec::new(),
+            })
+            .collect(),
+        location: vec![pprof::Location {
+            id: 1,
+            line: vec![pprof::Line {
+                function_id: 1,
+                line: 7,
+                column: 0,
+            }],
+            ..Default::default()
+        }],
+        function: vec![pprof::Function {
+            id: 1,
+            name: 3,
+            ..Default::default()
+        }],
+        string_table: strings,
+        period_type: Some(pprof::ValueType { r#type: 1, unit: 2 }),
+        period: 1,
+        time_nanos: now * 1_000_000,
+        ..Default::default()
+    };
+    let large = pyrite::pprof::encode_gzip(&large);
+    assert!(
+        large.len() < 64 << 10,
+        "the large profile's body is small: {}",
+        large.len()
+    );
+    let bad = gzip(
+        &pprof::Profile {
+            sample_type: vec![pprof::ValueType { r#type: 1, unit: 99 }],
+            string_table: vec!["".into(), "cpu".into()],
+            ..Default::default()
+        }
+        .encode_to_vec(),
+    );
+
+    // Small, then bad, then large in one request: the bad one is refused (400), the others
+    // stored.
+    let request = push_request(
+        "t",
+        &[("small", small.clone()), ("bad", bad.clone()), ("large", large.clone())],
+        false,
+    );
+    call(router, request)
+        .await
+        .assert_error(400, "invalid_argument", "series 1 sample 0");
+    // Small ones alone, as plain and as gzipped bodies.
+    for gzip_body in [false, true] {
+        let answer = call(router, push_request("t", &[("small", small.clone())], gzip_body)).await;
+        assert_eq!(answer.status, 200, "gzip body {gzip_body}: {}", answer.text());
+    }
+    let answer = call(router, push_request("t", &[("bad", bad)], false)).await;
+    answer.assert_error(400, "invalid_argument", "99");
+
+    for (service, want) in [("small", 3 * small_total), ("large", 40_000)] {
+        let merged = querier(
+            router,
+            Some("t"),
+            "SelectMergeStacktraces",
+            window_json(
+                CPU,
+                &format!(r#"{{service_name="{service}"}}"#),
+                now - 600_000,
+                now + 60_000,
+            ),
+        )
+        .await;
+        assert_eq!(merged.status, 200, "{}", merged.text());
+        assert_eq!(merged.json()["flamegraph"]["total"], want.to_string(), "{service}");
+    }
+    assert_eq!(ingested_profiles(router, "t", "accepted").await, 4);
+    assert_eq!(ingested_profiles(router, "t", "invalid").await, 2);
+}

@@ -314,6 +314,17 @@ fn is_utf8_charset(param: &str) -> bool {
     name.trim().eq_ignore_ascii_case("charset") && value.trim().trim_matches('"').eq_ignore_ascii_case("utf-8")
 }
 
+/// Whether a request is binary protobuf sent without a `Content-Encoding`: decoding it costs
+/// about its length, with no decompression.
+pub(super) fn is_uncompressed_proto(headers: &HeaderMap) -> bool {
+    let identity = headers.get(header::CONTENT_ENCODING).is_none_or(|value| {
+        value
+            .to_str()
+            .is_ok_and(|value| value.trim().is_empty() || value.trim().eq_ignore_ascii_case("identity"))
+    });
+    identity && matches!(Codec::from_headers(headers), Ok(Codec::Proto))
+}
+
 /// Undoes the request's `Content-Encoding`, bounding the result to `max_body_bytes`.
 pub(super) fn decompress<'a>(
     headers: &HeaderMap,

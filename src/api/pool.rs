@@ -3,7 +3,8 @@
 //! tokio's blocking pool, at most `api.max_concurrent_queries` at once, under a
 //! [`Deadline`] its loops check; the async side answers 504 when the deadline passes
 //! whatever the work is doing, and cancels it. Decoding pushed profiles runs there too, at
-//! most `api.max_concurrent_decodes` at once. `/ready` and `/metrics` stay on the async
+//! most `api.max_concurrent_decodes` at once — all but small pushes, whose decode is bounded
+//! to well under the cost of the hop (`api::push`). `/ready` and `/metrics` stay on the async
 //! threads, which never wait for any of this.
 
 use std::sync::Arc;

@@ -13,16 +13,39 @@ use crate::model::Labels;
 use crate::proto::google::v1::Profile;
 use crate::proto::push::v1::{PushRequest, PushResponse};
 
+/// Work on a request that stays on the async threads: a push whose body is at most this
+/// long, not compressed as a whole, and whose profiles decompress and decode to at most this
+/// much, is decoded where it arrived (about a millisecond at most). Handing a small push to the
+/// blocking pool and back cost more than decoding it: two thread wake-ups a push, a third of
+/// the server's CPU under the push load of `tools/pushbench`. Anything larger is decoded on
+/// the pool, from the start.
+const INLINE_DECODE_BYTES: usize = 256 << 10;
+
 pub async fn push(State(state): State<SharedState>, headers: HeaderMap, body: Body) -> Result<Response, ConnectError> {
     let (tenant, body) = super::connect_request(&state, &headers, body).await?;
-    // Decoding is CPU work: on the blocking pool, not the async threads.
-    let (decoded, mut client_errors, codec, bytes) = {
+    let inline = body.len() <= INLINE_DECODE_BYTES && connect::is_uncompressed_proto(&headers);
+    let opened = if inline {
+        open(&state, &tenant, &headers, &body)?
+    } else {
         let (work_state, work_tenant) = (state.clone(), tenant.clone());
         state
             .pool
-            .decode(move || decode(&work_state, &work_tenant, &headers, &body))
+            .decode(move || open(&work_state, &work_tenant, &headers, &body))
             .await?
     };
+    let decoded = match inline.then(|| decode_profiles(&state, &tenant, &opened, Some(INLINE_DECODE_BYTES))) {
+        Some(Some(decoded)) => decoded,
+        // Decoding is CPU work: on the blocking pool, not the async threads.
+        _ => {
+            let (work_state, work_tenant) = (state.clone(), tenant.clone());
+            state
+                .pool
+                .decode(move || decode_profiles(&work_state, &work_tenant, &opened, None))
+                .await
+                .expect("an uncapped decode always completes")
+        }
+    };
+    let (decoded, mut client_errors, codec, bytes) = decoded?;
     client_errors.extend(store(&state, &tenant, &decoded, bytes).await?);
     if !client_errors.is_empty() {
         return Err(ConnectError::invalid_argument(client_errors.join("; ")));
@@ -89,21 +112,23 @@ fn not_stored_bytes(not_stored: &[Decoded]) -> usize {
     not_stored.iter().map(|(_, _, raw, _)| raw.len()).sum()
 }
 
-/// Decodes the request and every profile in it, before any is stored, so the request's
-/// samples are taken from the tenant's rate at once: a request is stored whole or refused
-/// whole, and the retry of a refused one stores nothing twice. The request's profile bytes are
-/// taken from the tenant's byte rate before any is decoded (decoding is the costly part; the
-/// caller gives them back if the request is then refused for now), and their decoded size
-/// together is bounded by `max_request_decoded_bytes`, checked while each decodes. Profiles
-/// that do not decode are client errors, counted here. Returns the bytes taken.
-#[allow(clippy::type_complexity)]
-fn decode(
+/// A push.v1 request whose profile bytes are taken from the tenant's byte rate, not decoded
+/// yet: the request, its codec, the bytes taken.
+struct Opened {
+    request: PushRequest,
+    codec: connect::Codec,
+    bytes: usize,
+}
+
+/// Decodes the request (its profiles stay slices of the body up to the WAL) and takes its
+/// profile bytes from the tenant's byte rate before any is decoded: decoding is the costly
+/// part, and the caller gives the bytes back if the request is then refused for now.
+fn open(
     state: &SharedState,
     tenant: &crate::model::Tenant,
     headers: &HeaderMap,
     body: &bytes::Bytes,
-) -> Result<(Vec<Decoded>, Vec<String>, connect::Codec, usize), ConnectError> {
-    // Shared: each profile's bytes stay a slice of the request body up to the WAL.
+) -> Result<Opened, ConnectError> {
     let (request, codec) = connect::decode_request_shared::<PushRequest>(headers, body, state.config.max_body_bytes)?;
     if request.series.iter().all(|series| series.samples.is_empty()) {
         return Err(ConnectError::invalid_argument("no profiles received"));
@@ -121,10 +146,35 @@ fn decode(
         tracing::debug!(tenant = %tenant, profiles = count, bytes, error = %err, "push refused");
         return Err(err.into());
     }
+    Ok(Opened { request, codec, bytes })
+}
+
+/// A request's decoded profiles, those refused as the client's fault, its codec, the bytes
+/// [`open`] took.
+type DecodedRequest = (Vec<Decoded>, Vec<String>, connect::Codec, usize);
+
+/// Decodes every profile of an opened request before any is stored, so the request's samples
+/// are taken from the tenant's rate at once: a request is stored whole or refused whole, and
+/// the retry of a refused one stores nothing twice. Their decoded size together is bounded by
+/// `max_request_decoded_bytes`, checked while each decodes. Profiles that do not decode are
+/// client errors, counted here.
+///
+/// With a `cap`, at most that many bytes are decompressed and decoded per profile and in all:
+/// `None` past it, with nothing counted or given back, for the caller to decode the request
+/// again without one.
+fn decode_profiles(
+    state: &SharedState,
+    tenant: &crate::model::Tenant,
+    opened: &Opened,
+    cap: Option<usize>,
+) -> Option<Result<DecodedRequest, ConnectError>> {
+    let Opened { request, codec, bytes } = opened;
     let mut client_errors = Vec::new();
+    // (outcome, profile bytes) of each refused profile, counted once the request is decoded.
+    let mut refused = Vec::new();
     let mut decoded = Vec::new();
     let mut decoded_bytes = 0usize;
-    for (series_index, series) in request.series.into_iter().enumerate() {
+    for (series_index, series) in request.series.iter().enumerate() {
         let labels = match Labels::from_pairs(&series.labels) {
             Ok(labels) => labels,
             Err(err) => {
@@ -132,32 +182,50 @@ fn decode(
                 continue;
             }
         };
-        for (sample_index, sample) in series.samples.into_iter().enumerate() {
+        for (sample_index, sample) in series.samples.iter().enumerate() {
             let at = format!("series {series_index} sample {sample_index}");
             let size = sample.raw_profile.len();
             if size == 0 {
                 client_errors.push(format!("{at}: empty profile"));
                 continue;
             }
-            match state.ingester.decode_in_request(&sample.raw_profile, decoded_bytes) {
+            let result = match cap {
+                Some(cap) => match state.ingester.decode_in_request_capped(
+                    &sample.raw_profile,
+                    decoded_bytes,
+                    cap.saturating_sub(decoded_bytes),
+                ) {
+                    Ok(Some(done)) => Ok(done),
+                    Ok(None) => return None,
+                    Err(err) => Err(err),
+                },
+                None => state.ingester.decode_in_request(&sample.raw_profile, decoded_bytes),
+            };
+            match result {
                 Ok((profile, profile_bytes)) => {
                     decoded_bytes += profile_bytes;
-                    decoded.push((at, labels.clone(), sample.raw_profile, profile));
+                    decoded.push((at, labels.clone(), sample.raw_profile.clone(), profile));
                 }
                 Err(err @ IngestError::RequestTooLarge { .. }) => {
                     // Nothing of a request that can never fit is stored.
+                    for (outcome, size) in refused {
+                        state.metrics.record_ingest(tenant.as_str(), outcome, size, 0);
+                    }
                     state.metrics.record_ingest(tenant.as_str(), err.outcome(), size, 0);
-                    state.ingester.refund_bytes(tenant, bytes);
-                    return Err(ConnectError::invalid_argument(format!("{at}: {err}")));
+                    state.ingester.refund_bytes(tenant, *bytes);
+                    return Some(Err(ConnectError::invalid_argument(format!("{at}: {err}"))));
                 }
                 Err(err) => {
-                    state.metrics.record_ingest(tenant.as_str(), err.outcome(), size, 0);
+                    refused.push((err.outcome(), size));
                     client_errors.push(format!("{at}: {err}"));
                 }
             }
         }
     }
-    Ok((decoded, client_errors, codec, bytes))
+    for (outcome, size) in refused {
+        state.metrics.record_ingest(tenant.as_str(), outcome, size, 0);
+    }
+    Some(Ok((decoded, client_errors, *codec, *bytes)))
 }
 
 /// A 429 for the profiles of `not_stored`, counted as refused.

@@ -255,6 +255,32 @@ impl Ingester {
         }
     }
 
+    /// [`Ingester::decode_in_request`] short enough for the async threads: the same limits, and
+    /// at most `cap` bytes decompressed and decoded. `Ok(None)` when the profile needs more:
+    /// the caller then decodes it with [`Ingester::decode_in_request`] on the blocking pool,
+    /// which also reports whether it is over a real limit.
+    pub fn decode_in_request_capped(
+        &self,
+        raw: &[u8],
+        used: usize,
+        cap: usize,
+    ) -> Result<Option<(Profile, usize)>, IngestError> {
+        let left = self.limits.max_request_decoded_bytes.saturating_sub(used);
+        let limits = DecodeLimits {
+            max_decompressed_bytes: self.limits.max_decompressed_bytes.min(cap),
+            max_decoded_bytes: self.limits.max_decoded_bytes.min(left).min(cap),
+            ..self.limits.clone()
+        };
+        match pprof::decode(raw, &limits) {
+            Ok(profile) => {
+                let size = pprof::decoded_size(&profile);
+                Ok(Some((profile, size)))
+            }
+            Err(DecodeError::TooLarge { .. } | DecodeError::DecodedTooLarge { .. }) => Ok(None),
+            Err(err) => Err(err.into()),
+        }
+    }
+
     /// Takes `bytes` of profiles from the tenant's byte rate (`ingestion_rate_mb`) before they
     /// are decoded: 429 ([`IngestError::Refused`]) when over it for now, 400
     /// ([`IngestError::OverBurst`]) when more than its whole burst.
