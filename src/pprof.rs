@@ -169,7 +169,10 @@ pub fn is_gzip(bytes: &[u8]) -> bool {
 pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<Profile, DecodeError> {
     let raw = if is_gzip(bytes) {
         // All members, as Go's reader does; decompressed as the entries are read.
-        let mut input = std::io::BufReader::with_capacity(64 << 10, MultiGzDecoder::new(bytes));
+        // A buffer of a few times the compressed size (profiles compress 3-10x), so a small push
+        // does not set up 64 KiB it never fills.
+        let capacity = bytes.len().saturating_mul(4).clamp(8 << 10, 64 << 10);
+        let mut input = std::io::BufReader::with_capacity(capacity, MultiGzDecoder::new(bytes));
         wire::decode_bounded(&mut input, limits)?
     } else if bytes.len() > limits.max_decompressed_bytes {
         return Err(DecodeError::TooLarge {

@@ -226,10 +226,15 @@ pub(super) fn decode_bounded<R: BufRead>(input: &mut R, limits: &DecodeLimits) -
                 Ok(())
             }
         };
+        // A sample's location ids, values and labels (in 1..=3), counted before it is decoded.
+        let shape = if (field, wire_type) == (2, 2) {
+            scan(body, |field| matches!(field, 1 | 2), |field| field == 3)
+        } else {
+            [0; 5]
+        };
         let cost = match (field, wire_type) {
             (2, 2) => {
                 count("samples", &mut samples, limits.max_samples)?;
-                let shape = scan(body, |field| matches!(field, 1 | 2), |field| field == 3);
                 let (ids, values, labels) = (shape[1], shape[2], shape[3]);
                 if ids > limits.max_locations_per_sample {
                     return Err(DecodeError::SampleTooDeep {
@@ -275,7 +280,13 @@ pub(super) fn decode_bounded<R: BufRead>(input: &mut R, limits: &DecodeLimits) -
                 limit: limits.max_decoded_bytes,
             });
         }
-        profile.merge(&entry[..])?;
+        match (field, wire_type) {
+            (2, 2) => match decode_sample(body, shape[1..4].try_into().expect("three counts")) {
+                Some(sample) => profile.sample.push(sample),
+                None => profile.merge(&entry[..])?,
+            },
+            _ => profile.merge(&entry[..])?,
+        }
         if (field, wire_type) == (2, 2)
             && let Some(sample) = profile.sample.last_mut()
             && sample.location_id.len() > limits.max_stack_depth
@@ -348,6 +359,78 @@ fn scan(mut body: &[u8], packed: impl Fn(u64) -> bool, message: impl Fn(u64) -> 
         body = &body[skip..];
     }
     counts
+}
+
+/// Decodes a sample's body as prost does, each repeated field allocated once at its size as
+/// [`scan`] counted it (`counts`: location ids, values, labels) where prost grows each a push at
+/// a time — decoding the samples was most of decoding a profile. `None` for anything but a
+/// well-formed body of known wire types; prost then decodes it and names the problem.
+fn decode_sample(mut body: &[u8], [ids, values, labels]: [usize; 3]) -> Option<Sample> {
+    let mut sample = Sample {
+        location_id: Vec::with_capacity(ids),
+        value: Vec::with_capacity(values),
+        label: Vec::with_capacity(labels),
+    };
+    while !body.is_empty() {
+        let key = read_strict_varint(&mut body)?;
+        let (field, wire_type) = (key >> 3, key & 7);
+        if field == 0 || key > u64::from(u32::MAX) {
+            return None;
+        }
+        match (field, wire_type) {
+            (1, 0) => sample.location_id.push(read_strict_varint(&mut body)?),
+            (2, 0) => sample.value.push(read_strict_varint(&mut body)? as i64),
+            (1 | 2, 2) => {
+                let mut packed = read_length_delimited(&mut body)?;
+                while !packed.is_empty() {
+                    let value = read_strict_varint(&mut packed)?;
+                    if field == 1 {
+                        sample.location_id.push(value);
+                    } else {
+                        sample.value.push(value as i64);
+                    }
+                }
+            }
+            (3, 2) => sample
+                .label
+                .push(Label::decode(read_length_delimited(&mut body)?).ok()?),
+            // Unknown fields are skipped, as prost does.
+            (4.., 0) => {
+                read_strict_varint(&mut body)?;
+            }
+            (4.., 1) => body = body.get(8..)?,
+            (4.., 2) => {
+                read_length_delimited(&mut body)?;
+            }
+            (4.., 5) => body = body.get(4..)?,
+            _ => return None,
+        }
+    }
+    Some(sample)
+}
+
+/// A varint as prost reads it: at most 10 bytes, the tenth at most 1 (no bits past 64).
+fn read_strict_varint(buf: &mut &[u8]) -> Option<u64> {
+    let mut value = 0u64;
+    for (i, &byte) in buf.iter().enumerate().take(10) {
+        if i == 9 && byte > 1 {
+            return None;
+        }
+        value |= u64::from(byte & 0x7f) << (7 * i);
+        if byte < 0x80 {
+            *buf = &buf[i + 1..];
+            return Some(value);
+        }
+    }
+    None
+}
+
+/// The payload of a length-delimited field whose key was read.
+fn read_length_delimited<'a>(buf: &mut &'a [u8]) -> Option<&'a [u8]> {
+    let len = usize::try_from(read_strict_varint(buf)?).ok()?;
+    let (payload, rest) = (buf.get(..len)?, buf.get(len..)?);
+    *buf = rest;
+    Some(payload)
 }
 
 fn read_varint(buf: &mut &[u8]) -> Option<u64> {
@@ -436,5 +519,115 @@ impl<R: BufRead> Reader<'_, R> {
             len -= n;
         }
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use prost::Message;
+
+    use super::{Label, Sample, decode_sample, scan};
+
+    /// What prost makes of a sample body, or `None` where it refuses it.
+    fn prost_sample(body: &[u8]) -> Option<Sample> {
+        Sample::decode(body).ok()
+    }
+
+    fn fast_sample(body: &[u8]) -> Option<Sample> {
+        let shape = scan(body, |field| matches!(field, 1 | 2), |field| field == 3);
+        decode_sample(body, shape[1..4].try_into().unwrap())
+    }
+
+    fn varint(mut value: u64, out: &mut Vec<u8>) {
+        while value >= 0x80 {
+            out.push(value as u8 | 0x80);
+            value >>= 7;
+        }
+        out.push(value as u8);
+    }
+
+    /// One field of a sample body: known fields packed and unpacked, labels, unknown fields of
+    /// every wire type, and raw bytes (truncations, overlong varints, groups).
+    fn field() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            (1u64..=2, any::<u64>()).prop_map(|(field, value)| {
+                let mut out = Vec::new();
+                varint(field << 3, &mut out);
+                varint(value, &mut out);
+                out
+            }),
+            (1u64..=2, prop::collection::vec(any::<u64>(), 0..6)).prop_map(|(field, values)| {
+                let mut payload = Vec::new();
+                values.iter().for_each(|&value| varint(value, &mut payload));
+                let mut out = Vec::new();
+                varint(field << 3 | 2, &mut out);
+                varint(payload.len() as u64, &mut out);
+                out.extend(payload);
+                out
+            }),
+            (any::<i64>(), any::<i64>()).prop_map(|(key, num)| {
+                let payload = Label {
+                    key,
+                    num,
+                    ..Label::default()
+                }
+                .encode_to_vec();
+                let mut out = vec![3 << 3 | 2];
+                varint(payload.len() as u64, &mut out);
+                out.extend(payload);
+                out
+            }),
+            (4u64..100_000, 0u64..8, prop::collection::vec(any::<u8>(), 0..12)).prop_map(|(field, wire, tail)| {
+                let mut out = Vec::new();
+                varint(field << 3 | wire, &mut out);
+                out.extend(tail);
+                out
+            }),
+            prop::collection::vec(any::<u8>(), 0..12),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4096))]
+
+        /// The sample decoder gives exactly prost's sample, or leaves the body to prost.
+        #[test]
+        fn sample_decoder_agrees_with_prost(fields in prop::collection::vec(field(), 0..8)) {
+            let body = fields.concat();
+            if let Some(fast) = fast_sample(&body) {
+                prop_assert_eq!(Some(fast), prost_sample(&body));
+            }
+        }
+
+        /// On bodies prost writes, the sample decoder never leaves the work to prost.
+        #[test]
+        fn sample_decoder_reads_what_prost_writes(
+            location_id in prop::collection::vec(any::<u64>(), 0..64),
+            value in prop::collection::vec(any::<i64>(), 0..4),
+            keys in prop::collection::vec(any::<i64>(), 0..3),
+        ) {
+            let sample = Sample {
+                location_id,
+                value,
+                label: keys.into_iter().map(|key| Label { key, str: 1, ..Label::default() }).collect(),
+            };
+            prop_assert_eq!(fast_sample(&sample.encode_to_vec()), Some(sample));
+        }
+    }
+
+    #[test]
+    fn overlong_and_cut_varints_are_left_to_prost() {
+        // Ten bytes whose last holds bits past 64: prost refuses it.
+        let mut body = vec![1 << 3];
+        body.extend([0xff; 9]);
+        body.push(0x02);
+        assert_eq!(fast_sample(&body), None);
+        assert_eq!(prost_sample(&body), None);
+        // The same with the tenth byte 1 is u64::MAX.
+        *body.last_mut().unwrap() = 0x01;
+        assert_eq!(fast_sample(&body).unwrap().location_id, vec![u64::MAX]);
+        // A packed list cut short.
+        assert_eq!(fast_sample(&[1 << 3 | 2, 3, 1, 2]), None);
     }
 }
