@@ -82,6 +82,19 @@ impl Default for DecodeLimits {
     }
 }
 
+impl DecodeLimits {
+    /// These limits with at most `bytes` decompressed and decoded: a decode short enough to run
+    /// where it arrived, the caller trying again under the full limits when it
+    /// [is over size](DecodeError::is_over_size).
+    pub fn capped(&self, bytes: usize) -> Self {
+        Self {
+            max_decompressed_bytes: self.max_decompressed_bytes.min(bytes),
+            max_decoded_bytes: self.max_decoded_bytes.min(bytes),
+            ..self.clone()
+        }
+    }
+}
+
 /// Why a profile was refused. Messages name the offending element so a client can fix it.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
@@ -149,6 +162,13 @@ pub enum DecodeError {
     MissingFunction { location: u64, line: usize, id: u64 },
     #[error("sample {sample} has {values} values but the profile has {types} sample types")]
     ValueCount { sample: usize, values: usize, types: usize },
+}
+
+impl DecodeError {
+    /// Over the decompressed or decoded size: the one refusal a larger limit can change.
+    pub fn is_over_size(&self) -> bool {
+        matches!(self, Self::TooLarge { .. } | Self::DecodedTooLarge { .. })
+    }
 }
 
 impl crate::error::Classify for DecodeError {

@@ -853,8 +853,15 @@ async fn small_and_large_pushes_decode_alike() {
     }
     let answer = call(router, push_request("t", &[("bad", bad)], false)).await;
     answer.assert_error(400, "invalid_argument", "99");
+    // The legacy route decodes the same way.
+    let legacy = Request::post("/ingest?name=legacy&format=pprof")
+        .header("x-scope-orgid", "t")
+        .body(Body::from(large.clone()))
+        .unwrap();
+    let answer = call(router, legacy).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
 
-    for (service, want) in [("small", 3 * small_total), ("large", 40_000)] {
+    for (service, want) in [("small", 3 * small_total), ("large", 40_000), ("legacy", 40_000)] {
         let merged = querier(
             router,
             Some("t"),
@@ -870,6 +877,6 @@ async fn small_and_large_pushes_decode_alike() {
         assert_eq!(merged.status, 200, "{}", merged.text());
         assert_eq!(merged.json()["flamegraph"]["total"], want.to_string(), "{service}");
     }
-    assert_eq!(ingested_profiles(router, "t", "accepted").await, 4);
+    assert_eq!(ingested_profiles(router, "t", "accepted").await, 5);
     assert_eq!(ingested_profiles(router, "t", "invalid").await, 2);
 }

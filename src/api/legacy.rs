@@ -227,10 +227,7 @@ async fn ingest_pprof(
     if let Some(refused) = admit_bytes(state, tenant, size) {
         return Ok(refused);
     }
-    let decoded = {
-        let (body, limits) = (body.clone(), state.ingester.limits().clone());
-        state.pool.decode(move || crate::pprof::decode(&body, &limits)).await
-    };
+    let decoded = state.pool.decode_pprof(body.clone(), state.ingester.limits()).await;
     let profile = match decoded {
         Ok(profile) => profile,
         Err(err) => {

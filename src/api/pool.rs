@@ -14,13 +14,22 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use super::SharedState;
 use super::connect::{self, Code, ConnectError};
 use crate::config::ApiConfig;
+use crate::pprof::{DecodeError, DecodeLimits, Profile};
 use crate::query::Deadline;
+
+/// Decoding that stays on the async threads: a pushed body of at most this many bytes whose
+/// profiles decompress and decode to at most this much is decoded where it arrived (about a
+/// millisecond at most), anything larger on the pool. Handing a small push to the pool and
+/// back cost more than decoding it: two thread wake-ups a push, ~13 % of the server's CPU
+/// under the push load of `tools/pushbench` (BENCHMARKS.md "Ingest per core").
+pub(super) const INLINE_DECODE_BYTES: usize = 256 << 10;
 
 /// Turns on the blocking pool for reads and for decodes.
 pub struct Pool {
@@ -53,6 +62,20 @@ impl Pool {
             Ok(output) => output,
             Err(err) => std::panic::resume_unwind(err.into_panic()),
         }
+    }
+
+    /// Decodes one pprof within `limits`: where it arrived when it is small (within
+    /// [`INLINE_DECODE_BYTES`]), on the pool otherwise — from the start when the body is
+    /// larger, again under the full limits when it decodes larger.
+    pub async fn decode_pprof(&self, body: Bytes, limits: &DecodeLimits) -> Result<Profile, DecodeError> {
+        if body.len() <= INLINE_DECODE_BYTES {
+            match crate::pprof::decode(&body, &limits.capped(INLINE_DECODE_BYTES)) {
+                Err(err) if err.is_over_size() => {}
+                decoded => return decoded,
+            }
+        }
+        let limits = limits.clone();
+        self.decode(move || crate::pprof::decode(&body, &limits)).await
     }
 
     /// A turn for one read, waiting up to `api.query_queue_timeout`; `None` past it.

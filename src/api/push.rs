@@ -8,18 +8,11 @@ use axum::response::Response;
 
 use super::SharedState;
 use super::connect::{self, ConnectError};
+use super::pool::INLINE_DECODE_BYTES;
 use crate::ingest::{Admission, IngestError};
 use crate::model::Labels;
 use crate::proto::google::v1::Profile;
 use crate::proto::push::v1::{PushRequest, PushResponse};
-
-/// Work on a request that stays on the async threads: a push whose body is at most this
-/// long, not compressed as a whole, and whose profiles decompress and decode to at most this
-/// much, is decoded where it arrived (about a millisecond at most). Handing a small push to the
-/// blocking pool and back cost more than decoding it: two thread wake-ups a push, a third of
-/// the server's CPU under the push load of `tools/pushbench`. Anything larger is decoded on
-/// the pool, from the start.
-const INLINE_DECODE_BYTES: usize = 256 << 10;
 
 pub async fn push(State(state): State<SharedState>, headers: HeaderMap, body: Body) -> Result<Response, ConnectError> {
     let (tenant, body) = super::connect_request(&state, &headers, body).await?;

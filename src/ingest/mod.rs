@@ -266,17 +266,12 @@ impl Ingester {
         cap: usize,
     ) -> Result<Option<(Profile, usize)>, IngestError> {
         let left = self.limits.max_request_decoded_bytes.saturating_sub(used);
-        let limits = DecodeLimits {
-            max_decompressed_bytes: self.limits.max_decompressed_bytes.min(cap),
-            max_decoded_bytes: self.limits.max_decoded_bytes.min(left).min(cap),
-            ..self.limits.clone()
-        };
-        match pprof::decode(raw, &limits) {
+        match pprof::decode(raw, &self.limits.capped(cap.min(left))) {
             Ok(profile) => {
                 let size = pprof::decoded_size(&profile);
                 Ok(Some((profile, size)))
             }
-            Err(DecodeError::TooLarge { .. } | DecodeError::DecodedTooLarge { .. }) => Ok(None),
+            Err(err) if err.is_over_size() => Ok(None),
             Err(err) => Err(err.into()),
         }
     }
