@@ -249,21 +249,43 @@ impl std::fmt::Display for Selector {
                 MatchOp::RegexMatch => "=~",
                 MatchOp::RegexNoMatch => "!~",
             };
-            write!(f, "{}{op}\"", matcher.name)?;
-            for c in matcher.value.chars() {
-                match c {
-                    '\\' => f.write_str("\\\\")?,
-                    '"' => f.write_str("\\\"")?,
-                    '\n' => f.write_str("\\n")?,
-                    '\t' => f.write_str("\\t")?,
-                    '\r' => f.write_str("\\r")?,
-                    c => f.write_char(c)?,
-                }
+            // A name the bare syntax cannot hold (a UTF-8 name, one starting with a digit) is
+            // quoted, as it was written.
+            if is_bare_name(&matcher.name) {
+                f.write_str(&matcher.name)?;
+            } else {
+                write_quoted(f, &matcher.name)?;
             }
-            f.write_char('"')?;
+            f.write_str(op)?;
+            write_quoted(f, &matcher.value)?;
         }
         f.write_char('}')
     }
+}
+
+/// Whether `name` reads back unquoted: what the parser's bare names are.
+fn is_bare_name(name: &str) -> bool {
+    name.bytes().next().is_some_and(|first| !first.is_ascii_digit())
+        && name
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'.')
+}
+
+/// `text` as a double-quoted string the parser reads back.
+fn write_quoted(f: &mut std::fmt::Formatter<'_>, text: &str) -> std::fmt::Result {
+    use std::fmt::Write;
+    f.write_char('"')?;
+    for c in text.chars() {
+        match c {
+            '\\' => f.write_str("\\\\")?,
+            '"' => f.write_str("\\\"")?,
+            '\n' => f.write_str("\\n")?,
+            '\t' => f.write_str("\\t")?,
+            '\r' => f.write_str("\\r")?,
+            c => f.write_char(c)?,
+        }
+    }
+    f.write_char('"')
 }
 
 #[cfg(test)]
@@ -280,6 +302,26 @@ mod tests {
             assert_eq!((&a.name, a.op, &a.value), (&b.name, b.op, &b.value));
         }
         assert_eq!(Selector::parse("{}").unwrap().to_string(), "{}");
+    }
+
+    /// Quoted (UTF-8) label names print quoted when the bare syntax cannot hold them: the
+    /// fuzzer's `selector` target found both of these printing to text that did not parse.
+    #[test]
+    fn quoted_names_read_back_quoted() {
+        for (text, printed) in [
+            (r#"{ a = "1" ,"1"!= "2" , }"#, r#"{a="1","1"!="2"}"#),
+            (r#"{ " , b1a = " != "2" , }"#, r#"{" , b1a = "!="2"}"#),
+            (r#"{"service.name"="a", "é"=~"x"}"#, r#"{service.name="a","é"=~"x"}"#),
+            (r#"{"a\"b"="c"}"#, r#"{"a\"b"="c"}"#),
+        ] {
+            let selector = Selector::parse(text).unwrap();
+            assert_eq!(selector.to_string(), printed, "{text}");
+            let again = Selector::parse(printed).unwrap();
+            for (a, b) in selector.matchers.iter().zip(&again.matchers) {
+                assert_eq!((&a.name, a.op, &a.value), (&b.name, b.op, &b.value), "{text}");
+            }
+            assert_eq!(again.matchers.len(), selector.matchers.len());
+        }
     }
 
     fn labels(pairs: &[(&str, &str)]) -> Labels {
