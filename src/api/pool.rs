@@ -4,8 +4,8 @@
 //! [`Deadline`] its loops check; the async side answers 504 when the deadline passes
 //! whatever the work is doing, and cancels it. Decoding pushed profiles runs there too, at
 //! most `api.max_concurrent_decodes` at once — all but small pushes, whose decode is bounded
-//! to well under the cost of the hop (`api::push`). `/ready` and `/metrics` stay on the async
-//! threads, which never wait for any of this.
+//! to well under the cost of the hop (`INLINE_DECODE_BYTES`). `/ready` and `/metrics` stay on
+//! the async threads, which never wait for any of this.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,7 +65,7 @@ impl Pool {
     }
 
     /// Decodes one pprof within `limits`: where it arrived when it is small (within
-    /// [`INLINE_DECODE_BYTES`]), on the pool otherwise — from the start when the body is
+    /// `INLINE_DECODE_BYTES`), on the pool otherwise — from the start when the body is
     /// larger, again under the full limits when it decodes larger.
     pub async fn decode_pprof(&self, body: Bytes, limits: &DecodeLimits) -> Result<Profile, DecodeError> {
         if body.len() <= INLINE_DECODE_BYTES {
