@@ -86,31 +86,7 @@ async fn get(router: &Router, uri: &str) -> Answer {
 }
 
 async fn push(router: &Router, tenant: &str, service: &str, raw_profile: Vec<u8>) -> Answer {
-    use pyrite::proto::push::v1::{PushRequest, RawProfileSeries, RawSample};
-    use pyrite::proto::types::v1::LabelPair;
-    let labels = [("__name__", "process_cpu"), ("service_name", service)];
-    let request = PushRequest {
-        series: vec![RawProfileSeries {
-            labels: labels
-                .iter()
-                .map(|(name, value)| LabelPair {
-                    name: name.to_string(),
-                    value: value.to_string(),
-                })
-                .collect(),
-            samples: vec![RawSample {
-                raw_profile: raw_profile.into(),
-                id: String::new(),
-            }],
-            annotations: Vec::new(),
-        }],
-    };
-    let request = Request::post("/push.v1.PusherService/Push")
-        .header("content-type", "application/proto")
-        .header("x-scope-orgid", tenant)
-        .body(Body::from(request.encode_to_vec()))
-        .unwrap();
-    call(router, request).await
+    call(router, push_request(tenant, &[(service, raw_profile)], false)).await
 }
 
 fn corpus_bytes(name: &str) -> Vec<u8> {

@@ -317,12 +317,23 @@ fn is_utf8_charset(param: &str) -> bool {
 /// Whether a request is binary protobuf sent without a `Content-Encoding`: decoding it costs
 /// about its length, with no decompression.
 pub(super) fn is_uncompressed_proto(headers: &HeaderMap) -> bool {
-    let identity = headers.get(header::CONTENT_ENCODING).is_none_or(|value| {
-        value
+    content_encoding(headers).is_ok_and(is_identity) && matches!(Codec::from_headers(headers), Ok(Codec::Proto))
+}
+
+/// The request's `Content-Encoding`, trimmed; empty when absent.
+fn content_encoding(headers: &HeaderMap) -> Result<&str, ConnectError> {
+    match headers.get(header::CONTENT_ENCODING) {
+        None => Ok(""),
+        Some(value) => value
             .to_str()
-            .is_ok_and(|value| value.trim().is_empty() || value.trim().eq_ignore_ascii_case("identity"))
-    });
-    identity && matches!(Codec::from_headers(headers), Ok(Codec::Proto))
+            .map(str::trim)
+            .map_err(|_| ConnectError::unimplemented("unknown compression: non-ASCII header")),
+    }
+}
+
+/// Whether a `Content-Encoding` leaves the body as it is.
+fn is_identity(encoding: &str) -> bool {
+    encoding.is_empty() || encoding.eq_ignore_ascii_case("identity")
 }
 
 /// Undoes the request's `Content-Encoding`, bounding the result to `max_body_bytes`.
@@ -335,14 +346,8 @@ pub(super) fn decompress<'a>(
     if body.len() > max_body_bytes {
         return Err(too_large());
     }
-    let encoding = match headers.get(header::CONTENT_ENCODING) {
-        None => "",
-        Some(value) => value
-            .to_str()
-            .map_err(|_| ConnectError::unimplemented("unknown compression: non-ASCII header"))?
-            .trim(),
-    };
-    if encoding.is_empty() || encoding.eq_ignore_ascii_case("identity") {
+    let encoding = content_encoding(headers)?;
+    if is_identity(encoding) {
         return Ok(std::borrow::Cow::Borrowed(body));
     }
     if !encoding.eq_ignore_ascii_case("gzip") {

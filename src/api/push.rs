@@ -165,6 +165,11 @@ fn decode_profiles(
     let mut client_errors = Vec::new();
     // (outcome, profile bytes) of each refused profile, counted once the request is decoded.
     let mut refused = Vec::new();
+    let count_refused = |refused: Vec<(&'static str, usize)>| {
+        for (outcome, size) in refused {
+            state.metrics.record_ingest(tenant.as_str(), outcome, size, 0);
+        }
+    };
     let mut decoded = Vec::new();
     let mut decoded_bytes = 0usize;
     for (series_index, series) in request.series.iter().enumerate() {
@@ -201,9 +206,7 @@ fn decode_profiles(
                 }
                 Err(err @ IngestError::RequestTooLarge { .. }) => {
                     // Nothing of a request that can never fit is stored.
-                    for (outcome, size) in refused {
-                        state.metrics.record_ingest(tenant.as_str(), outcome, size, 0);
-                    }
+                    count_refused(refused);
                     state.metrics.record_ingest(tenant.as_str(), err.outcome(), size, 0);
                     state.ingester.refund_bytes(tenant, *bytes);
                     return Some(Err(ConnectError::invalid_argument(format!("{at}: {err}"))));
@@ -215,9 +218,7 @@ fn decode_profiles(
             }
         }
     }
-    for (outcome, size) in refused {
-        state.metrics.record_ingest(tenant.as_str(), outcome, size, 0);
-    }
+    count_refused(refused);
     Some(Ok((decoded, client_errors, *codec, *bytes)))
 }
 

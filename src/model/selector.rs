@@ -192,7 +192,7 @@ impl Parser<'_> {
         }
         let start = self.position;
         while let Some(&byte) = self.bytes.get(self.position) {
-            if byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'.' {
+            if is_name_byte(byte) {
                 self.position += 1;
             } else {
                 break;
@@ -263,12 +263,14 @@ impl std::fmt::Display for Selector {
     }
 }
 
+/// A byte of an unquoted label name.
+fn is_name_byte(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'.'
+}
+
 /// Whether `name` reads back unquoted: what the parser's bare names are.
 fn is_bare_name(name: &str) -> bool {
-    name.bytes().next().is_some_and(|first| !first.is_ascii_digit())
-        && name
-            .bytes()
-            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'.')
+    name.bytes().next().is_some_and(|first| !first.is_ascii_digit()) && name.bytes().all(is_name_byte)
 }
 
 /// `text` as a double-quoted string the parser reads back.
